@@ -1,0 +1,33 @@
+# The README's two commands: `make demo` and `make test`. Both build .venv when missing.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: setup test demo bench browser clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $(STAMP)
+
+# Debian's Chromium for the Playwright page test (Playwright's own browser download needs the network).
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium; browser tests will skip"; \
+	  else echo "warning: $(CHROMIUM) missing and not root; browser tests will skip"; fi; \
+	fi
+
+test: setup browser
+	$(PY) -m pytest -q -ra
+
+demo: setup
+	$(VENV)/bin/galaxalign demo
+
+bench: setup
+	@set -e; for f in bench/bench_*.py; do echo "== $$f" >&2; $(PY) $$f; done
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from galaxalign.cli import main
+
+sys.exit(main())
