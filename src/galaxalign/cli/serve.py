@@ -1,0 +1,36 @@
+"""`galaxalign serve`: the search HTTP API (OpenAPI docs at /docs) and web page at /.
+
+With no --index, serves the demo: the survey and checkpoint of runs/demo/report.json, embedded and
+indexed once into runs/demo/search/.
+"""
+from __future__ import annotations
+
+import argparse
+
+HELP = "HTTP API and web page for similarity search"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", default=None, help="index folder (default: build/serve the `make demo` one)")
+    p.add_argument("--checkpoint", default=None, help="model (default: the one recorded in index.json)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--demo-dir", default=None, help="where `make demo` wrote report.json (default runs/demo)")
+
+
+def run(args) -> int:
+    import uvicorn
+
+    from galaxalign.serve.app import create_app
+
+    index_dir, checkpoint = args.index, args.checkpoint
+    if index_dir is None:
+        from galaxalign.runtime import DEMO_DIR
+        from galaxalign.search.demo import ensure_demo_index
+
+        index_dir, demo_checkpoint = ensure_demo_index(args.demo_dir or DEMO_DIR)
+        checkpoint = checkpoint or demo_checkpoint
+    app = create_app(index_dir, checkpoint)
+    print(f"serving {index_dir} on http://{args.host}:{args.port}/ (API docs at /docs)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

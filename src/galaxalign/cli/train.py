@@ -1,0 +1,49 @@
+"""``galaxalign train``: fine-tune from a YAML config (a thin shell over galaxalign.training.train)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "fine-tune (stage 1, stage 2, or a baseline) from a YAML config"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="default", help="a shipped config name (default, paper) or a YAML file")
+    parser.add_argument("overrides", nargs="*", metavar="KEY.SUB=VALUE", help="config overrides, e.g. stage1.lr=3e-4 data.num=500")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
+                        help="continue a run: from CKPT, or without a value from OUT/checkpoints/last.pt")
+    parser.add_argument("--out", default=None, help="output folder (overrides the config's 'out')")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--print-config", action="store_true", help="print the merged config as JSON and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from galaxalign.training import load_config, train
+
+    overrides = list(args.overrides)
+    if args.out:
+        overrides.append({"out": args.out})
+    cfg = load_config(args.config, overrides)
+    if args.print_config:
+        print(json.dumps(cfg, indent=2))
+        return 0
+    result = train(cfg, progress=not args.quiet, resume=args.resume)
+    from galaxalign.training.distributed import init_distributed
+
+    if init_distributed(cfg["device"]).is_main:
+        last_val = next((r for r in reversed(result.history) if r.get("kind") == "val"), {})
+        summary = {
+            "method": cfg["method"],
+            "checkpoint": str(result.checkpoint),
+            "export_dir": str(result.export_dir) if result.completed else None,
+            "completed": result.completed,
+            "seconds": round(result.seconds, 1),
+            **{k: v for k, v in last_val.items() if k.startswith("val_")},
+        }
+        print(json.dumps(summary), file=sys.stdout)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    return 0

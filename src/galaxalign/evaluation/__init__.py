@@ -1,0 +1,50 @@
+"""Evaluation: classification and search metrics, classifiers on embeddings, reports, the demo table.
+
+The metric modules are plain numpy and import nothing heavy; ``evaluate``, ``run_demo`` and
+``run_ablations`` load the model stack only when called.
+"""
+from galaxalign.evaluation.bootstrap import bootstrap_ci, bootstrap_mean_ci
+from galaxalign.evaluation.classifiers import LinearProbe, knn_classify, prototype_classify
+from galaxalign.evaluation.metrics import (
+    accuracy,
+    classification_report,
+    confusion_matrix,
+    macro_f1,
+    per_class_accuracy,
+)
+from galaxalign.evaluation.retrieval import RetrievalResult, rank_gallery, retrieval_metrics
+
+
+def evaluate(*args, **kwargs):
+    """See :func:`galaxalign.evaluation.protocol.evaluate`."""
+    from galaxalign.evaluation.protocol import evaluate as _evaluate
+
+    return _evaluate(*args, **kwargs)
+
+
+def evaluate_model(*args, **kwargs):
+    """See :func:`galaxalign.evaluation.protocol.evaluate_model`."""
+    from galaxalign.evaluation.protocol import evaluate_model as _evaluate_model
+
+    return _evaluate_model(*args, **kwargs)
+
+
+def run_demo(*args, **kwargs):
+    """See :func:`galaxalign.evaluation.demo.run_demo`."""
+    from galaxalign.evaluation.demo import run_demo as _run_demo
+
+    return _run_demo(*args, **kwargs)
+
+
+def run_ablations(*args, **kwargs):
+    """See :func:`galaxalign.evaluation.demo.run_ablations`."""
+    from galaxalign.evaluation.demo import run_ablations as _run_ablations
+
+    return _run_ablations(*args, **kwargs)
+
+
+__all__ = [
+    "accuracy", "macro_f1", "per_class_accuracy", "confusion_matrix", "classification_report",
+    "rank_gallery", "retrieval_metrics", "RetrievalResult", "bootstrap_ci", "bootstrap_mean_ci",
+    "prototype_classify", "knn_classify", "LinearProbe", "evaluate", "evaluate_model", "run_demo", "run_ablations",
+]

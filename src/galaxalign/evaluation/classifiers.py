@@ -1,0 +1,97 @@
+"""Classifiers on frozen embeddings: zero-shot prototypes, linear probe, k-nearest neighbours.
+
+All take L2-normalised float embeddings (``inference.embed_catalog`` output) and return predicted
+class ids plus a (N, C) score matrix whose rows sum to 1, so every method reports the same way.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# OUR CHOICE: zero-shot scores are softmax(100 * cosine), CLIP's usual inverse temperature; the
+# ranking (and so the prediction) does not depend on it, only how peaked the printed scores are.
+ZERO_SHOT_SCALE = 100.0
+KNN_K = 10  # OUR CHOICE: k = 10, cosine, votes weighted by (1 + cosine) / 2
+PROBE_C = 1.0  # OUR CHOICE: scikit-learn's default L2 strength; embeddings are unit length
+
+
+def _unit(x: np.ndarray, what: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (N, D), got shape {x.shape}")
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(n, 1e-12)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def prototype_classify(
+    embeddings: np.ndarray, prototypes: np.ndarray, scale: float = ZERO_SHOT_SCALE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-shot: each galaxy goes to the class prototype (text, symbol or fused) it is most similar to."""
+    e = _unit(embeddings, "embeddings")
+    p = _unit(prototypes, "prototypes")
+    if e.shape[1] != p.shape[1]:
+        raise ValueError(f"embedding dim {e.shape[1]} != prototype dim {p.shape[1]}")
+    cos = e @ p.T
+    return cos.argmax(axis=1), softmax(scale * cos)
+
+
+def knn_classify(
+    train_emb: np.ndarray,
+    train_labels,
+    query_emb: np.ndarray,
+    num_classes: int,
+    k: int = KNN_K,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Similarity-weighted vote of the k most similar labelled galaxies (cosine)."""
+    g = _unit(train_emb, "train embeddings")
+    q = _unit(query_emb, "query embeddings")
+    y = np.asarray(train_labels, dtype=np.int64)
+    if y.shape != (g.shape[0],):
+        raise ValueError(f"{g.shape[0]} train embeddings but {y.size} labels")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    k = min(k, g.shape[0])
+    votes = np.zeros((q.shape[0], num_classes))
+    for s in range(0, q.shape[0], 1024):
+        sim = q[s : s + 1024] @ g.T
+        nn = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        w = np.take_along_axis(sim, nn, axis=1)
+        # (1 + cos) / 2 lies in [0, 1]: closer neighbours weigh more, none votes against its class.
+        w = (1.0 + w) / 2.0 + 1e-6
+        rows = np.repeat(np.arange(nn.shape[0]), k)
+        np.add.at(votes[s : s + 1024], (rows, y[nn].ravel()), w.ravel())
+    scores = votes / votes.sum(axis=1, keepdims=True)
+    return scores.argmax(axis=1), scores
+
+
+class LinearProbe:
+    """Multinomial logistic regression on frozen image embeddings (scikit-learn)."""
+
+    def __init__(self, num_classes: int, C: float = PROBE_C, max_iter: int = 2000, seed: int = 0):
+        self.num_classes = num_classes
+        self.C, self.max_iter, self.seed = C, max_iter, seed
+        self._model = None
+
+    def fit(self, embeddings: np.ndarray, labels) -> "LinearProbe":
+        from sklearn.linear_model import LogisticRegression
+
+        x = _unit(embeddings, "probe embeddings")
+        y = np.asarray(labels, dtype=np.int64)
+        if np.unique(y).size < 2:
+            raise ValueError("a linear probe needs training galaxies of at least two classes")
+        self._model = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
+        self._model.fit(x, y)
+        return self
+
+    def predict_scores(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._model is None:
+            raise RuntimeError("LinearProbe.fit must be called first")
+        proba = self._model.predict_proba(_unit(embeddings, "embeddings"))
+        scores = np.zeros((proba.shape[0], self.num_classes))
+        scores[:, self._model.classes_] = proba  # classes absent from training keep score 0
+        return scores.argmax(axis=1), scores

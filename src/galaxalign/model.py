@@ -1,0 +1,192 @@
+"""GalaxAlignModel: image, symbol and text encoders aligned in one embedding space.
+
+Stage 1 (paper): one visual encoder encodes both galaxy images and schematic symbols
+(``symbol_encoder is image_encoder``). Stage 2: ``separate_symbol_encoder()`` gives symbols their own
+encoder, a deep copy of the image encoder at that moment, and all three are trained jointly.
+
+The backbone (``galaxalign.backbones``) supplies the towers, tokenizer, preprocessing and initial
+temperature; the model owns them from then on. While shared, the symbol encoder is not registered as
+a second module, so the state dict holds its weights once (keys ``image_encoder.*``); once separate,
+its weights appear under ``symbol_encoder.*``. ``load_state_dict`` accepts either layout.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from galaxalign import transforms as T
+from galaxalign.backbones import DualEncoder, create_backbone, lock_image, lock_text
+
+# CLIP caps the inverse temperature at 100 so logits cannot blow up.
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+class GalaxAlignModel(nn.Module):
+    def __init__(self, backbone: DualEncoder, symbol_encoder_shared: bool = True, num_classes: int | None = None):
+        super().__init__()
+        self.config = {
+            "backbone": dict(backbone.spec),
+            "symbol_encoder_shared": True,
+            "num_classes": None if num_classes is None else int(num_classes),
+        }
+        self.image_encoder = backbone.visual
+        self.text_encoder = backbone.text
+        self.logit_scale = backbone.logit_scale
+        self.tokenizer = backbone.tokenizer
+        self.image_size = backbone.image_size
+        self.embed_dim = backbone.embed_dim
+        self.image_mean = backbone.image_mean
+        self.image_std = backbone.image_std
+        # OUR CHOICE: the image-only baseline head reads the un-normalised projected image features.
+        self.classifier = nn.Linear(self.embed_dim, int(num_classes)) if num_classes else None
+        if not symbol_encoder_shared:
+            self.separate_symbol_encoder()
+
+    # ----------------------------------------------------------------------------- construction
+    @classmethod
+    def from_config(cls, config: dict, load_weights: bool = True) -> "GalaxAlignModel":
+        """Build from ``{"backbone": spec, "symbol_encoder_shared": bool, "num_classes": int|None}``.
+
+        ``load_weights=False`` skips the backbone's pretrained weights (a state dict follows).
+        """
+        if not isinstance(config, dict) or "backbone" not in config:
+            raise ValueError(f"model config needs a 'backbone' spec, got keys {sorted(config or {})}")
+        backbone = create_backbone(config["backbone"], load_weights=load_weights)
+        return cls(
+            backbone,
+            symbol_encoder_shared=bool(config.get("symbol_encoder_shared", True)),
+            num_classes=config.get("num_classes"),
+        )
+
+    @property
+    def symbol_encoder_shared(self) -> bool:
+        return "symbol_encoder" not in self._modules
+
+    @property
+    def symbol_encoder(self) -> nn.Module:
+        """The image encoder itself while shared (stage 1); its own copy after stage 2 begins."""
+        separate = self._modules.get("symbol_encoder")
+        return self.image_encoder if separate is None else separate
+
+    def separate_symbol_encoder(self) -> None:
+        """Stage 2: give symbols their own encoder, initialised as a copy of the image encoder."""
+        if not self.symbol_encoder_shared:
+            return
+        # Registered directly: add_module refuses the name because of the property above.
+        self._modules["symbol_encoder"] = copy.deepcopy(self.image_encoder)
+        self.config["symbol_encoder_shared"] = False
+
+    def share_symbol_encoder(self) -> None:
+        """Back to one visual encoder for images and symbols (drops the separate copy)."""
+        self._modules.pop("symbol_encoder", None)
+        self.config["symbol_encoder_shared"] = True
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load weights saved with a shared or a separate symbol encoder into either layout.
+
+        Separate weights into a shared model separate it first (the weights say there are two
+        encoders); shared weights into a separate model initialise the symbol encoder from the image
+        encoder's weights, exactly what ``separate_symbol_encoder`` would do.
+        """
+        state_dict = dict(state_dict)
+        has_symbol = any(k.startswith("symbol_encoder.") for k in state_dict)
+        if has_symbol and self.symbol_encoder_shared:
+            self.separate_symbol_encoder()
+        elif not has_symbol and not self.symbol_encoder_shared:
+            for k in [k for k in state_dict if k.startswith("image_encoder.")]:
+                state_dict["symbol_encoder." + k[len("image_encoder."):]] = state_dict[k]
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    # ----------------------------------------------------------------------------- encoding
+    def tokenize(self, texts: Sequence[str]):
+        if isinstance(texts, str):
+            texts = [texts]
+        return self.tokenizer(list(texts))
+
+    def encode_image(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        f = self.image_encoder(x)
+        return F.normalize(f, dim=-1) if normalize else f
+
+    def encode_symbol(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        f = self.symbol_encoder(x)
+        return F.normalize(f, dim=-1) if normalize else f
+
+    def encode_text(self, tokens, normalize: bool = True) -> torch.Tensor:
+        tokens = self._tokens_to(tokens)
+        f = self.text_encoder(tokens)
+        return F.normalize(f, dim=-1) if normalize else f
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits of the image-only baseline head (``num_classes`` must be set)."""
+        if self.classifier is None:
+            raise RuntimeError("this model has no classifier head: build it with config num_classes=<int>")
+        return self.classifier(self.encode_image(images, normalize=False))
+
+    def scale(self) -> torch.Tensor:
+        """exp(logit_scale), capped at 100 as in CLIP: the factor the losses multiply cosines by."""
+        return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+
+    def forward(self, images=None, text_tokens=None, symbol_images=None, text_index=None,
+                symbol_index=None) -> dict[str, Any]:
+        """L2-normalised features for whatever modalities are given, plus ``logit_scale`` (exp'd).
+
+        With ``text_index`` / ``symbol_index`` this is ``forward_features`` (once-per-class rows
+        expanded per sample); going through ``forward`` lets DistributedDataParallel see the call.
+        """
+        return self.forward_features(images, text_tokens, text_index, symbol_images, symbol_index)
+
+    def forward_features(
+        self,
+        images: torch.Tensor | None = None,
+        text_tokens=None,
+        text_index: torch.Tensor | None = None,
+        symbol_images: torch.Tensor | None = None,
+        symbol_index: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        """Per-sample features when texts and symbols are encoded once per distinct row.
+
+        ``text_tokens`` / ``symbol_images`` hold the distinct rows (see ``ClassBank.batch``);
+        ``text_index`` / ``symbol_index`` (B,) map each sample to its row. Indexing after encoding
+        gives the same loss and gradients as encoding every sample's own copy.
+        """
+        out: dict[str, Any] = {"logit_scale": self.scale()}
+        if images is not None:
+            out["image_features"] = self.encode_image(images)
+        if text_tokens is not None:
+            f = self.encode_text(text_tokens)
+            out["text_features"] = f if text_index is None else f[text_index.to(f.device)]
+        if symbol_images is not None:
+            f = self.encode_symbol(symbol_images)
+            out["symbol_features"] = f if symbol_index is None else f[symbol_index.to(f.device)]
+        return out
+
+    def _tokens_to(self, tokens):
+        device = self.logit_scale.device
+        if isinstance(tokens, dict):
+            return {k: v.to(device) for k, v in tokens.items()}
+        return tokens.to(device)
+
+    # ----------------------------------------------------------------------------- locking
+    def lock_image_tower(self, unlocked_groups: int = 0, freeze_bn_stats: bool = False) -> None:
+        """Freeze the visual encoder(s) but their last ``unlocked_groups`` groups (projection is last)."""
+        lock_image(self.image_encoder, unlocked_groups, freeze_bn_stats)
+        if not self.symbol_encoder_shared:
+            lock_image(self.symbol_encoder, unlocked_groups, freeze_bn_stats)
+
+    def lock_text_tower(self, unlocked_layers: int = 0, freeze_layer_norm: bool = True) -> None:
+        lock_text(self.text_encoder, unlocked_layers, freeze_layer_norm)
+
+    # ----------------------------------------------------------------------------- preprocessing
+    def eval_transform(self) -> T.EvalTransform:
+        return T.eval_transform(self.image_size, self.image_mean, self.image_std)
+
+    def train_transform(self, strength: float = 1.0) -> T.TrainTransform:
+        return T.train_transform(self.image_size, self.image_mean, self.image_std, strength)
+
+    def symbol_transform(self, train: bool = False) -> T.SymbolTransform:
+        return T.symbol_transform(self.image_size, self.image_mean, self.image_std, train)

@@ -1,0 +1,32 @@
+"""Similarity search over a survey: embed it into Parquet shards, index them with faiss, query
+the index by image, galaxy id, text, Galaxy Zoo answers (composed symbols) or a sketch.
+
+    from galaxalign.search import embed_survey, build_index_from_embeddings, SearchIndex, query_text
+"""
+from galaxalign.search.embed import embed_survey, read_embeddings, read_manifest, write_embedding_shards
+from galaxalign.search.index import (
+    Hit,
+    IndexMismatchError,
+    SearchIndex,
+    build_index,
+    build_index_from_embeddings,
+    choose_kind,
+)
+from galaxalign.search.query import (
+    QueryError,
+    load_image,
+    parse_answers,
+    query_id,
+    query_image,
+    query_sketch,
+    query_symbol,
+    query_text,
+    render_query_symbol,
+)
+
+__all__ = [
+    "Hit", "IndexMismatchError", "QueryError", "SearchIndex", "build_index", "build_index_from_embeddings",
+    "choose_kind", "embed_survey", "load_image", "parse_answers", "query_id", "query_image", "query_sketch",
+    "query_symbol", "query_text", "read_embeddings", "read_manifest", "render_query_symbol",
+    "write_embedding_shards",
+]

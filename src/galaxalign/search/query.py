@@ -1,0 +1,153 @@
+"""Queries: turn an image, a galaxy id, a description, Galaxy Zoo answers or a sketch into the
+nearest galaxies of an index.
+
+Images are embedded by the image encoder, descriptions by the text encoder, and both composed
+symbols (``symbols.render_symbol``) and hand-drawn sketches by the symbol encoder: the three
+modalities GalaxAlign aligns, so every kind of query lands in the same embedding space.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from galaxalign.search.index import Hit, SearchIndex
+
+# OUR CHOICE: refuse images above 25 megapixels (a 5000x5000 upload) before decoding them; survey
+# cut-outs are a few hundred pixels wide, and the check stops decompression bombs cheaply.
+MAX_IMAGE_PIXELS = 25_000_000
+# OUR CHOICE: query symbols are drawn at 224 px, the encoders' usual input size.
+SYMBOL_SIZE = 224
+MAX_TEXT_CHARS = 1000
+
+
+class QueryError(ValueError):
+    """A query the user can fix (bad image, unknown answer, empty text); the message says how."""
+
+
+def load_image(data: bytes | str | Path, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None) -> np.ndarray:
+    """Decode an image file (bytes or a path) to uint8 (H, W, 3) RGB, refusing non-images and bombs."""
+    from PIL import Image, UnidentifiedImageError
+
+    where = name or (str(data) if isinstance(data, (str, Path)) else "upload")
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such image file")
+        data = path.read_bytes()
+    if not data:
+        raise QueryError(f"{where}: empty file, expected an image (PNG, JPEG, ...)")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size  # read from the header; the pixels are not decoded yet
+            if w * h > max_pixels:
+                raise QueryError(f"{where}: image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels}")
+            im.draft("RGB", (1024, 1024))  # JPEG: decode at reduced scale when large
+            rgb = im.convert("RGB")
+            return np.asarray(rgb, dtype=np.uint8).copy()
+    except Image.DecompressionBombError as exc:
+        raise QueryError(f"{where}: refused as a decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise QueryError(f"{where}: not an image file that Pillow can read (PNG, JPEG, GIF, TIFF, WebP, ...)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, QueryError):
+            raise
+        raise QueryError(f"{where}: broken or truncated image ({exc})") from None
+
+
+def parse_answers(answers: str | Iterable[str]) -> tuple[str, ...]:
+    """Galaxy Zoo answer ids (``smooth-or-featured_smooth,how-rounded_round``) checked against the tree."""
+    from galaxalign.taxonomy import decision_tree
+
+    items = answers.split(",") if isinstance(answers, str) else list(answers)
+    items = [str(a).strip() for a in items if str(a).strip()]
+    if not items:
+        raise QueryError("no Galaxy Zoo answers given; pass answer ids such as 'smooth-or-featured_smooth'")
+    tree = decision_tree()
+    known = tree.answers
+    bad = [a for a in items if a not in known]
+    if bad:
+        raise QueryError(f"unknown Galaxy Zoo answer(s) {bad}; known answers: {', '.join(sorted(known))}")
+    seen: dict[str, str] = {}
+    for a in items:
+        q = known[a].question
+        if q in seen and seen[q] != a:
+            raise QueryError(f"answers {seen[q]!r} and {a!r} both answer question {q!r}; pick one")
+        seen[q] = a
+    return tuple(dict.fromkeys(items))
+
+
+def render_query_symbol(answers: Sequence[str], size: int = SYMBOL_SIZE) -> np.ndarray:
+    """The composed Galaxy Zoo pictogram of a set of answers (deterministic, no augmentation)."""
+    from galaxalign.symbols import SymbolError, render_symbol
+
+    try:
+        return render_symbol(tuple(parse_answers(answers)), size=size, seed=0, augment=False)
+    except SymbolError as exc:
+        raise QueryError(f"cannot draw a symbol for these answers: {exc}") from None
+
+
+def _one(vectors) -> np.ndarray:
+    v = np.asarray(vectors.detach().cpu().numpy() if hasattr(vectors, "detach") else vectors, dtype=np.float32)
+    return v.reshape(-1, v.shape[-1])[0]
+
+
+def embed_image(model, image: np.ndarray, modality: str = "image") -> np.ndarray:
+    """(D,) embedding of one uint8 image by the image (or symbol) encoder."""
+    from galaxalign.inference import embed_arrays
+
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise QueryError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+    return _one(embed_arrays(model, image[None], modality=modality))
+
+
+def embed_text(model, text: str) -> np.ndarray:
+    from galaxalign.inference import encode_texts
+
+    text = (text or "").strip()
+    if not text:
+        raise QueryError("empty description; type a few words, e.g. 'a barred spiral galaxy'")
+    if len(text) > MAX_TEXT_CHARS:
+        raise QueryError(f"description is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+    return _one(encode_texts(model, [text]))
+
+
+def _check_dim(index: SearchIndex, v: np.ndarray) -> np.ndarray:
+    if v.shape[-1] != index.dim:
+        raise ValueError(
+            f"the model embeds to {v.shape[-1]} dimensions but the index holds {index.dim}; "
+            f"use the checkpoint the index was built with ({index.checkpoint})"
+        )
+    return v
+
+
+def query_image(index: SearchIndex, model, image: np.ndarray, k: int = 10) -> list[Hit]:
+    """Galaxies that look like ``image`` (image encoder)."""
+    return index.search(_check_dim(index, embed_image(model, image, "image")), k)
+
+
+def query_sketch(index: SearchIndex, model, image: np.ndarray, k: int = 10) -> list[Hit]:
+    """Galaxies matching a user's drawing (symbol encoder)."""
+    return index.search(_check_dim(index, embed_image(model, image, "symbol")), k)
+
+
+def query_symbol(index: SearchIndex, model, answers: str | Sequence[str], k: int = 10) -> list[Hit]:
+    """Galaxies matching the pictogram composed from Galaxy Zoo answers (symbol encoder)."""
+    return query_sketch(index, model, render_query_symbol(parse_answers(answers)), k)
+
+
+def query_text(index: SearchIndex, model, text: str, k: int = 10) -> list[Hit]:
+    """Galaxies matching a description (text encoder)."""
+    return index.search(_check_dim(index, embed_text(model, text)), k)
+
+
+def query_id(index: SearchIndex, galaxy_id: str, k: int = 10, include_self: bool = False) -> list[Hit]:
+    """Neighbours of a catalog galaxy, from its stored embedding (no model needed).
+
+    OUR CHOICE: the galaxy itself (score 1.0) is left out unless ``include_self``.
+    """
+    v = index.vector(galaxy_id)
+    return index.search(v, k, exclude=() if include_self else (str(galaxy_id),))

@@ -1,0 +1,275 @@
+"""FastAPI app over a search index: JSON API (OpenAPI at /docs) and the web page at /.
+
+The service is a thin shell over :mod:`galaxalign.search`: every endpoint validates its input,
+calls one query function and returns JSON. User mistakes become a 4xx with a JSON ``detail`` that
+says what is wrong; the server keeps serving. Thumbnails are read only from the indexed catalog,
+looked up by id: no path from a client is ever opened.
+"""
+from __future__ import annotations
+
+import io
+import random
+import threading
+from collections import OrderedDict
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from galaxalign.search import query as q
+from galaxalign.search.index import Hit, SearchIndex, UnknownGalaxyError
+
+# OUR CHOICE: uploads up to 8 MB, up to 100 results per query, 128 px thumbnails, 96 px icons.
+MAX_UPLOAD_BYTES = 8 * 1024 * 1024
+MAX_K = 100
+THUMB_SIZE = 128
+ICON_SIZE = 96
+CACHE_ITEMS = 4096
+
+
+class TextQuery(BaseModel):
+    text: str = Field(..., description="a description, e.g. 'a barred spiral galaxy'")
+    k: int = Field(10, ge=1, le=MAX_K)
+
+
+class SymbolQuery(BaseModel):
+    answers: list[str] = Field(..., description="Galaxy Zoo answer ids, e.g. ['smooth-or-featured_smooth']")
+    k: int = Field(10, ge=1, le=MAX_K)
+
+
+class _LRU:
+    """A small thread-safe LRU of rendered PNG bytes (thumbnails, icons)."""
+
+    def __init__(self, size: int):
+        self.size, self.data, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key, make):
+        with self.lock:
+            if key in self.data:
+                self.data.move_to_end(key)
+                return self.data[key]
+        value = make()
+        with self.lock:
+            self.data[key] = value
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+        return value
+
+
+def _png(image: np.ndarray, size: int | None = None) -> bytes:
+    from PIL import Image
+
+    im = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    if size:
+        im.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+class Searcher:
+    """What the endpoints share: the index, the model (loaded on first use), caches and locks."""
+
+    def __init__(self, index: SearchIndex, checkpoint: str | None, model=None):
+        self.index = index
+        self.checkpoint = checkpoint or index.checkpoint
+        self._model = model
+        self._model_lock = threading.Lock()
+        self._read_lock = threading.Lock()  # HDF5 reads are not thread-safe
+        self._reader = None
+        self.thumbs = _LRU(CACHE_ITEMS)
+        self.icons = _LRU(512)
+
+    @property
+    def model(self):
+        if self._model is None:
+            with self._model_lock:
+                if self._model is None:
+                    if not self.checkpoint:
+                        raise HTTPException(503, "no model: the index records no checkpoint and none was given to serve")
+                    from galaxalign.inference import load_model
+
+                    model, _ = load_model(self.checkpoint)
+                    self._model = model.eval()
+        return self._model
+
+    def image_of(self, galaxy_id: str) -> np.ndarray:
+        row = self.index.table.iloc[self.index.row_of(galaxy_id)]
+        from galaxalign.datasets import read_image
+
+        try:
+            with self._read_lock:
+                return read_image(row)
+        except (OSError, ValueError) as exc:
+            # The catalog points at an image that is gone or broken: this galaxy has no thumbnail.
+            raise HTTPException(404, f"image of galaxy {galaxy_id!r} is unavailable: {exc}") from None
+
+    def hits_json(self, hits: list[Hit], query: dict, k: int) -> dict:
+        return {
+            "query": query,
+            "k": k,
+            "results": [{**h.to_dict(), "thumb_url": f"/api/thumb/{h.id}.png"} for h in hits],
+        }
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": detail})
+
+
+def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = None, *, model=None,
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_image_pixels: int = q.MAX_IMAGE_PIXELS) -> FastAPI:
+    """The search service over an index folder. ``model`` (already loaded) skips ``load_model``."""
+    index = index_dir if isinstance(index_dir, SearchIndex) else SearchIndex.load(index_dir)
+    searcher = Searcher(index, checkpoint, model)
+    app = FastAPI(
+        title="GalaxAlign search",
+        description="Find galaxies by image, catalog id, description, Galaxy Zoo symbols or a sketch.",
+        version="1",
+    )
+    app.state.searcher = searcher
+    static = resources.files("galaxalign.serve").joinpath("static")
+
+    # -- errors: user mistakes are 4xx JSON, never a crash ---------------------------------------
+    @app.exception_handler(q.QueryError)
+    async def _query_error(_request: Request, exc: q.QueryError):
+        return _error(400, str(exc))
+
+    @app.exception_handler(UnknownGalaxyError)
+    async def _unknown_id(_request: Request, exc: UnknownGalaxyError):
+        return _error(404, str(exc.args[0]) if exc.args else "not found")
+
+    @app.middleware("http")
+    async def _limit_upload(request: Request, call_next):
+        # Refuse oversized bodies from their header, before the multipart parser spools them.
+        length = request.headers.get("content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > max_upload_bytes + 64 * 1024  # room for the multipart envelope
+            except ValueError:
+                return _error(400, f"bad Content-Length header {length!r}")
+            if too_big:
+                return _error(413, f"request body of {length} bytes is over the upload limit of {max_upload_bytes} bytes")
+        return await call_next(request)
+
+    async def read_upload(file: UploadFile) -> np.ndarray:
+        data = await file.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"{file.filename or 'upload'}: over the upload limit of {max_upload_bytes} bytes")
+        return q.load_image(data, max_pixels=max_image_pixels, name=file.filename or "upload")
+
+    # -- page ------------------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(str(static.joinpath("index.html")), media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    # -- facts -----------------------------------------------------------------------------------
+    @app.get("/api/info", summary="the index: size, kind, model, classes, limits")
+    def info() -> dict[str, Any]:
+        return {
+            "count": len(index),
+            "dim": index.dim,
+            "kind": index.kind,
+            "params": index.info.get("params", {}),
+            "checkpoint": searcher.checkpoint,
+            "data_source": index.info.get("data_source"),
+            "classes": index.class_names,
+            "limits": {"max_upload_bytes": max_upload_bytes, "max_image_pixels": max_image_pixels, "max_k": MAX_K},
+        }
+
+    @app.get("/api/symbols", summary="the Galaxy Zoo decision tree with each answer's pictogram URL")
+    def symbols() -> dict[str, Any]:
+        from galaxalign.taxonomy import decision_tree
+
+        return {
+            "questions": [
+                {
+                    "key": question.key,
+                    "text": question.text,
+                    "requires": list(question.requires),
+                    "answers": [
+                        {"id": a.id, "text": a.text, "icon": a.icon, "icon_url": f"/api/symbol.png?answers={a.id}"}
+                        for a in question.answers
+                    ],
+                }
+                for question in decision_tree().questions
+            ]
+        }
+
+    @app.get("/api/symbol.png", summary="the pictogram composed from Galaxy Zoo answers",
+             response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    def symbol_png(answers: str = Query(..., description="comma-separated answer ids"),
+                   size: int = Query(ICON_SIZE, ge=16, le=512)):
+        parsed = q.parse_answers(answers)
+        png = searcher.icons.get((parsed, size), lambda: _png(q.render_query_symbol(parsed, size=size)))
+        return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+
+    @app.get("/api/thumb/{galaxy_id}.png", summary="a catalog galaxy's thumbnail, by id",
+             response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    def thumb(galaxy_id: str):
+        png = searcher.thumbs.get(galaxy_id, lambda: _png(searcher.image_of(galaxy_id), THUMB_SIZE))
+        return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+
+    @app.get("/api/catalog", summary="browse the indexed catalog (in order or a random sample)")
+    def catalog(offset: int = Query(0, ge=0), limit: int = Query(24, ge=1, le=200),
+                random_sample: bool = Query(False, alias="random"), seed: int | None = None,
+                label: int | None = Query(None, ge=-1)) -> dict[str, Any]:
+        table = index.table
+        rows = np.arange(len(table)) if label is None else np.flatnonzero(table["label"].to_numpy() == label)
+        if random_sample:
+            rng = random.Random(seed)
+            picked = rng.sample(list(rows), min(limit, len(rows)))
+        else:
+            picked = list(rows[offset : offset + limit])
+        items = []
+        for r in picked:
+            rec = table.iloc[int(r)]
+            lab = int(rec["label"])
+            items.append({"id": str(rec["id"]), "label": lab, "label_name": index.label_name(lab),
+                          "source": str(rec["source"]), "thumb_url": f"/api/thumb/{rec['id']}.png"})
+        return {"total": int(len(rows)), "offset": offset, "items": items}
+
+    @app.get("/api/galaxy/{galaxy_id}", summary="a catalog galaxy's record (id, label, source, metadata)")
+    def galaxy(galaxy_id: str) -> dict[str, Any]:
+        rec = index.record(galaxy_id)
+        rec["label_name"] = index.label_name(int(rec["label"]))
+        return {k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v)) for k, v in rec.items()}
+
+    # -- search ----------------------------------------------------------------------------------
+    @app.post("/api/search/image", summary="galaxies that look like an uploaded image")
+    async def search_image(file: UploadFile = File(...), k: int = Query(10, ge=1, le=MAX_K)):
+        image = await read_upload(file)
+        from starlette.concurrency import run_in_threadpool
+
+        hits = await run_in_threadpool(q.query_image, index, searcher.model, image, k)
+        return searcher.hits_json(hits, {"image": file.filename}, k)
+
+    @app.post("/api/search/sketch", summary="galaxies matching an uploaded drawing (symbol encoder)")
+    async def search_sketch(file: UploadFile = File(...), k: int = Query(10, ge=1, le=MAX_K)):
+        image = await read_upload(file)
+        from starlette.concurrency import run_in_threadpool
+
+        hits = await run_in_threadpool(q.query_sketch, index, searcher.model, image, k)
+        return searcher.hits_json(hits, {"sketch": file.filename}, k)
+
+    @app.get("/api/search/id/{galaxy_id}", summary="neighbours of a catalog galaxy (its stored embedding)")
+    def search_id(galaxy_id: str, k: int = Query(10, ge=1, le=MAX_K)):
+        return searcher.hits_json(q.query_id(index, galaxy_id, k), {"id": galaxy_id}, k)
+
+    @app.post("/api/search/text", summary="galaxies matching a description (text encoder)")
+    def search_text(body: TextQuery):
+        return searcher.hits_json(q.query_text(index, searcher.model, body.text, body.k), {"text": body.text}, body.k)
+
+    @app.post("/api/search/symbol", summary="galaxies matching the symbol composed from Galaxy Zoo answers")
+    def search_symbol(body: SymbolQuery):
+        answers = q.parse_answers(body.answers)
+        hits = q.query_symbol(index, searcher.model, answers, body.k)
+        return searcher.hits_json(hits, {"answers": list(answers)}, body.k)
+
+    return app

@@ -1,0 +1,112 @@
+"""Per-class generating distributions of the synthetic survey, read from ``survey_classes.yaml``.
+
+The distributions are data so that a user can copy the file, widen the observing ranges for domain
+randomisation, or add a class, without touching the renderer.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+KINDS = ("smooth", "spiral", "edge_on", "merger", "disturbed")
+DISTRIBUTIONS = ("uniform", "normal", "lognormal", "cos_uniform", "choice", "poisson")
+
+
+class SurveyConfigError(ValueError):
+    """The survey-classes file is malformed; the message names the file and field."""
+
+
+def _check_spec(spec: Any, where: str) -> None:
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        return
+    if not isinstance(spec, list) or not spec or spec[0] not in DISTRIBUTIONS:
+        raise SurveyConfigError(f"{where}: expected a number or [{'|'.join(DISTRIBUTIONS)}, ...], got {spec!r}")
+    kind, args = spec[0], spec[1:]
+    need = {"uniform": 2, "normal": 4, "lognormal": 4, "cos_uniform": 2, "choice": 2, "poisson": 1}[kind]
+    if len(args) != need:
+        raise SurveyConfigError(f"{where}: {kind} takes {need} arguments, got {len(args)} in {spec!r}")
+    if kind == "choice":
+        values, probs = args
+        if len(values) != len(probs) or abs(sum(probs) - 1.0) > 1e-6:
+            raise SurveyConfigError(f"{where}: choice needs as many probabilities as values, summing to 1: {spec!r}")
+    elif kind in ("uniform", "cos_uniform") and args[0] > args[1]:
+        raise SurveyConfigError(f"{where}: lower bound above upper bound in {spec!r}")
+    elif kind in ("normal", "lognormal") and args[2] > args[3]:
+        raise SurveyConfigError(f"{where}: lower bound above upper bound in {spec!r}")
+
+
+def sample(spec: Any, rng: np.random.Generator) -> float:
+    """Draw one value from a distribution spec (see the header of survey_classes.yaml)."""
+    if not isinstance(spec, list):
+        return float(spec)
+    kind, args = spec[0], spec[1:]
+    if kind == "uniform":
+        return float(rng.uniform(args[0], args[1]))
+    if kind == "cos_uniform":
+        # Randomly oriented disk: cos(i) is flat between the two inclinations.
+        c0, c1 = math.cos(math.radians(args[1])), math.cos(math.radians(args[0]))
+        return math.degrees(math.acos(rng.uniform(c0, c1)))
+    if kind == "choice":
+        values, probs = args
+        return float(values[int(rng.choice(len(values), p=probs))])
+    if kind == "poisson":
+        return float(rng.poisson(args[0]))
+    centre, width, lo, hi = args
+    for _ in range(100):  # truncation by resampling keeps the shape; clipping would pile mass at the bounds
+        x = rng.normal(centre, width) if kind == "normal" else centre * math.exp(rng.normal(0.0, width))
+        if lo <= x <= hi:
+            return float(x)
+    return float(min(max(x, lo), hi))
+
+
+def validate(config: dict, source: str) -> dict:
+    if not isinstance(config, dict) or "observing" not in config or "classes" not in config:
+        raise SurveyConfigError(f"{source}: expected a mapping with 'observing' and 'classes'")
+    for key, spec in config["observing"].items():
+        _check_spec(spec, f"{source}: observing.{key}")
+    for key, cls in config["classes"].items():
+        if not isinstance(cls, dict) or cls.get("kind") not in KINDS:
+            raise SurveyConfigError(f"{source}: class {key!r}: 'kind' must be one of {KINDS}, got {cls.get('kind') if isinstance(cls, dict) else cls!r}")
+        if "size" not in cls:
+            raise SurveyConfigError(f"{source}: class {key!r}: missing field 'size'")
+        for field, spec in cls.items():
+            if field != "kind":
+                _check_spec(spec, f"{source}: classes.{key}.{field}")
+    return config
+
+
+@lru_cache(maxsize=4)
+def _load_cached(path: str | None) -> dict:
+    if path is None:
+        text = resources.files("galaxalign.knowledge").joinpath("survey_classes.yaml").read_text()
+        source = "survey_classes.yaml"
+    else:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"survey classes file {p} does not exist")
+        text, source = p.read_text(), str(p)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SurveyConfigError(f"{source}: not valid YAML: {exc}") from None
+    return validate(data, source)
+
+
+def load_survey_config(path: str | Path | None = None, observing: dict | None = None) -> dict:
+    """The generating distributions (a fresh copy); ``observing`` overrides single observing ranges."""
+    config = copy.deepcopy(_load_cached(None if path is None else str(path)))
+    if observing:
+        unknown = sorted(set(observing) - set(config["observing"]))
+        if unknown:
+            raise SurveyConfigError(f"unknown observing parameter(s) {unknown}; known: {sorted(config['observing'])}")
+        for key, spec in observing.items():
+            _check_spec(spec, f"observing override {key}")
+        config["observing"].update(observing)
+    return config

@@ -1,0 +1,244 @@
+"""Training configuration: a YAML file merged over the schema below, plus ``a.b=c`` overrides.
+
+The schema is the single list of keys a config may hold; a key outside it is an error naming its
+full path (``stage1.lrr``), never silently ignored. Shipped configs live in ``galaxalign/configs``
+and are referable by name (``default``, ``paper``).
+"""
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIGS = "galaxalign.configs"
+METHODS = ("galaxalign", "image_text", "image_only", "zero_shot")
+AMP_MODES = ("auto", "fp16", "bf16", "off")
+
+# Keys whose value is a free-form mapping handed to another layer (validated there, not here).
+FREE_FORM = {("model", "backbone")}
+
+# The schema: every key a config may hold, with its default.
+SCHEMA: dict[str, Any] = {
+    "method": "galaxalign",
+    "stages": [1, 2],
+    "data": {
+        "source": "survey",  # "survey": the embedded rendered survey; otherwise a path for load_catalog
+        "num": 3000,  # survey only: number of galaxies
+        "size": 96,  # survey only: rendered image size (px)
+        "seed": 0,  # survey only: rendering seed
+        "taxonomy": "galaxy10_decals",
+        "val_fraction": 0.1,
+        "test_fraction": 0.2,
+        "split_seed": 0,
+        "label_fraction": 1.0,
+        "label_seed": 0,
+        "augment": 1.0,  # strength passed to the model's train transform; 0 = no augmentation
+    },
+    "model": {
+        "backbone": {"kind": "offline"},
+        "embed_dim": None,  # None: the backbone's own
+        "lock_image": False,
+        "lock_image_unlocked_groups": 0,  # with lock_image: how many last layer groups still train
+        "lock_image_freeze_bn_stats": True,  # frozen groups keep their batch-norm statistics too
+        "lock_text": False,
+        "lock_text_unlocked_layers": 0,
+    },
+    "loss": {
+        "image_text": 1.0,
+        "symbol_text": 1.0,
+        "image_symbol": 1.0,
+        "label_aware": True,
+    },
+    "symbols": {
+        "variants": 4,  # symbol variants per class in the class bank
+        "seed": 0,
+    },
+    "stage1": {"epochs": 2, "lr": 1e-4, "warmup_fraction": 0.1},
+    "stage2": {"epochs": 2, "lr": 5e-5, "warmup_fraction": 0.1, "shared_symbol_encoder": False},
+    "optimizer": {"weight_decay": 0.1, "beta1": 0.9, "beta2": 0.98, "eps": 1e-6, "grad_clip_norm": None},
+    "batch_size": 64,  # per process
+    "accumulation": 1,
+    "workers": 0,
+    "device": "auto",
+    "amp": "auto",
+    "seed": 0,
+    "out": "runs/train",
+    "checkpoint_every_steps": 0,  # 0: only at the end of each epoch
+    "keep_epoch_checkpoints": False,
+    "validate": True,
+    "max_steps": None,  # debug: stop (with a checkpoint) after this many optimizer steps in total
+    "tensorboard": True,
+}
+
+
+class ConfigError(ValueError):
+    """A training config is malformed; the message names the file and the key path."""
+
+
+def shipped_configs() -> list[str]:
+    folder = resources.files(CONFIGS)
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(path_or_name: str | Path) -> tuple[dict, str]:
+    name = str(path_or_name)
+    if name in shipped_configs():
+        text = resources.files(CONFIGS).joinpath(f"{name}.yaml").read_text()
+        source = f"{name}.yaml"
+    else:
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"config {name!r} is neither a shipped config {shipped_configs()} nor an existing file"
+            )
+        text, source = path.read_text(), str(path)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
+    return data, source
+
+
+def _merge(base: dict, update: dict, schema: dict, source: str, prefix: tuple[str, ...] = ()) -> dict:
+    """Merge ``update`` into ``base`` in place, refusing keys the schema does not know."""
+    for key, value in update.items():
+        path = prefix + (str(key),)
+        if key not in schema:
+            raise ConfigError(
+                f"{source}: unknown config key {'.'.join(path)!r}; known at this level: {sorted(schema)}"
+            )
+        if isinstance(schema[key], dict) and path not in FREE_FORM:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {'.'.join(path)} must be a mapping, got {value!r}")
+            _merge(base[key], value, schema[key], source, path)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def parse_override(text: str) -> dict:
+    """``"stage1.lr=3e-4"`` -> ``{"stage1": {"lr": 0.0003}}``; the value is read as a YAML scalar."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY.PATH=VALUE")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise ConfigError(f"override {text!r}: empty key in {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not a YAML scalar: {exc}") from None
+    if isinstance(value, str) and "e" in value.lower():
+        # YAML 1.1 reads "3e-4" as a string; a learning rate given that way is meant as a number.
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    out: dict = {}
+    node = out
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def _numbers(node: Any) -> Any:
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string: turn such strings back into floats."""
+    if isinstance(node, dict):
+        return {k: _numbers(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_numbers(v) for v in node]
+    if isinstance(node, str):
+        try:
+            if any(c.isdigit() for c in node) and node.strip().lower().lstrip("+-")[0].isdigit():
+                return float(node) if any(c in node.lower() for c in ".e") else node
+        except (ValueError, IndexError):
+            return node
+    return node
+
+
+def _check(cond: bool, key: str, message: str, source: str) -> None:
+    if not cond:
+        raise ConfigError(f"{source}: {key}: {message}")
+
+
+def validate_config(cfg: dict, source: str = "<config>") -> dict:
+    """Check types and ranges; returns ``cfg``. Errors name the key path and the bad value."""
+    c = cfg
+    _check(c["method"] in METHODS, "method", f"must be one of {list(METHODS)}, got {c['method']!r}", source)
+    stages = c["stages"]
+    if isinstance(stages, int):
+        stages = c["stages"] = [stages]
+    _check(
+        isinstance(stages, list) and stages and all(s in (1, 2) for s in stages) and stages == sorted(set(stages)),
+        "stages",
+        f"must be [1], [2] or [1, 2], got {stages!r}",
+        source,
+    )
+    for frac in ("val_fraction", "test_fraction"):
+        v = c["data"][frac]
+        _check(isinstance(v, (int, float)) and 0 <= v < 1, f"data.{frac}", f"must be in [0, 1), got {v!r}", source)
+    _check(c["data"]["val_fraction"] + c["data"]["test_fraction"] < 1, "data", "val_fraction + test_fraction must be < 1", source)
+    lf = c["data"]["label_fraction"]
+    _check(isinstance(lf, (int, float)) and 0 < lf <= 1, "data.label_fraction", f"must be in (0, 1], got {lf!r}", source)
+    _check(isinstance(c["data"]["source"], str) and c["data"]["source"], "data.source", "must be 'survey' or a path", source)
+    for k in ("num", "size"):
+        v = c["data"][k]
+        _check(isinstance(v, int) and v > 0, f"data.{k}", f"must be a positive integer, got {v!r}", source)
+    _check(isinstance(c["model"]["backbone"], dict) and "kind" in c["model"]["backbone"], "model.backbone", "must be a mapping with a 'kind'", source)
+    for k in ("image_text", "symbol_text", "image_symbol"):
+        v = c["loss"][k]
+        _check(isinstance(v, (int, float)) and v >= 0, f"loss.{k}", f"must be a number >= 0, got {v!r}", source)
+    for s in ("stage1", "stage2"):
+        st = c[s]
+        _check(isinstance(st["epochs"], int) and st["epochs"] >= 0, f"{s}.epochs", f"must be an integer >= 0, got {st['epochs']!r}", source)
+        _check(isinstance(st["lr"], (int, float)) and st["lr"] > 0, f"{s}.lr", f"must be a number > 0, got {st['lr']!r}", source)
+        wf = st["warmup_fraction"]
+        _check(isinstance(wf, (int, float)) and 0 <= wf < 1, f"{s}.warmup_fraction", f"must be a fraction in [0, 1), got {wf!r}", source)
+    for k in ("batch_size", "accumulation"):
+        _check(isinstance(c[k], int) and c[k] > 0, k, f"must be a positive integer, got {c[k]!r}", source)
+    _check(isinstance(c["workers"], int) and c["workers"] >= 0, "workers", f"must be an integer >= 0, got {c['workers']!r}", source)
+    amp = c["amp"]
+    if amp is False or amp is None:
+        amp = c["amp"] = "off"
+    if amp is True:
+        amp = c["amp"] = "auto"
+    _check(amp in AMP_MODES, "amp", f"must be one of {list(AMP_MODES)}, got {amp!r}", source)
+    _check(isinstance(c["seed"], int), "seed", f"must be an integer, got {c['seed']!r}", source)
+    ce = c["checkpoint_every_steps"]
+    _check(isinstance(ce, int) and ce >= 0, "checkpoint_every_steps", f"must be an integer >= 0, got {ce!r}", source)
+    ms = c["max_steps"]
+    _check(ms is None or (isinstance(ms, int) and ms > 0), "max_steps", f"must be null or a positive integer, got {ms!r}", source)
+    _check(isinstance(c["symbols"]["variants"], int) and c["symbols"]["variants"] > 0, "symbols.variants", "must be a positive integer", source)
+    return cfg
+
+
+def default_schema() -> dict:
+    return copy.deepcopy(SCHEMA)
+
+
+def load_config(path_or_name: str | Path | dict | None = "default", overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Read a config (shipped name, YAML path, or a dict), merge it over the schema, apply overrides.
+
+    ``overrides`` are ``"key.sub=value"`` strings (values read as YAML scalars) or dicts. The result is
+    a complete, validated plain dict: every key of the schema is present.
+    """
+    cfg = default_schema()
+    if isinstance(path_or_name, dict):
+        data, source = copy.deepcopy(path_or_name), "<dict>"
+    elif path_or_name is None:
+        data, source = {}, "<schema defaults>"
+    else:
+        data, source = _read_yaml(path_or_name)
+    _merge(cfg, _numbers(data), SCHEMA, source)
+    for ov in overrides or ():
+        if isinstance(ov, dict):
+            _merge(cfg, ov, SCHEMA, "override")
+        else:
+            _merge(cfg, parse_override(ov), SCHEMA, f"override {ov!r}")
+    return validate_config(cfg, source)

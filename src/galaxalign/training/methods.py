@@ -1,0 +1,199 @@
+"""What each training method optimises, and how it is validated.
+
+- ``galaxalign``: tri-modal contrastive loss (image-text, symbol-text, image-symbol), texts and symbols
+  encoded once per class present in the batch (``ClassBank``).
+- ``image_text``: the same contrastive image-text loss without symbols (symbol terms weighted 0).
+- ``image_only``: cross-entropy on the linear head (``GalaxAlignModel.classifier``) over the image tower.
+- ``zero_shot``: nothing to optimise; only validation.
+
+Each objective exposes ``forward_module`` (the ``nn.Module`` the trainer wraps in DDP, so gradient
+synchronisation hooks see every forward) and ``loss(module, images, labels) -> dict`` with ``loss``
+plus its named terms.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from galaxalign.training.distributed import DistEnv
+
+
+class TriModalForward(nn.Module):
+    """The forward pass of contrastive training: per-sample features of images, texts and symbols."""
+
+    def __init__(self, model: nn.Module, bank, use_symbols: bool):
+        super().__init__()
+        self.model = model
+        self.bank = bank
+        self.use_symbols = use_symbols
+        self.bank_train = True  # random prompt and symbol variant per class and batch; False: canonical
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
+        cb = self.bank.batch(labels.cpu(), train=self.bank_train).to(images.device)
+        return self.model.forward_features(
+            images,
+            text_tokens=cb.text_tokens,
+            text_index=cb.text_index,
+            symbol_images=cb.symbol_images if self.use_symbols else None,
+            symbol_index=cb.symbol_index if self.use_symbols else None,
+        )
+
+
+class ClassifierForward(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.classify(images)
+
+
+def _freeze(params) -> None:
+    for p in params:
+        p.requires_grad_(False)
+
+
+def _val_features(model, catalog, batch_size: int = 128):
+    """(raw image features, labels) of a catalog, eval transform, no augmentation."""
+    from galaxalign.datasets import GalaxyDataset
+
+    loader = torch.utils.data.DataLoader(GalaxyDataset(catalog, model.eval_transform()), batch_size=batch_size, shuffle=False)
+    device = model.logit_scale.device
+    feats, labels = [], []
+    for x, y in loader:
+        feats.append(model.encode_image(x.to(device), normalize=False).float())
+        labels.append(torch.as_tensor(y))
+    return torch.cat(feats), torch.cat(labels).to(device)
+
+
+def _gather(*features, labels):
+    """galaxalign.loss.gather_features; on its known ``UnboundLocalError`` (a function-local
+    ``import torch.distributed.nn`` shadows ``torch``), the same plain all-gather done here.
+    TEMPORARY: drop the fallback once galaxalign.loss is fixed."""
+    from galaxalign.loss import gather_features
+
+    try:
+        return gather_features(*features, labels=labels)
+    except UnboundLocalError:
+        import torch.distributed as dist
+
+        world, rank = dist.get_world_size(), dist.get_rank()
+        out = []
+        for f in (*features, labels):
+            if f is None:
+                out.append(None)
+                continue
+            parts = [torch.zeros_like(f) for _ in range(world)]
+            dist.all_gather(parts, f.detach().contiguous())
+            parts[rank] = f  # the local shard keeps its gradient path
+            out.append(torch.cat(parts, dim=0))
+        return tuple(out)
+
+
+class ContrastiveObjective:
+    """``galaxalign`` and ``image_text``: the TriModalLoss over features gathered across ranks."""
+
+    def __init__(self, cfg: dict, model: nn.Module, taxonomy, env: DistEnv):
+        from galaxalign.class_bank import ClassBank
+        from galaxalign.loss import TriModalLoss
+
+        self.env = env
+        self.method = cfg["method"]
+        weights = {k: float(cfg["loss"][k]) for k in ("image_text", "symbol_text", "image_symbol")}
+        if self.method == "image_text":
+            # The paper's main comparison: plain image-text fine-tuning, no symbols anywhere.
+            weights["symbol_text"] = weights["image_symbol"] = 0.0
+        self.use_symbols = weights["symbol_text"] > 0 or weights["image_symbol"] > 0
+        self.loss_fn = TriModalLoss(weights, label_aware=bool(cfg["loss"]["label_aware"]))
+        # Each rank draws its own prompts and symbol variants (more variety per global batch).
+        self.bank = ClassBank(taxonomy, model, n_symbol_variants=int(cfg["symbols"]["variants"]), seed=int(cfg["symbols"]["seed"]) + env.rank)
+        self.forward_module = TriModalForward(model, self.bank, self.use_symbols)
+        if model.classifier is not None:
+            _freeze(model.classifier.parameters())
+        if not self.use_symbols and not model.symbol_encoder_shared:
+            _freeze(model.symbol_encoder.parameters())
+
+    def loss(self, module: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
+        out = module(images, labels)
+        feats = (out.get("image_features"), out.get("text_features"), out.get("symbol_features"))
+        if self.env.distributed:
+            *feats, labels = _gather(*feats, labels=labels)
+        terms = self.loss_fn(*feats, out["logit_scale"], labels, gather=False)
+        if self.env.distributed:
+            # Gathered features carry gradient only through the local shard and DDP averages over
+            # ranks: scaling by world size makes the synchronised gradient equal the single-process
+            # one on the same global batch (undone for logit_scale in fix_replicated_grads).
+            terms["loss_for_backward"] = terms["loss"] * self.env.world_size
+        return terms
+
+    def fix_replicated_grads(self, model: nn.Module) -> None:
+        """logit_scale sees the whole global batch on every rank: its gradient was not sharded, so the
+        world-size factor applied to the loss must be taken out again."""
+        if self.env.distributed and model.logit_scale.grad is not None:
+            model.logit_scale.grad.div_(self.env.world_size)
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module, taxonomy, catalog) -> dict:
+        """Zero-shot accuracy on the val split from text prototypes (and symbol prototypes)."""
+        from galaxalign.inference import class_prototypes
+
+        raw, labels = _val_features(model, catalog)
+        feats = F.normalize(raw, dim=-1)
+        out = {}
+        modalities = ["text", "symbol"] if self.use_symbols else ["text"]
+        for modality in modalities:
+            protos = torch.as_tensor(class_prototypes(model, taxonomy, modality=modality)).to(feats.device).float()
+            pred = (feats @ protos.T).argmax(dim=1)
+            out[f"val_acc_{modality}"] = round(float((pred == labels).float().mean()), 4)
+        return out
+
+
+class ClassifierObjective:
+    """``image_only``: cross-entropy of the linear head over the (partly locked) image tower."""
+
+    def __init__(self, cfg: dict, model: nn.Module, taxonomy, env: DistEnv):
+        if model.classifier is None:
+            raise ValueError("method image_only needs a model built with num_classes (the classifier head)")
+        self.env = env
+        self.forward_module = ClassifierForward(model)
+        # Text tower, temperature and symbol copy take no part: frozen so DDP expects no gradient.
+        _freeze(model.text_encoder.parameters())
+        _freeze([model.logit_scale])
+        if not model.symbol_encoder_shared:
+            _freeze(model.symbol_encoder.parameters())
+
+    def loss(self, module: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
+        logits = module(images, labels)
+        ce = F.cross_entropy(logits.float(), labels)
+        return {"cross_entropy": ce, "loss": ce}
+
+    def fix_replicated_grads(self, model: nn.Module) -> None:
+        pass
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module, taxonomy, catalog) -> dict:
+        raw, labels = _val_features(model, catalog)
+        pred = model.classifier(raw).argmax(dim=1)
+        return {"val_acc_classifier": round(float((pred == labels).float().mean()), 4)}
+
+
+class ZeroShotObjective(ContrastiveObjective):
+    """``zero_shot``: no optimisation; validation as for galaxalign (text and symbol prototypes)."""
+
+    def __init__(self, cfg: dict, model: nn.Module, taxonomy, env: DistEnv):
+        self.env = env
+        self.method = "zero_shot"
+        self.use_symbols = True
+        self.forward_module = None
+
+
+def build_objective(cfg: dict, model: nn.Module, taxonomy, env: DistEnv):
+    method = cfg["method"]
+    if method in ("galaxalign", "image_text"):
+        return ContrastiveObjective(cfg, model, taxonomy, env)
+    if method == "image_only":
+        return ClassifierObjective(cfg, model, taxonomy, env)
+    if method == "zero_shot":
+        return ZeroShotObjective(cfg, model, taxonomy, env)
+    raise ValueError(f"unknown method {method!r}")

@@ -1,0 +1,578 @@
+"""The training loop: stage 1 then stage 2 (or a baseline), checkpoints, resume, logs, export.
+
+One code path serves every method (``galaxalign``, ``image_text``, ``image_only``, ``zero_shot``);
+what differs is the objective (``methods.py``) and the stage plan. ``train(config)`` is the Python
+front door; ``galaxalign train`` is a thin shell over it.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from galaxalign.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from galaxalign.training.config import load_config
+from galaxalign.training.distributed import DistEnv, ResumableSampler, all_reduce_mean, barrier, init_distributed
+from galaxalign.training.methods import build_objective
+from galaxalign.training.schedule import build_optimizer, cosine_schedule
+
+MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp of the inverse temperature
+TRAIN_LOG = "train_log.csv"
+VAL_LOG = "val_log.csv"
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path  # the last .pt written
+    export_dir: Path  # OUT/model, loadable with galaxalign.inference.load_model
+    seconds: float
+    history: list[dict] = field(default_factory=list)  # train rows (per optimiser step) and val rows (per epoch)
+    completed: bool = True  # False when stopped by max_steps
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    number: int  # 1 or 2: which config section (stage1 / stage2) it reads
+    epochs: int
+    lr: float
+    warmup_fraction: float
+    shared_symbol_encoder: bool
+
+
+def stage_plan(cfg: dict) -> list[StagePlan]:
+    """Which stages a method runs. Baselines run one stage with the stage-1 settings."""
+    def plan(n: int, shared: bool) -> StagePlan:
+        s = cfg[f"stage{n}"]
+        return StagePlan(n, s["epochs"], float(s["lr"]), float(s["warmup_fraction"]), shared)
+
+    method = cfg["method"]
+    if method == "zero_shot":
+        return []
+    if method in ("image_text", "image_only"):
+        return [plan(1, True)]
+    return [plan(n, True if n == 1 else bool(cfg["stage2"]["shared_symbol_encoder"])) for n in cfg["stages"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# seeds and data
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Seed python/numpy in each DataLoader worker from torch's per-worker seed (itself drawn from the
+    loader's generator); per-sample seeds (SeededSamples) then fix each augmentation exactly."""
+    s = torch.initial_seed() % (2**32)
+    random.seed(s)
+    np.random.seed(s)
+
+
+class SeededSamples(Dataset):
+    """Wraps a dataset indexed by ``(index, seed)``: every RNG is seeded from the sample's seed before
+    the item is made, so an augmentation is a pure function of (run seed, epoch, position) and a
+    resumed run or a different worker count sees the same pixels. In the main process the RNG states
+    are restored afterwards, so the training loop's own random stream is untouched."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        in_main = torch.utils.data.get_worker_info() is None
+        saved = rng_state() if in_main else None
+        try:
+            seed_everything(int(seed))
+            return self.dataset[index]
+        finally:
+            if saved is not None:
+                set_rng_state(saved)
+
+
+def prepare_data(cfg: dict, env: DistEnv, progress: bool):
+    """Catalog -> taxonomy, train/val splits (train restricted to the labelled fraction)."""
+    from galaxalign.datasets import apply_label_fraction, load_catalog, split_catalog
+    from galaxalign.taxonomy import load_taxonomy
+
+    d = cfg["data"]
+    taxonomy = load_taxonomy(d["taxonomy"])
+    source = d["source"]
+    if source == "survey":
+        from galaxalign.survey import default_survey
+
+        # Rank 0 renders (cached); the others wait and then read the cached file.
+        if env.is_main:
+            source = default_survey(d["num"], d["size"], d["seed"], progress=progress)
+        barrier(env)
+        if not env.is_main:
+            source = default_survey(d["num"], d["size"], d["seed"], progress=False)
+    catalog = load_catalog(source, taxonomy)
+    splits = split_catalog(catalog, d["val_fraction"], d["test_fraction"], d["split_seed"])
+    train_cat = splits["train"]
+    train_cat = train_cat[train_cat["label"] >= 0]
+    if d["label_fraction"] < 1:
+        train_cat = apply_label_fraction(train_cat, d["label_fraction"], d["label_seed"])
+        train_cat = train_cat[train_cat["label"] >= 0]
+    if len(train_cat) == 0:
+        raise ValueError(f"data.source {d['source']!r}: no labelled training galaxies after split and label_fraction")
+    val_cat = splits.get("val")
+    if val_cat is not None:
+        val_cat = val_cat[val_cat["label"] >= 0]
+    return taxonomy, train_cat.reset_index(drop=True), (val_cat.reset_index(drop=True) if val_cat is not None else None), str(source)
+
+
+def build_model(cfg: dict, taxonomy, model_config: dict | None = None):
+    from galaxalign.model import GalaxAlignModel
+
+    if model_config is None:
+        spec = dict(cfg["model"]["backbone"])
+        if cfg["model"]["embed_dim"] is not None:
+            spec["embed_dim"] = int(cfg["model"]["embed_dim"])
+        model_config = {
+            "backbone": spec,
+            "symbol_encoder_shared": True,
+            "num_classes": taxonomy.num_classes if cfg["method"] == "image_only" else None,
+        }
+    return GalaxAlignModel.from_config(model_config)
+
+
+def apply_locks(model: nn.Module, cfg: dict) -> None:
+    m = cfg["model"]
+    if m["lock_image"]:
+        model.lock_image_tower(unlocked_groups=int(m["lock_image_unlocked_groups"]), freeze_bn_stats=bool(m["lock_image_freeze_bn_stats"]))
+    if m["lock_text"]:
+        model.lock_text_tower(unlocked_layers=int(m["lock_text_unlocked_layers"]))
+
+
+def amp_settings(cfg: dict, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, use GradScaler). fp32 on CPU whatever the config says."""
+    mode = cfg["amp"]
+    if device.type != "cuda" or mode == "off":
+        return None, False
+    if mode == "auto":
+        mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return (torch.bfloat16, False) if mode == "bf16" else (torch.float16, True)
+
+
+# ---------------------------------------------------------------------------------------------
+# logs
+
+
+class RunLog:
+    """CSV (always) and TensorBoard (optional) logs, rank 0 only. On resume, rows past the checkpoint's
+    step (written by the killed run after its last checkpoint) are dropped so the logs read as one run."""
+
+    def __init__(self, out: Path, enabled: bool, tensorboard: bool, resume_step: int | None):
+        self.enabled = enabled
+        self.out = out
+        self.history: list[dict] = []
+        self.writer = None
+        if not enabled:
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (TRAIN_LOG, VAL_LOG):
+            path = out / name
+            if resume_step is None:
+                path.unlink(missing_ok=True)
+            elif path.exists():
+                with open(path, newline="") as f:
+                    rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= resume_step]
+                self._rewrite(path, rows)
+                self.history.extend(_typed(r) for r in rows)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(out / "tensorboard"))
+            except ImportError:  # tensorboard not installed: CSV still has everything
+                self.writer = None
+
+    @staticmethod
+    def _rewrite(path: Path, rows: list[dict]) -> None:
+        if not rows:
+            path.unlink(missing_ok=True)
+            return
+        fields = list(rows[0].keys())
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+
+    def _append(self, name: str, row: dict) -> None:
+        path = self.out / name
+        new = not path.exists()
+        fields = list(row.keys())
+        if not new:
+            with open(path, newline="") as f:
+                header = next(csv.reader(f), [])
+            if header != fields:  # a new column (e.g. a loss term) appeared: rewrite with the union
+                with open(path, newline="") as f:
+                    rows = list(csv.DictReader(f))
+                fields = header + [k for k in fields if k not in header]
+                with open(path, "w", newline="") as f:
+                    w = csv.DictWriter(f, fieldnames=fields, restval="")
+                    w.writeheader()
+                    w.writerows(rows)
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, restval="")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def train_row(self, row: dict) -> None:
+        self.history.append(row)
+        if not self.enabled:
+            return
+        self._append(TRAIN_LOG, row)
+        if self.writer is not None:
+            for k, v in row.items():
+                if k not in ("step", "epoch", "stage", "kind") and isinstance(v, (int, float)):
+                    self.writer.add_scalar(f"train/{k}", v, row["step"])
+
+    def val_row(self, row: dict) -> None:
+        self.history.append(row)
+        if not self.enabled:
+            return
+        self._append(VAL_LOG, row)
+        if self.writer is not None:
+            for k, v in row.items():
+                if k.startswith("val_") and isinstance(v, (int, float)):
+                    self.writer.add_scalar(f"val/{k[4:]}", v, row["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _typed(row: dict) -> dict:
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if v in ("", None):
+            continue
+        try:
+            f = float(v)
+            out[k] = int(f) if k in ("step", "epoch", "stage") else f
+        except ValueError:
+            out[k] = v
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+class Trainer:
+    """Holds the state of one run; ``run()`` executes the stage plan from wherever it stands."""
+
+    def __init__(self, cfg: dict, progress: bool = True, resume: str | Path | None = None):
+        self.cfg = cfg
+        self.progress = progress
+        self.env = init_distributed(cfg["device"])
+        self.out = Path(cfg["out"])
+        self.ckpt_dir = self.out / "checkpoints"
+        self.resume_state = None
+        if resume is not None:
+            path = self.ckpt_dir / "last.pt" if str(resume) in ("", "auto", "last") else Path(resume)
+            self.resume_state = load_checkpoint(path)
+            saved_method = self.resume_state["method"]
+            if saved_method != cfg["method"]:
+                raise ValueError(f"{path}: checkpoint was trained with method {saved_method!r}, config says {cfg['method']!r}")
+        self.t0 = time.time()
+        self.seconds_before = float(self.resume_state.get("seconds", 0.0)) if self.resume_state else 0.0
+        self.global_step = int(self.resume_state["step"]) if self.resume_state else 0
+        self.last_checkpoint: Path | None = None
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        cfg, env = self.cfg, self.env
+        seed_everything(cfg["seed"])
+        torch.set_float32_matmul_precision("high")
+        self.taxonomy, self.train_cat, self.val_cat, self.source = prepare_data(cfg, env, self.progress)
+        model_config = self.resume_state["model_config"] if self.resume_state else None
+        self.model = build_model(cfg, self.taxonomy, model_config)
+        if self.resume_state:
+            self.model.load_state_dict(self.resume_state["model"])
+        apply_locks(self.model, cfg)
+        self.model.to(env.device)
+        # Ranks differ from here on (dropout); data order and augmentations are seeded per sample.
+        seed_everything(cfg["seed"] + env.rank)
+        self.autocast_dtype, use_scaler = amp_settings(cfg, env.device)
+        self.use_scaler = use_scaler
+        self.log = RunLog(self.out, env.is_main, bool(cfg["tensorboard"]), self.global_step if self.resume_state else None)
+
+    def dataset(self):
+        from galaxalign.datasets import GalaxyDataset
+
+        transform = self.model.train_transform(strength=float(self.cfg["data"]["augment"]))
+        return SeededSamples(GalaxyDataset(self.train_cat, transform))
+
+    def loader(self, dataset, sampler: ResumableSampler) -> DataLoader:
+        g = torch.Generator()
+        g.manual_seed(self.cfg["seed"])
+        workers = self.cfg["workers"]
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg["batch_size"],
+            sampler=sampler,
+            num_workers=workers,
+            worker_init_fn=worker_init_fn,
+            generator=g,
+            drop_last=True,
+            pin_memory=self.env.device.type == "cuda",
+            persistent_workers=False,
+        )
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def state(self, stage_index: int, stage: StagePlan, epoch: int, batch: int, optimizer, scheduler, scaler, objective=None) -> dict:
+        rngs = rng_state()
+        bank = getattr(objective, "bank", None)
+        if bank is not None:  # the class bank draws prompts and symbol variants from its own generator
+            rngs["class_bank"] = bank.rng.bit_generator.state
+        if self.env.distributed:
+            import torch.distributed as dist
+
+            gathered: list = [None] * self.env.world_size
+            dist.all_gather_object(gathered, rngs)
+            rngs = {"per_rank": gathered}
+        return {
+            "model": self.model.state_dict(),
+            "model_config": self.model.config,
+            "taxonomy": self.taxonomy.to_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "step": self.global_step,
+            "epoch": epoch,
+            "stage": stage.number if stage is not None else 0,
+            "position": {"stage_index": stage_index, "epoch": epoch, "batch": batch, "world_size": self.env.world_size},
+            "config": self.cfg,
+            "rng": rngs,
+            "method": self.cfg["method"],
+            "seconds": self.elapsed(),
+        }
+
+    def save(self, state_fn, tag: str | None = None) -> None:
+        """Every rank builds the state (RNG gathering is collective); rank 0 writes it."""
+        state = state_fn()
+        if self.env.is_main:
+            self.last_checkpoint = save_checkpoint(self.ckpt_dir / "last.pt", state)
+            if tag and self.cfg["keep_epoch_checkpoints"]:
+                save_checkpoint(self.ckpt_dir / f"{tag}.pt", state)
+        else:
+            self.last_checkpoint = self.ckpt_dir / "last.pt"
+        barrier(self.env)
+
+    def restore_rng(self, objective=None) -> None:
+        rngs = self.resume_state["rng"]
+        if "per_rank" in rngs:
+            per = rngs["per_rank"]
+            rngs = per[self.env.rank] if self.env.rank < len(per) else per[0]
+        set_rng_state(rngs)
+        bank = getattr(objective, "bank", None)
+        if bank is not None and "class_bank" in rngs:
+            bank.rng.bit_generator.state = rngs["class_bank"]
+
+    def elapsed(self) -> float:
+        return self.seconds_before + time.time() - self.t0
+
+    # -- validation -----------------------------------------------------------------------------
+
+    def validate(self, objective, stage: StagePlan | None, epoch: int) -> dict:
+        if not self.cfg["validate"] or self.val_cat is None or len(self.val_cat) == 0:
+            return {}
+        row: dict = {}
+        if self.env.is_main:
+            self.model.eval()
+            with torch.no_grad(), self.autocast():
+                metrics = objective.validate(self.model, self.taxonomy, self.val_cat)
+            self.model.train()
+            row = {"kind": "val", "step": self.global_step, "epoch": epoch, "stage": stage.number if stage else 0, **metrics, "seconds": round(self.elapsed(), 2)}
+            self.log.val_row(row)
+        barrier(self.env)
+        return row
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.env.device.type, dtype=self.autocast_dtype)
+
+    # -- run ------------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        self.setup()
+        cfg, env = self.cfg, self.env
+        plan = stage_plan(cfg)
+        pos = self.resume_state["position"] if self.resume_state else {"stage_index": 0, "epoch": 0, "batch": 0}
+        if self.resume_state and pos.get("world_size", env.world_size) != env.world_size:
+            raise ValueError(
+                f"checkpoint was written by {pos['world_size']} processes, this run has {env.world_size}: "
+                "the data order of a mid-epoch resume would differ (resume with the same world size)"
+            )
+        completed = True
+        dataset = self.dataset() if plan else None
+        for si, stage in enumerate(plan):
+            if si < pos["stage_index"]:
+                continue
+            resuming_here = self.resume_state is not None and si == pos["stage_index"]
+            if not self.run_stage(si, stage, dataset, pos if resuming_here else None):
+                completed = False
+                break
+        if not plan:
+            # zero_shot: nothing to train; evaluate and save the initial model so evaluation can run on it.
+            objective = build_objective(cfg, self.model, self.taxonomy, env)
+            self.validate(objective, None, 0)
+            self.save(lambda: self.state(0, None, 0, 0, None, None, None))
+        export_dir = self.out / "model"
+        if completed and env.is_main:
+            from galaxalign.inference import save_pretrained
+
+            save_pretrained(self.model, self.taxonomy, export_dir, extra={"method": cfg["method"], "config": cfg, "source": self.source, "step": self.global_step})
+        barrier(env)
+        self.log.close()
+        return TrainResult(self.last_checkpoint, export_dir, self.elapsed(), self.log.history, completed)
+
+    def run_stage(self, si: int, stage: StagePlan, dataset, pos: dict | None) -> bool:
+        """Run one stage from ``pos`` (or its start). Returns False when max_steps stopped the run."""
+        cfg, env, model = self.cfg, self.env, self.model
+        if stage.number == 2 and not stage.shared_symbol_encoder and model.symbol_encoder is model.image_encoder:
+            # Stage 2: the symbol encoder becomes a copy of the stage-1 image encoder (locks copied too).
+            model.separate_symbol_encoder()
+            model.to(env.device)
+        objective = build_objective(cfg, model, self.taxonomy, env)
+        module: nn.Module = objective.forward_module
+        if env.distributed:
+            module = nn.parallel.DistributedDataParallel(module, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+
+        sampler = ResumableSampler(dataset, env.world_size, env.rank, seed=cfg["seed"] + 1000 * stage.number, batch_size=cfg["batch_size"])
+        micro_per_epoch = sampler.num_samples // cfg["batch_size"]
+        accum = cfg["accumulation"]
+        steps_per_epoch = micro_per_epoch // accum
+        if steps_per_epoch == 0:
+            raise ValueError(
+                f"batch_size {cfg['batch_size']} x accumulation {accum} x {env.world_size} process(es) exceeds the "
+                f"{len(dataset)} labelled training galaxies: lower batch_size or accumulation"
+            )
+        total_steps = steps_per_epoch * stage.epochs
+        optimizer = build_optimizer(model, stage.lr, cfg["optimizer"]["weight_decay"], (cfg["optimizer"]["beta1"], cfg["optimizer"]["beta2"]), cfg["optimizer"]["eps"])
+        scheduler = cosine_schedule(optimizer, total_steps, stage.warmup_fraction)
+        scaler = torch.amp.GradScaler(env.device.type, enabled=self.use_scaler)
+        start_epoch, start_batch = 0, 0
+        if pos is not None:
+            optimizer.load_state_dict(self.resume_state["optimizer"])
+            scheduler.load_state_dict(self.resume_state["scheduler"])
+            if self.resume_state.get("scaler"):
+                scaler.load_state_dict(self.resume_state["scaler"])
+            start_epoch, start_batch = int(pos["epoch"]), int(pos["batch"])
+            self.restore_rng(objective)
+
+        def state_at(epoch: int, batch: int):
+            return lambda: self.state(si, stage, epoch, batch, optimizer, scheduler, scaler, objective)
+
+        model.train()
+        clip = cfg["optimizer"]["grad_clip_norm"]
+        max_steps = cfg["max_steps"]
+        every = cfg["checkpoint_every_steps"]
+        for epoch in range(start_epoch, stage.epochs):
+            skip_steps = start_batch if epoch == start_epoch else 0
+            sampler.set_position(epoch, skip_steps * accum * cfg["batch_size"])
+            loader = self.loader(dataset, sampler)
+            bar = None
+            if self.progress and env.is_main:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=steps_per_epoch, initial=skip_steps, desc=f"{cfg['method']} stage {stage.number} epoch {epoch + 1}/{stage.epochs}", leave=False, dynamic_ncols=True)
+            batch_in_epoch = skip_steps
+            micro = 0
+            sums: dict[str, float] = {}
+            t_step = time.time()
+            for images, labels in loader:
+                if batch_in_epoch >= steps_per_epoch:
+                    break  # the accumulation remainder of an epoch is not used
+                images = images.to(env.device, non_blocking=True)
+                labels = labels.to(env.device, non_blocking=True)
+                last_micro = micro == accum - 1
+                sync = module.no_sync() if (env.distributed and not last_micro) else nullcontext()
+                with sync:
+                    with self.autocast():
+                        terms = objective.loss(module, images, labels)
+                    scaler.scale(terms.pop("loss_for_backward", terms["loss"]) / accum).backward()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach()) / accum
+                micro += 1
+                if not last_micro:
+                    continue
+                objective.fix_replicated_grads(model)
+                if clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], float(clip))
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                with torch.no_grad():
+                    model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+                self.global_step += 1
+                batch_in_epoch += 1
+                micro = 0
+                row = {
+                    "kind": "train",
+                    "step": self.global_step,
+                    "epoch": epoch,
+                    "stage": stage.number,
+                    **{k: round(v, 6) for k, v in sums.items()},
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "logit_scale": round(float(model.logit_scale.detach().exp()), 4),
+                    "step_seconds": round(time.time() - t_step, 4),
+                    "seconds": round(self.elapsed(), 2),
+                }
+                sums = {}
+                if env.is_main:
+                    self.log.train_row(row)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}")
+                stop = max_steps is not None and self.global_step >= max_steps
+                if batch_in_epoch < steps_per_epoch and (stop or (every and self.global_step % every == 0)):
+                    self.save(state_at(epoch, batch_in_epoch))
+                if stop and batch_in_epoch < steps_per_epoch:
+                    if bar is not None:
+                        bar.close()
+                    return False
+                t_step = time.time()
+            if bar is not None:
+                bar.close()
+            self.validate(objective, stage, epoch)
+            self.save(state_at(epoch + 1, 0), tag=f"stage{stage.number}_epoch{epoch + 1}")
+            if max_steps is not None and self.global_step >= max_steps:
+                return si == len(stage_plan(cfg)) - 1 and epoch + 1 == stage.epochs
+        if stage.epochs == 0:
+            self.save(state_at(0, 0))
+        return True
+
+
+def train(config: dict | str | Path, progress: bool = True, resume: str | Path | None = None) -> TrainResult:
+    """Train as ``config`` says (a dict from load_config, or a config name/path) and export the model.
+
+    ``resume``: a checkpoint path, or ``"auto"`` for ``OUT/checkpoints/last.pt``. With
+    ``progress=False`` nothing is printed (the demo trains many runs).
+    """
+    cfg = load_config(config) if not isinstance(config, dict) else load_config(config)
+    return Trainer(cfg, progress=progress, resume=resume).run()

@@ -1,0 +1,81 @@
+"""Shared builders for the search / serve / browser tests (no tests here).
+
+A small Galaxy10-layout HDF5 survey written by hand (drawn blobs, one look per class) and a tiny
+random-initialised model exported with ``save_pretrained``: enough to run the real pipeline
+(embed -> index -> query) in a second or two.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+N_GALAXIES = 60
+IMAGE_SIZE = 48
+
+
+def draw_galaxy(class_id: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A blob whose elongation, angle and colour depend on the class: distinct looks per class."""
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2
+    angle = class_id * np.pi / 10 + rng.normal(0, 0.05)
+    ratio = 0.25 + 0.075 * class_id
+    u = x * np.cos(angle) + y * np.sin(angle)
+    v = (-x * np.sin(angle) + y * np.cos(angle)) / ratio
+    r = np.hypot(u, v) / (size / 6)
+    light = np.exp(-r) * (0.8 + 0.2 * rng.random())
+    colour = np.array([1.0, 0.6 + 0.04 * class_id, 0.3 + 0.07 * class_id])
+    image = light[..., None] * colour + rng.normal(0, 0.02, (size, size, 3))
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def write_survey(path: Path, n: int = N_GALAXIES, size: int = IMAGE_SIZE, seed: int = 0) -> Path:
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    images = np.stack([draw_galaxy(int(c), size, rng) for c in labels])
+    with h5py.File(path, "w") as f:
+        f.create_dataset("images", data=images)
+        f.create_dataset("ans", data=labels.astype(np.uint8))
+        f.create_dataset("redshift", data=rng.uniform(0.01, 0.2, n))
+    return path
+
+
+def write_model(folder: Path) -> Path:
+    import torch
+
+    from galaxalign.inference import save_pretrained
+    from galaxalign.model import GalaxAlignModel
+    from galaxalign.taxonomy import load_taxonomy
+
+    torch.manual_seed(0)
+    model = GalaxAlignModel.from_config({"backbone": {"kind": "tiny", "seed": 0}, "symbol_encoder_shared": False})
+    return save_pretrained(model, load_taxonomy("galaxy10_decals"), folder)
+
+
+def build_search_fixture(root: Path, shard_size: int = 25) -> dict:
+    """Survey, model, embeddings and an exact index under ``root``; returns their paths."""
+    from galaxalign.inference import load_model
+    from galaxalign.datasets import load_catalog
+    from galaxalign.search.embed import embed_survey
+    from galaxalign.search.index import build_index_from_embeddings
+
+    survey = write_survey(root / "survey.h5")
+    model_dir = write_model(root / "model")
+    model, taxonomy = load_model(model_dir)
+    catalog = load_catalog(survey, taxonomy)
+    embed_survey(model, catalog, root / "embeddings", checkpoint=str(model_dir), data_source=str(survey),
+                 taxonomy=taxonomy, batch_size=16, shard_size=shard_size, progress=False)
+    index = build_index_from_embeddings(root / "embeddings", root / "index", kind="exact", progress=False)
+    return {"survey": survey, "model": model_dir, "embeddings": root / "embeddings", "index": index,
+            "catalog": catalog, "loaded_model": model}
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
