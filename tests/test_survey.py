@@ -116,6 +116,21 @@ def test_round_and_in_between_overlap_in_axis_ratio():
     assert np.quantile(round_q, 0.05) < np.quantile(mid_q, 0.95)
 
 
+def test_neighbouring_classes_overlap_in_their_generating_distributions():
+    from galaxalign.survey.classes import sample
+
+    classes, rng = load_survey_config()["classes"], np.random.default_rng(1)
+
+    def draws(key, field, n=2000):
+        return np.array([sample(classes[key][field], rng) for _ in range(n)])
+
+    tight, loose = draws("tight_spiral", "pitch_deg"), draws("loose_spiral", "pitch_deg")
+    assert np.quantile(tight, 0.95) > np.quantile(loose, 0.05) and tight.mean() < loose.mean() - 10
+    # Close merging pairs come as near as a disturbed galaxy's satellite.
+    assert np.quantile(draws("merging", "companion_sep"), 0.1) < np.quantile(draws("disturbed", "companion_sep"), 0.5)
+    assert classes["disturbed"]["companion_prob"] > 0
+
+
 def test_round_smooth_more_concentrated_than_loose_spiral():
     c_round = np.mean([_central_fraction(img) for img, _ in _render(ROUND, 12)])
     c_loose = np.mean([_central_fraction(img) for img, _ in _render(LOOSE, 12)])

@@ -187,12 +187,13 @@ def _tails(scene: _Scene, cls: dict, scale: float, cx: float, cy: float, size_px
         angle = toward + math.pi * (1 - k % 2) + rng.normal(0, 0.5)
         length = sample(cls["tail_length"], rng) * scale
         curl = rng.choice([-1, 1]) * rng.uniform(0.4, 1.8)
-        x, y, w = P.tidal_tail(rng, cx, cy, 0.8 * size_px, length, angle, curl, rng.uniform(1.5, 4.0) * scale / 128 + 0.1 * length)
+        # OUR CHOICE: tails start outside the body (1.2 sizes) so they read as debris, not a ring.
+        x, y, w = P.tidal_tail(rng, cx, cy, 1.2 * size_px, length, angle, curl, rng.uniform(1.5, 4.0) * scale / 128 + 0.1 * length)
         P.deposit(scene.grid, x, y, flux * strength / count * w / w.sum(), out=scene.tails)
     scene.set(n_tails=count, tail_strength=strength)
 
 
-def _companion(scene: _Scene, cls: dict, scale: float, flux: float, main_size: float) -> tuple[float, float, float]:
+def _companion(scene: _Scene, cls: dict, scale: float, flux: float) -> float:
     rng = scene.rng
     ratio = sample(cls["companion_flux_ratio"], rng)
     sep = sample(cls["companion_sep"], rng) * scale
@@ -208,7 +209,7 @@ def _companion(scene: _Scene, cls: dict, scale: float, flux: float, main_size: f
         sub.pop("pitch_deg", None)
         _disk(scene, sub, 1.0, ox, oy, flux * ratio, main=False, arms=False)
     scene.set(companion_flux_ratio=ratio, companion_sep_px=sep)
-    return ox, oy, ang
+    return ang  # direction of the companion: tails point away from and towards it
 
 
 def _paint(kind: str, scene: _Scene, cls: dict, scale: float, cx: float, cy: float) -> None:
@@ -224,7 +225,7 @@ def _paint(kind: str, scene: _Scene, cls: dict, scale: float, cx: float, cy: flo
         h = _disk(scene, cls, scale, cx, cy, 1.0, arms=False, lopsided=asym)
         toward = rng.uniform(0, 2 * math.pi)
         if rng.uniform() < cls.get("companion_prob", 0.0):
-            *_, toward = _companion(scene, cls, scale, 1.0, h)
+            toward = _companion(scene, cls, scale, 1.0)
         _tails(scene, cls, scale, cx, cy, h, 1.0, toward)
         scene.set(asymmetry=asym)
     elif kind == "merger":
@@ -235,7 +236,7 @@ def _paint(kind: str, scene: _Scene, cls: dict, scale: float, cx: float, cy: flo
             size = _smooth(scene, sub, scale, cx, cy, 1.0)
         else:
             size = _disk(scene, cls, scale, cx, cy, 1.0, arms=False, lopsided=asym)
-        ox, oy, toward = _companion(scene, cls, scale, 1.0, size)
+        toward = _companion(scene, cls, scale, 1.0)
         _tails(scene, cls, scale, cx, cy, size, 0.8, toward)
         scene.set(asymmetry=asym)
     else:  # validated in classes.py; kept for a clear message if the kinds ever grow
@@ -266,14 +267,16 @@ def _field(grid: P.Grid, rng: np.random.Generator, obs: dict, psf_fwhm: float, s
         bands[:, int(y), int(x)] += sample(obs["star_peak"], rng) * sky / kernel_peak * colour
     n_nb = int(rng.poisson(sample(obs["n_neighbours"], rng)))
     if n_nb:
+        native = P.Grid(s, 1)
         for _ in range(n_nb):
             x, y = rng.uniform(-s / 2, s / 2, 2)
             r_eff = rng.uniform(0.6, 3.5) * s / 128
             peak = sample(obs["neighbour_peak"], rng) * sky
             flux = peak * 2 * math.pi * ((r_eff / 1.2) ** 2 + (psf_fwhm / 2.355) ** 2)
-            img = P.sersic(grid, rng.uniform(0.8, 4.0), r_eff, rng.uniform(0.3, 1.0), rng.uniform(0, math.pi), x, y, flux)
+            # Small and faint: drawn on the output grid directly (no oversampling) to save time.
+            img = P.sersic(native, rng.uniform(0.8, 4.0), r_eff, rng.uniform(0.3, 1.0), rng.uniform(0, math.pi), x, y, flux)
             colour = np.array([rng.uniform(0.4, 1.1), 1.0, rng.uniform(0.8, 1.9)])
-            bands += grid.bin(img)[None] * colour[:, None, None]
+            bands += img[None] * colour[:, None, None]
     return bands, n_stars, n_nb
 
 
@@ -324,6 +327,8 @@ def render_galaxy(class_id: int, size: int = 128, rng: np.random.Generator | int
     galaxy = fftconvolve(galaxy, kernel[None], mode="same", axes=(1, 2))
 
     sky = sample(obs["sky_noise"], rng)
+    # OUR CHOICE: brightness fixes the galaxy's peak r-band S/N after the PSF (not its total flux),
+    # so S/N, not an arbitrary flux unit, decides whether faint arms survive the noise.
     brightness = sample(obs["brightness"], rng) * ((1 + z) / 1.05) ** -obs["dimming_power"]
     brightness = max(brightness, 3.0)
     galaxy *= brightness * sky / max(galaxy[1].max(), 1e-12)
@@ -335,11 +340,14 @@ def render_galaxy(class_id: int, size: int = 128, rng: np.random.Generator | int
     band_sky = sky * np.array([sample(obs["band_noise_g"], rng), 1.0, sample(obs["band_noise_z"], rng)])
     read = sample(obs["read_noise"], rng)
     photon = sample(obs["photon_scale"], rng)
+    # OUR CHOICE: Gaussian noise with a Poisson-like variance (sky + read + photon_scale * signal);
+    # cutouts are sky-subtracted, so the background is zero-mean.
     noise = rng.standard_normal((3, size, size))
     for b in range(3):
         var = band_sky[b] ** 2 * (1 + read**2) + photon * band_sky[b] * np.maximum(galaxy[b], 0)
         galaxy[b] += noise[b] * np.sqrt(var)
 
+    # OUR CHOICE: Lupton asinh settings in sky-sigma units, drawn per galaxy like varying cutout services.
     stretch = sample(obs["lupton_stretch"], rng)
     q_lupton = sample(obs["lupton_q"], rng)
     minimum = sample(obs["lupton_minimum"], rng)
