@@ -199,3 +199,18 @@ def test_tiny_seed_makes_identical_weights_without_touching_the_global_rng():
     b = create_backbone({"kind": "tiny", "seed": 7})
     assert torch.equal(torch.rand(1), before)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_open_clip_quick_gelu_tag_is_resolved_and_remembered_in_the_spec(monkeypatch):
+    """OpenAI tags need QuickGELU; rebuilt without weights (load_model) the model must keep it."""
+    import open_clip
+    from open_clip.transformer import QuickGELU
+
+    assert open_clip.get_pretrained_cfg("ViT-B-16", "openai").get("quick_gelu") is True
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda model, tag: {"quick_gelu": tag == "openai-like"})
+    bb = create_backbone({**OPEN_CLIP_SPEC, "pretrained": "openai-like"}, load_weights=False)
+    assert bb.spec["quick_gelu"] is True
+    assert any(isinstance(m, QuickGELU) for m in bb.text.modules())
+    rebuilt = create_backbone({**bb.spec, "pretrained": None}, load_weights=False)
+    assert any(isinstance(m, QuickGELU) for m in rebuilt.text.modules())
+    assert create_backbone(OPEN_CLIP_SPEC, load_weights=False).spec["quick_gelu"] is False

@@ -14,10 +14,11 @@ loss equals the stock CLIP loss exactly.
 Distributed training: call the loss with ``gather=True`` (or gather yourself with
 ``gather_features``) and every rank computes the loss of the global batch (same value as one process
 on the whole batch). Default (``gather_with_grad=False``): gradients flow into the local shard only,
-so the SUM over ranks of the local gradients equals the single-process gradient; DDP averages, so
-the result is 1/world_size of it (as in open_clip; multiply the loss by world_size to undo).
-``gather_with_grad=True``: gradients also flow to the other ranks' shards and are summed, so each
-rank holds world_size x its share and DDP's average equals the single-process gradient exactly.
+so for parameters reached through the features the SUM over ranks equals the single-process
+gradient and DDP's average is 1/world_size of it (as in open_clip); ``logit_scale`` is applied after
+gathering and gets the full gradient on every rank. ``gather_with_grad=True``: gradients also flow
+to the other ranks' shards and are summed, so DDP's average equals the single-process gradient
+exactly for every parameter, temperature included. Checked with 2 gloo processes (docs/model.md).
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import torch
 
 from galaxalign.backbones.base import DualEncoder
 
-KNOWN_KEYS = {"kind", "model", "pretrained", "model_config", "image_size", "precision"}
+KNOWN_KEYS = {"kind", "model", "pretrained", "model_config", "image_size", "precision", "quick_gelu"}
 
 
 class OpenCLIPTokenizer:
@@ -53,6 +53,13 @@ def build_open_clip(spec: dict, load_weights: bool = True) -> DualEncoder:
     elif name not in open_clip.list_models():
         raise ValueError(f"open_clip has no architecture {name!r}; see open_clip.list_models()")
 
+    # OpenAI-trained weights use QuickGELU although the plain configs (ViT-B-16) say GELU; open_clip's
+    # tag registry knows. The resolved flag is stored in the spec, so a model rebuilt without weights
+    # (load_model) gets the same activation. For a local OpenAI checkpoint set "quick_gelu": true.
+    quick_gelu = spec.get("quick_gelu")
+    if quick_gelu is None:
+        tag = spec.get("pretrained")
+        quick_gelu = bool(tag and open_clip.get_pretrained_cfg(name, str(tag)).get("quick_gelu", False))
     pretrained = spec.get("pretrained") if load_weights else None
     if pretrained and _looks_like_path(str(pretrained)) and not os.path.isfile(pretrained):
         raise FileNotFoundError(f"open_clip checkpoint file {pretrained!r} (backbone spec 'pretrained') does not exist")
@@ -63,6 +70,7 @@ def build_open_clip(spec: dict, load_weights: bool = True) -> DualEncoder:
             name,
             pretrained=pretrained,
             force_custom_text=True,
+            force_quick_gelu=bool(quick_gelu),
             force_image_size=spec.get("image_size"),
             precision=spec.get("precision", "fp32"),
         )
@@ -81,7 +89,7 @@ def build_open_clip(spec: dict, load_weights: bool = True) -> DualEncoder:
     embed_dim = int(clip.text.text_projection.shape[1]) if getattr(clip.text, "text_projection", None) is not None \
         else int(clip.visual.output_dim)
     backbone = DualEncoder(
-        {"kind": "open_clip", **{k: v for k, v in spec.items() if k != "kind"}},
+        {"kind": "open_clip", **{k: v for k, v in spec.items() if k != "kind"}, "quick_gelu": bool(quick_gelu)},
         clip.visual,
         clip.text,
         OpenCLIPTokenizer(name),
