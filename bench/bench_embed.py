@@ -40,9 +40,12 @@ def main(argv=None):
     if args.data:
         data = Path(args.data)
     else:
+        import contextlib
+
         from galaxalign.survey import default_survey
 
-        data = default_survey(num=args.num, size=128, seed=0)
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON result
+            data = default_survey(num=args.num, size=128, seed=0)
     catalog = load_catalog(data).iloc[: args.num].reset_index(drop=True)
     model = GalaxAlignModel.from_config({"backbone": {"kind": args.backbone}}).eval()
     n = len(catalog)

@@ -56,7 +56,8 @@ def main(argv=None):
     ap.add_argument("--spread", type=float, default=0.08, help="per-dimension noise around each cluster centre")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--exact-queries", type=int, default=200, help="queries timed on exact search (it is slow)")
-    ap.add_argument("--kinds", default="ivf,ivfpq", help="comma list of ivf, ivfpq, hnsw")
+    ap.add_argument("--kinds", default="ivf,ivfpq",
+                    help="comma list of ivf, ivfpq, hnsw (HNSW at 1M takes >10 min to build on one core)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--target-recall", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0)

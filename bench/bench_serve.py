@@ -44,8 +44,11 @@ def build_fixture(root: Path, galaxies: int) -> tuple[Path, Path]:
     tax = load_taxonomy("galaxy10_decals")
     ckpt = save_pretrained(GalaxAlignModel.from_config({"backbone": {"kind": "tiny", "seed": 0}}), tax, root / "model")
     model, tax = load_model(ckpt)
-    survey = default_survey(num=galaxies, size=128, seed=0)
-    catalog = load_catalog(survey, tax)
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON result
+        survey = default_survey(num=galaxies, size=128, seed=0)
+    catalog = load_catalog(survey)
     embed_survey(model, catalog, root / "emb", checkpoint=str(ckpt), data_source=str(survey), taxonomy=tax, progress=False)
     return build_index_from_embeddings(root / "emb", root / "index", progress=False), ckpt
 
@@ -94,7 +97,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=10_000)
     ap.add_argument("--concurrency", type=int, default=50)
-    ap.add_argument("--galaxies", type=int, default=2000, help="fixture survey size (without --index)")
+    ap.add_argument("--galaxies", type=int, default=512, help="fixture survey size (without --index)")
     ap.add_argument("--index")
     ap.add_argument("--checkpoint")
     ap.add_argument("--seed", type=int, default=0)

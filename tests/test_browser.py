@@ -72,7 +72,7 @@ def chromium_page(width=1400, height=1000):
             browser.close()
 
 
-def run_page_session(page, base_url: str, query_png: Path, shot: Path) -> dict:
+def run_page_session(page, base_url: str, query_png: Path, shot: Path, shot_after: str = "symbol") -> dict:
     """Drive the page like a person would; return what the checks need."""
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -88,6 +88,9 @@ def run_page_session(page, base_url: str, query_png: Path, shot: Path) -> dict:
     image_ids = page.eval_on_selector_all("#grid .card", "cards => cards.map(c => c.dataset.id)")
     image_labels = page.eval_on_selector_all("#grid .card .label", "els => els.map(e => e.textContent)")
     image_scores = page.eval_on_selector_all("#grid .card .score", "els => els.map(e => parseFloat(e.textContent))")
+    if shot_after == "image":
+        page.evaluate("Promise.all([...document.images].map(i => i.decode().catch(() => null)))")
+        page.screenshot(path=str(shot), full_page=False)
 
     # 2. symbol query: answer the decision tree by clicking pictograms
     page.click("button[data-tab=symbols]")
@@ -102,7 +105,8 @@ def run_page_session(page, base_url: str, query_png: Path, shot: Path) -> dict:
     symbol_ids = page.eval_on_selector_all("#grid .card", "cards => cards.map(c => c.dataset.id)")
     thumbs_loaded = page.eval_on_selector_all(
         "#grid .card img", "imgs => Promise.all(imgs.map(i => i.decode().then(() => i.naturalWidth > 0, () => false)))")
-    page.screenshot(path=str(shot), full_page=True)
+    if shot_after == "symbol":
+        page.screenshot(path=str(shot), full_page=False)
 
     # 3. pick a galaxy of the catalog strip
     page.click("button[data-tab=catalog]")
@@ -144,6 +148,21 @@ def test_search_page_image_and_symbol_queries(fx, tmp_path):
     assert shot.stat().st_size > 10_000
 
 
+def docs_screenshot(page, base_url: str, query_png: Path, out: Path) -> None:
+    """The docs picture: results of an image query, with the symbol composer open beside them."""
+    page.goto(base_url + "/")
+    page.wait_for_function("document.querySelectorAll('#catalog-strip img').length > 0")
+    page.set_input_files("#image-file", str(query_png))
+    page.click("#image-search")
+    page.wait_for_selector("#grid .card")
+    page.click("button[data-tab=symbols]")
+    for answer in ("smooth-or-featured_featured-or-disk", "disk-edge-on_no", "bar_yes", "has-spiral-arms_yes"):
+        page.click(f"button[data-answer='{answer}']")
+    page.evaluate("Promise.all([...document.images].map(i => i.decode().catch(() => null)))")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(out), full_page=False)
+
+
 if __name__ == "__main__":
     # Docs screenshot: python tests/test_browser.py OUT.png [--index DIR --checkpoint CKPT --image FILE]
     import argparse
@@ -164,5 +183,6 @@ if __name__ == "__main__":
     query = Path(a.image) if a.image else tmp / "query.png"
     if not a.image:
         query.write_bytes(png_bytes(read_image(table.iloc[len(table) // 3])))
-    with serving(index_dir, a.checkpoint) as url, chromium_page() as page:
-        print(run_page_session(page, url, query, Path(a.out)))
+    with serving(index_dir, a.checkpoint) as url, chromium_page(1400, 900) as page:
+        docs_screenshot(page, url, query, Path(a.out))
+    print(f"wrote {a.out}")

@@ -77,3 +77,14 @@ def test_verdict_says_plainly_when_galaxalign_loses_or_wins_within_noise():
     assert v["0.1"]["accuracy"] == {"galaxalign": 0.6, "best_baseline": "image_only", "best_baseline_value": 0.5,
                                     "beats_all": True, "clearly": True}
     assert v["1"]["map"]["beats_all"] is False  # equal mAP is not a win
+
+
+def test_backbone_key_overrides_update_the_base_spec_instead_of_replacing_it():
+    from galaxalign.evaluation.demo import expand_backbone_overrides
+    from galaxalign.training import load_config
+
+    base = load_config("default")["model"]["backbone"]
+    out = expand_backbone_overrides("default", ["seed=1", "model.backbone.image_size=32"])
+    assert out[0] == "seed=1"
+    assert out[1] == {"model": {"backbone": {**base, "image_size": 32}}}
+    assert expand_backbone_overrides("default", ["model.backbone.kind=tiny"])[0] == {"model": {"backbone": {"kind": "tiny"}}}

@@ -38,12 +38,19 @@ def to_uint8(flux_rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
 
 
+def to_uint8_lupton(flux_rgb: np.ndarray) -> np.ndarray:
+    """A Lupton colour composite: every band stretched by asinh(Q I) / (Q I) of the mean intensity I."""
+    intensity = np.clip(flux_rgb.mean(axis=-1, keepdims=True), 1e-9, None)
+    x = flux_rgb * np.arcsinh(ASINH_Q * intensity) / (ASINH_Q * intensity)
+    return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
+
+
 def colour_galaxy(n: float, seed: int, size: int = 64, r_e: float = 6.0, axis_ratio: float = 1.0) -> np.ndarray:
-    """A red-ish galaxy (R > G > B) on a sky of 5 grey levels."""
+    """A red-ish galaxy (band fluxes R : G : B = 1 : 0.8 : 0.5) on a sky of 5 grey levels."""
     base = sersic(n, size, r_e, axis_ratio, noise=0.0, peak=0.6, seed=seed)
     rng = np.random.default_rng(seed)
-    rgb = np.stack([1.0 * base, 0.8 * base, 0.5 * base], axis=-1) + 5 / 255 + rng.normal(0, 2 / 255, (size, size, 3))
-    return to_uint8(rgb)
+    rgb = np.stack([1.0 * base, 0.8 * base, 0.5 * base], axis=-1) + rng.normal(5 / 255, 2 / 255, (size, size, 3))
+    return to_uint8_lupton(np.clip(rgb, 0, None))
 
 
 # --- statistics on known inputs ---------------------------------------------------------------

@@ -194,3 +194,13 @@ def test_server_keeps_serving_after_bad_input(client):
     client.get("/api/search/id/nope")
     assert client.get("/api/info").status_code == 200
     assert client.get("/api/search/id/survey-2").status_code == 200
+
+
+def test_a_chunked_upload_without_length_is_cut_off_at_the_limit(client):
+    def endless():
+        for _ in range(100):
+            yield b"\x00" * 10_000  # 1 MB in total, never announced
+
+    r = client.post("/api/search/image", content=endless(),
+                    headers={"content-type": "multipart/form-data; boundary=xyz"})
+    check_error(r, 413, "over the upload limit")

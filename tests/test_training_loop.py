@@ -131,3 +131,24 @@ def test_worker_count_does_not_change_the_result(tmp_path, tiny_h5):
     a = train(tiny_config(tmp_path / "w0", tiny_h5, "stages=[1]", "max_steps=3", "workers=0"), progress=False)
     b = train(tiny_config(tmp_path / "w2", tiny_h5, "stages=[1]", "max_steps=3", "workers=2"), progress=False)
     assert same_state(load_checkpoint(a.checkpoint)["model"], load_checkpoint(b.checkpoint)["model"]) == []
+
+
+def test_cli_train_and_resume(tmp_path, tiny_h5, capsys):
+    import json
+
+    from galaxalign.cli import main
+
+    args = ["train", "--config", "default", "--quiet", "--out", str(tmp_path / "cli"), f"data.source={tiny_h5}",
+            "model.backbone={kind: tiny, seed: 0, image_size: 24, width: 8, embed_dim: 16}", "model.lock_image=false",
+            "model.lock_text=false", "symbols.variants=1", "batch_size=8", "stage1.epochs=1", "stage2.epochs=1",
+            "device=cpu", "tensorboard=false"]
+    assert main(args + ["max_steps=4"]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["completed"] is False and first["export_dir"] is None
+    assert main(args + ["--resume"]) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert second["completed"] is True and load_checkpoint(second["checkpoint"])["step"] == 16
+    assert (tmp_path / "cli" / "model" / "model.safetensors").is_file()
+    # Resuming with a different config is refused, naming the key.
+    assert main(args + ["stage1.lr=0.5", "--resume"]) == 1
+    assert "stage1.lr" in capsys.readouterr().err

@@ -11,7 +11,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embeddings", required=True, help="folder written by `galaxalign embed`")
     p.add_argument("--out", required=True, help="index folder to write (replaced atomically)")
     p.add_argument("--kind", default="auto", choices=["auto", "exact", "hnsw", "ivf", "ivfpq"],
-                   help="auto: exact up to 200k vectors, HNSW up to 5M, IVF-PQ beyond")
+                   help="auto: exact up to 200k vectors, IVF up to 5M, IVF-PQ beyond")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="index parameter, e.g. ef_search=128, nprobe=32, nlist=4096, M=32 (repeatable)")
     p.add_argument("--no-progress", action="store_true")

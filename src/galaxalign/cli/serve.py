@@ -31,6 +31,8 @@ def run(args) -> int:
         index_dir, demo_checkpoint = ensure_demo_index(args.demo_dir or DEMO_DIR)
         checkpoint = checkpoint or demo_checkpoint
     app = create_app(index_dir, checkpoint)
+    if app.state.searcher.checkpoint:
+        app.state.searcher.model  # load now: a bad checkpoint fails here, and the first query is fast
     print(f"serving {index_dir} on http://{args.host}:{args.port}/ (API docs at /docs)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

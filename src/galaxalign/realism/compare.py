@@ -250,7 +250,7 @@ def _histogram(ax, rendered, real, stat: str, dist: dict | None) -> None:
     if both.size == 0:
         ax.set_title(f"{stat}: no values", fontsize=8)
         return
-    lo, hi = np.percentile(both, [1, 99])
+    lo, hi = np.percentile(both, [2, 98])  # a few statmorph outliers would squash the rest
     if hi <= lo:
         lo, hi = both.min() - 0.5, both.max() + 0.5
     bins = np.linspace(lo, hi, 25)

@@ -8,7 +8,7 @@ so what matters is that both go through one pipeline, not the absolute calibrati
 Flux: survey colour JPEGs (SDSS gri, DECaLS grz) are asinh stretches of the flux (Lupton et al.
 2004) with the red/green/blue channels holding the reddest/middle/bluest band; the green channel is
 the r band in both. We invert the asinh stretch to get a linear-ish flux and measure morphology on
-the green (r-like) channel.
+the green (r-like) channel; colours come from channel ratios, which Lupton composites preserve.
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ STATISTICS: dict[str, str] = {
     "ellipticity": "1 - b/a from the second moments (statmorph ellipticity_asymmetry)",
     "r_half": "half-light radius / cutout side (r band, inside the segmap)",
     "surface_brightness": "-2.5 log10(mean r flux per pixel inside r_half), flux in faint-end grey units (linear_flux)",
-    "colour_b_g": "-2.5 log10(F_blue / F_green) inside the segmap (g-r like)",
-    "colour_b_r": "-2.5 log10(F_blue / F_red) inside the segmap (g-i like)",
+    "colour_b_g": "-2.5 log10(B / G) of the summed channel values inside the segmap (g-r like)",
+    "colour_b_r": "-2.5 log10(B / R) of the summed channel values inside the segmap (g-i / g-z like)",
     "colour_gradient": "(B-R) inside r_half/2 minus (B-R) between r_half and 2 r_half (>0: redder centre)",
     "sky_level": "median sky flux (sigma-clipped, sources masked)",
     "sky_noise": "robust std of the sky flux (sigma-clipped, sources masked)",
@@ -153,7 +153,8 @@ def _statmorph(flux: np.ndarray, segmap: np.ndarray, others: np.ndarray, noise: 
 
 
 def morphology_statistics(flux: np.ndarray, colour: np.ndarray | None = None, q: float = ASINH_Q) -> dict:
-    """All statistics of one galaxy from its 2-D r-band flux (and optionally its (H,W,3) colour flux).
+    """All statistics of one galaxy from its 2-D r-band flux (and optionally its (H,W,3) colour image,
+    any scale in which channel ratios are band flux ratios).
 
     Never raises for a hard galaxy: a statmorph failure leaves its statistics NaN, sets
     ``failed=True`` and records the reason in ``error``; ``flag`` is statmorph's (0 good, 1 suspect,
@@ -231,5 +232,9 @@ def galaxy_statistics(image: np.ndarray, size: int | None = None, q: float = ASI
         from PIL import Image
 
         image = np.asarray(Image.fromarray(image).resize((size, size), Image.BOX))
-    colour = linear_flux(image, q)
-    return morphology_statistics(colour[..., 1], colour, q)
+    # OUR CHOICE: colours from the uint8 channel values themselves, not from the asinh inverse.
+    # Lupton colour composites (SDSS JPEGs, make_lupton_rgb) stretch all three bands by one factor
+    # per pixel, asinh(Q I) / (Q I) of the mean intensity I, so channel ratios are band flux ratios;
+    # inverting each channel separately would exaggerate the colours of bright pixels.
+    colour = image.astype(np.float64) / 255.0
+    return morphology_statistics(linear_flux(image[..., 1], q), colour, q)

@@ -19,6 +19,7 @@ import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from galaxalign.search import query as q
@@ -117,6 +118,45 @@ class Searcher:
         }
 
 
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over ``limit`` bytes with a 413, before they are parsed.
+
+    A declared Content-Length is checked up front; a chunked body is counted as it arrives, so an
+    endless upload is cut off instead of being spooled to disk.
+    """
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, int(limit)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                return await _error(400, f"bad Content-Length header {length.decode(errors='replace')!r}")(scope, receive, send)
+            if declared > self.limit:
+                return await _error(413, self._message(declared))(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    # Raised inside the app's body reading: FastAPI turns it into the 413 response.
+                    raise HTTPException(413, self._message(received))
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+    def _message(self, size: int) -> str:
+        return f"request body of {size}+ bytes is over the upload limit ({self.limit} bytes with the form envelope)"
+
+
 def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail})
 
@@ -143,18 +183,7 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
     async def _unknown_id(_request: Request, exc: UnknownGalaxyError):
         return _error(404, str(exc.args[0]) if exc.args else "not found")
 
-    @app.middleware("http")
-    async def _limit_upload(request: Request, call_next):
-        # Refuse oversized bodies from their header, before the multipart parser spools them.
-        length = request.headers.get("content-length")
-        if length is not None:
-            try:
-                too_big = int(length) > max_upload_bytes + 64 * 1024  # room for the multipart envelope
-            except ValueError:
-                return _error(400, f"bad Content-Length header {length!r}")
-            if too_big:
-                return _error(413, f"request body of {length} bytes is over the upload limit of {max_upload_bytes} bytes")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=max_upload_bytes + 64 * 1024)  # room for the multipart envelope
 
     async def read_upload(file: UploadFile) -> np.ndarray:
         data = await file.read(max_upload_bytes + 1)
@@ -223,8 +252,7 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
         table = index.table
         rows = np.arange(len(table)) if label is None else np.flatnonzero(table["label"].to_numpy() == label)
         if random_sample:
-            rng = random.Random(seed)
-            picked = rng.sample(list(rows), min(limit, len(rows)))
+            picked = rows[random.Random(seed).sample(range(len(rows)), min(limit, len(rows)))]
         else:
             picked = list(rows[offset : offset + limit])
         items = []
@@ -245,17 +273,14 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
     @app.post("/api/search/image", summary="galaxies that look like an uploaded image")
     async def search_image(file: UploadFile = File(...), k: int = Query(10, ge=1, le=MAX_K)):
         image = await read_upload(file)
-        from starlette.concurrency import run_in_threadpool
-
-        hits = await run_in_threadpool(q.query_image, index, searcher.model, image, k)
+        # The forward pass (and the first model load) runs in the thread pool, off the event loop.
+        hits = await run_in_threadpool(lambda: q.query_image(index, searcher.model, image, k))
         return searcher.hits_json(hits, {"image": file.filename}, k)
 
     @app.post("/api/search/sketch", summary="galaxies matching an uploaded drawing (symbol encoder)")
     async def search_sketch(file: UploadFile = File(...), k: int = Query(10, ge=1, le=MAX_K)):
         image = await read_upload(file)
-        from starlette.concurrency import run_in_threadpool
-
-        hits = await run_in_threadpool(q.query_sketch, index, searcher.model, image, k)
+        hits = await run_in_threadpool(lambda: q.query_sketch(index, searcher.model, image, k))
         return searcher.hits_json(hits, {"sketch": file.filename}, k)
 
     @app.get("/api/search/id/{galaxy_id}", summary="neighbours of a catalog galaxy (its stored embedding)")

@@ -56,12 +56,15 @@ SCHEMA: dict[str, Any] = {
         "variants": 4,  # symbol variants per class in the class bank
         "seed": 0,
     },
+    # OUR CHOICE (the paper's are unpublished): learning rates, epochs, warm-up fraction, AdamW betas/eps
+    # (CLIP's), weight decay 0.1, equal loss weights, label-aware loss; stage 2 at half the stage-1 rate.
     "stage1": {"epochs": 2, "lr": 1e-4, "warmup_fraction": 0.1},
     "stage2": {"epochs": 2, "lr": 5e-5, "warmup_fraction": 0.1, "shared_symbol_encoder": False},
     "optimizer": {"weight_decay": 0.1, "beta1": 0.9, "beta2": 0.98, "eps": 1e-6, "grad_clip_norm": None},
     "batch_size": 64,  # per process
     "accumulation": 1,
     "workers": 0,
+    "threads": None,  # torch intra-op threads; None: torch's default (all cores)
     "device": "auto",
     "amp": "auto",
     "seed": 0,
@@ -203,11 +206,17 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
     for k in ("batch_size", "accumulation"):
         _check(isinstance(c[k], int) and c[k] > 0, k, f"must be a positive integer, got {c[k]!r}", source)
     _check(isinstance(c["workers"], int) and c["workers"] >= 0, "workers", f"must be an integer >= 0, got {c['workers']!r}", source)
+    th = c["threads"]
+    _check(th is None or (isinstance(th, int) and th > 0), "threads", f"must be null or a positive integer, got {th!r}", source)
     amp = c["amp"]
     if amp is False or amp is None:
-        amp = c["amp"] = "off"
+        th = c["threads"]
+    _check(th is None or (isinstance(th, int) and th > 0), "threads", f"must be null or a positive integer, got {th!r}", source)
+    amp = c["amp"] = "off"
     if amp is True:
-        amp = c["amp"] = "auto"
+        th = c["threads"]
+    _check(th is None or (isinstance(th, int) and th > 0), "threads", f"must be null or a positive integer, got {th!r}", source)
+    amp = c["amp"] = "auto"
     _check(amp in AMP_MODES, "amp", f"must be one of {list(AMP_MODES)}, got {amp!r}", source)
     _check(isinstance(c["seed"], int), "seed", f"must be an integer, got {c['seed']!r}", source)
     ce = c["checkpoint_every_steps"]

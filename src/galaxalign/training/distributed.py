@@ -75,7 +75,8 @@ class ResumableSampler(DistributedSampler):
 
     def __init__(self, dataset, num_replicas: int, rank: int, seed: int, batch_size: int):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
-        # Whole batches only, so every rank takes the same number of optimiser steps.
+        # OUR CHOICE: whole batches only (the remainder of each epoch's permutation is dropped), so every
+        # rank takes the same number of optimiser steps and each contrastive batch has full size.
         self.batch_size = batch_size
         self.num_samples = (self.num_samples // batch_size) * batch_size
         self.total_size = self.num_samples * self.num_replicas

@@ -106,7 +106,7 @@ class ContrastiveObjective:
             weights["symbol_text"] = weights["image_symbol"] = 0.0
         self.use_symbols = weights["symbol_text"] > 0 or weights["image_symbol"] > 0
         self.loss_fn = TriModalLoss(weights, label_aware=bool(cfg["loss"]["label_aware"]))
-        # Each rank draws its own prompts and symbol variants (more variety per global batch).
+        # OUR CHOICE: each rank draws its own prompts and symbol variants (more variety per global batch).
         self.bank = ClassBank(taxonomy, model, n_symbol_variants=int(cfg["symbols"]["variants"]), seed=int(cfg["symbols"]["seed"]) + env.rank)
         self.forward_module = TriModalForward(model, self.bank, self.use_symbols)
         if model.classifier is not None:
@@ -121,7 +121,7 @@ class ContrastiveObjective:
             *feats, labels = _gather(*feats, labels=labels)
         terms = self.loss_fn(*feats, out["logit_scale"], labels, gather=False)
         if self.env.distributed:
-            # Gathered features carry gradient only through the local shard and DDP averages over
+            # OUR CHOICE (open_clip leaves the 1/N in): gathered features carry gradient only through the local shard and DDP averages over
             # ranks: scaling by world size makes the synchronised gradient equal the single-process
             # one on the same global batch (undone for logit_scale in fix_replicated_grads).
             terms["loss_for_backward"] = terms["loss"] * self.env.world_size

@@ -56,6 +56,7 @@ def stage_plan(cfg: dict) -> list[StagePlan]:
         return StagePlan(n, s["epochs"], float(s["lr"]), float(s["warmup_fraction"]), shared)
 
     method = cfg["method"]
+    # OUR CHOICE: a baseline runs one stage with the stage-1 settings (epochs, lr, warm-up).
     if method == "zero_shot":
         return []
     if method in ("image_text", "image_only"):
@@ -273,6 +274,20 @@ def _typed(row: dict) -> dict:
     return out
 
 
+# Keys a resumed run may change: they do not alter what is computed.
+RESUME_MAY_CHANGE = {"max_steps", "out", "workers", "threads", "device", "tensorboard", "checkpoint_every_steps", "keep_epoch_checkpoints"}
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Key paths where two configs differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
 # ---------------------------------------------------------------------------------------------
 # the loop
 
@@ -293,6 +308,12 @@ class Trainer:
             saved_method = self.resume_state["method"]
             if saved_method != cfg["method"]:
                 raise ValueError(f"{path}: checkpoint was trained with method {saved_method!r}, config says {cfg['method']!r}")
+            changed = [k for k in _diff(self.resume_state["config"], cfg) if k.split(".")[0] not in RESUME_MAY_CHANGE]
+            if changed:
+                raise ValueError(
+                    f"{path}: the config differs from the checkpoint's in {changed}; resume with the same config "
+                    f"and overrides (only {sorted(RESUME_MAY_CHANGE)} may change)"
+                )
         self.t0 = time.time()
         self.seconds_before = float(self.resume_state.get("seconds", 0.0)) if self.resume_state else 0.0
         self.global_step = int(self.resume_state["step"]) if self.resume_state else 0
@@ -302,6 +323,8 @@ class Trainer:
 
     def setup(self) -> None:
         cfg, env = self.cfg, self.env
+        if cfg["threads"]:
+            torch.set_num_threads(int(cfg["threads"]))
         seed_everything(cfg["seed"])
         torch.set_float32_matmul_precision("high")
         self.taxonomy, self.train_cat, self.val_cat, self.source = prepare_data(cfg, env, self.progress)
@@ -508,6 +531,8 @@ class Trainer:
                     break  # the accumulation remainder of an epoch is not used
                 images = images.to(env.device, non_blocking=True)
                 labels = labels.to(env.device, non_blocking=True)
+                # OUR CHOICE: accumulation sums gradients of micro-batches (each its own contrastive
+                # batch), not open_clip's feature caching; cheaper in code, negatives stay per micro-batch.
                 last_micro = micro == accum - 1
                 sync = module.no_sync() if (env.distributed and not last_micro) else nullcontext()
                 with sync:
@@ -527,7 +552,7 @@ class Trainer:
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
-                with torch.no_grad():
+                with torch.no_grad():  # OUR CHOICE (open_clip's): temperature kept in [1/100, 1]
                     model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
                 self.global_step += 1
                 batch_in_epoch += 1
@@ -574,5 +599,5 @@ def train(config: dict | str | Path, progress: bool = True, resume: str | Path |
     ``resume``: a checkpoint path, or ``"auto"`` for ``OUT/checkpoints/last.pt``. With
     ``progress=False`` nothing is printed (the demo trains many runs).
     """
-    cfg = load_config(config) if not isinstance(config, dict) else load_config(config)
+    cfg = load_config(config)  # a dict is re-validated: callers may have edited it
     return Trainer(cfg, progress=progress, resume=resume).run()
