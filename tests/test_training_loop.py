@@ -152,3 +152,24 @@ def test_cli_train_and_resume(tmp_path, tiny_h5, capsys):
     # Resuming with a different config is refused, naming the key.
     assert main(args + ["stage1.lr=0.5", "--resume"]) == 1
     assert "stage1.lr" in capsys.readouterr().err
+
+
+def test_joint_symbol_pass_equals_separate_passes_without_batch_statistics():
+    from galaxalign.model import GalaxAlignModel
+    from galaxalign.taxonomy import load_taxonomy
+    from galaxalign.training.distributed import DistEnv
+    from galaxalign.training.methods import build_objective
+
+    spec = {"kind": "tiny", "seed": 0, "image_size": 24, "width": 8, "embed_dim": 16}
+    images = torch.randn(12, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 0, 3, 1, 4, 0, 2, 5, 1, 3])
+    losses = {}
+    for joint in (True, False):
+        cfg = load_config("default", ["symbols.variants=1", f"symbols.joint_forward={joint}"])
+        model = GalaxAlignModel.from_config({"backbone": spec, "symbol_encoder_shared": True, "num_classes": None})
+        objective = build_objective(cfg, model, load_taxonomy("galaxy10_decals"), DistEnv())
+        objective.forward_module.bank_train = False
+        losses[joint] = {k: float(v.detach()) for k, v in objective.loss(objective.forward_module, images, labels).items()}
+    assert losses[True].keys() == losses[False].keys() == {"image_text", "symbol_text", "image_symbol", "loss"}
+    for k in losses[True]:
+        assert losses[True][k] == pytest.approx(losses[False][k], rel=1e-5)

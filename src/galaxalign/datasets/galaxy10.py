@@ -7,6 +7,8 @@ not read here: rows point into the file (``h5_path`` + ``h5_row``) and are read 
 """
 from __future__ import annotations
 
+import json
+
 import logging
 import os
 import urllib.error
@@ -142,6 +144,10 @@ def _check_taxonomy(handle, path: Path, labels: np.ndarray, taxonomy) -> None:
     # Class names, not the taxonomy's name, decide: a user's renamed copy of a scheme still fits.
     names = handle.attrs.get("class_names")
     if names is not None:
+        if isinstance(names, bytes):
+            names = names.decode()
+        if isinstance(names, str) and names.lstrip().startswith("["):
+            names = json.loads(names)  # the rendered survey stores its class names as a JSON list
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in np.atleast_1d(names)]
         if names != taxonomy.class_names[: len(names)]:
             raise CatalogError(

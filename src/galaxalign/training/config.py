@@ -55,6 +55,7 @@ SCHEMA: dict[str, Any] = {
     "symbols": {
         "variants": 4,  # symbol variants per class in the class bank
         "seed": 0,
+        "joint_forward": True,  # stage 1: images and symbols in one pass through the shared encoder
     },
     # OUR CHOICE (the paper's are unpublished): learning rates, epochs, warm-up fraction, AdamW betas/eps
     # (CLIP's), weight decay 0.1, equal loss weights, label-aware loss; stage 2 at half the stage-1 rate.

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from galaxalign.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from galaxalign.training.config import load_config
-from galaxalign.training.distributed import DistEnv, ResumableSampler, all_reduce_mean, barrier, init_distributed
+from galaxalign.training.distributed import DistEnv, ResumableSampler, barrier, init_distributed
 from galaxalign.training.methods import build_objective
 from galaxalign.training.schedule import build_optimizer, cosine_schedule
 
