@@ -89,7 +89,7 @@ def run_page_session(page, base_url: str, query_png: Path, shot: Path, shot_afte
     image_labels = page.eval_on_selector_all("#grid .card .label", "els => els.map(e => e.textContent)")
     image_scores = page.eval_on_selector_all("#grid .card .score", "els => els.map(e => parseFloat(e.textContent))")
     if shot_after == "image":
-        page.evaluate("Promise.all([...document.images].map(i => i.decode().catch(() => null)))")
+        page.wait_for_load_state("networkidle")
         page.screenshot(path=str(shot), full_page=False)
 
     # 2. symbol query: answer the decision tree by clicking pictograms
@@ -158,7 +158,7 @@ def docs_screenshot(page, base_url: str, query_png: Path, out: Path) -> None:
     page.click("button[data-tab=symbols]")
     for answer in ("smooth-or-featured_featured-or-disk", "disk-edge-on_no", "bar_yes", "has-spiral-arms_yes"):
         page.click(f"button[data-answer='{answer}']")
-    page.evaluate("Promise.all([...document.images].map(i => i.decode().catch(() => null)))")
+    page.wait_for_load_state("networkidle")
     page.wait_for_timeout(500)
     page.screenshot(path=str(out), full_page=False)
 

@@ -65,6 +65,7 @@ def test_approximate_kinds_agree_with_exact_search(tmp_path, data, kind):
     _, found = approx.search_vectors(queries, 10)
     recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found)])
     assert recall >= 0.9, f"{kind} recall@10 {recall:.3f}"
+    np.testing.assert_allclose(approx.vector("g00010"), x[10], atol=1e-5)  # stored vectors stay exact
 
 
 def test_exclude_drops_the_query_galaxy(tmp_path, data):

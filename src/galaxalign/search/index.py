@@ -33,7 +33,7 @@ KINDS = ("exact", "hnsw", "ivf", "ivfpq")
 AUTO_EXACT_MAX = 200_000
 AUTO_IVF_MAX = 5_000_000
 
-# OUR CHOICE of defaults, tuned by bench/bench_index.py (recall@10 >= 0.95 on clustered vectors).
+# OUR CHOICE of defaults; each reaches recall@10 >= 0.95 in bench/bench_index.py (1M clustered vectors).
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "exact": {},
     "hnsw": {"M": 32, "ef_construction": 80, "ef_search": 64},
@@ -309,6 +309,9 @@ class SearchIndex:
         if search_params:
             info = {**info, "params": {**info.get("params", {}), **search_params}}
         _set_search_params(index, info.get("kind", ""), info.get("params", {}))
+        if info.get("kind") in ("ivf", "ivfpq"):
+            # Row -> list position map, so vector() can reconstruct by row (8 bytes per vector).
+            faiss.extract_index_ivf(index).make_direct_map()
         return cls(index, table, info, path)
 
     def _check(self) -> None:
@@ -360,21 +363,18 @@ class SearchIndex:
         return _jsonable(self.table.iloc[self.row_of(galaxy_id)].to_dict())
 
     def vector(self, galaxy_id: str) -> np.ndarray:
-        """The stored embedding of a galaxy: exact from the shards when available, else from the index."""
+        """The stored embedding of a galaxy (exact for every kind but a refine-less IVF-PQ)."""
+        import faiss
+
         row = self.row_of(galaxy_id)
-        if self.kind in ("exact", "hnsw"):
-            return self.index.reconstruct(row)  # flat storage: exact
+        if self.kind in ("exact", "hnsw", "ivf") or isinstance(self.index, faiss.IndexRefine):
+            return self.index.reconstruct(row)  # flat storage (or the refine stage's): exact
         shards = self.info.get("embeddings")
         if shards and Path(shards).is_dir():
             from galaxalign.search.embed import read_embedding_rows
 
             return read_embedding_rows(shards, [row])[0]
-        import faiss
-
-        ivf = faiss.extract_index_ivf(self.index)
-        ivf.make_direct_map()
-        v = self.index.reconstruct(row)  # IVF-PQ reconstruction is approximate
-        return normalize_rows(v[None])[0]
+        return normalize_rows(self.index.reconstruct(row)[None])[0]  # PQ codes: approximate
 
     # -- search ----------------------------------------------------------------------------------
     def search_vectors(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
