@@ -166,8 +166,26 @@ def test_manifest_reader_maps_labels_and_names_the_bad_row(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def realism_run(tmp_path_factory):
-    """One small `galaxalign realism` run shared by the tests below (statmorph is the slow part)."""
+def tiny_export(tmp_path_factory):
+    """A random tiny image-only model (with a head), exported; a 2-class rendered survey; real folder."""
+    import torch
+
+    from galaxalign.inference import save_pretrained
+    from galaxalign.model import GalaxAlignModel
+
+    tmp = tmp_path_factory.mktemp("sim2real")
+    torch.manual_seed(0)
+    model = GalaxAlignModel.from_config({"backbone": {"kind": "tiny"}, "num_classes": 10})
+    export = save_pretrained(model, load_taxonomy("galaxy10_decals"), tmp / "model", extra={"method": "image_only"})
+    write_survey(tmp / "survey.h5", per_class=4, size=48)
+    write_real_folder(tmp / "real")
+    return export, tmp / "survey.h5", tmp / "real"
+
+
+@pytest.fixture(scope="module")
+def realism_run(tmp_path_factory, tiny_export):
+    """One small `galaxalign realism` run (with sim-to-real of a tiny model) shared by the tests
+    below (statmorph is the slow part)."""
     from galaxalign.cli import main
 
     tmp = tmp_path_factory.mktemp("realism")
@@ -179,7 +197,8 @@ def realism_run(tmp_path_factory):
 
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        rc = main(["realism", "--survey", str(survey), "--real", str(real), "--out", str(out), "--max-per-class", "2", "--no-progress"])
+        rc = main(["realism", "--survey", str(survey), "--real", str(real), "--out", str(out), "--max-per-class", "2",
+                   "--checkpoint", str(tiny_export[0]), "--no-progress"])
     return rc, printed.getvalue(), out, real
 
 
@@ -187,6 +206,8 @@ def test_cli_writes_summary_plots_grid_and_tables(realism_run):
     rc, printed, out, _ = realism_run
     assert rc == 0
     assert "concentration" in printed and "statmorph failures" in printed
+    assert "sim-to-real (head): accuracy" in printed
+    assert json.loads((out / "sim_to_real.json").read_text())["n"] == 3
     for name in ("summary.json", "distributions.png", "grid.png", "rendered_statistics.csv", "real_statistics.csv"):
         assert (out / name).stat().st_size > 500, name
     assert Image.open(out / "grid.png").height > 10 * 64  # one row per class
@@ -236,23 +257,6 @@ def test_real_exemplars_are_measured_with_few_failures():
 
 
 # --- sim-to-real ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory):
-    """A random tiny image-only model (with a head), exported; a 2-class rendered survey; real folder."""
-    import torch
-
-    from galaxalign.inference import save_pretrained
-    from galaxalign.model import GalaxAlignModel
-
-    tmp = tmp_path_factory.mktemp("sim2real")
-    torch.manual_seed(0)
-    model = GalaxAlignModel.from_config({"backbone": {"kind": "tiny"}, "num_classes": 10})
-    export = save_pretrained(model, load_taxonomy("galaxy10_decals"), tmp / "model", extra={"method": "image_only"})
-    write_survey(tmp / "survey.h5", per_class=4, size=48)
-    write_real_folder(tmp / "real")
-    return export, tmp / "survey.h5", tmp / "real"
 
 
 def test_sim_to_real_reports_every_classifier_and_a_consistent_headline(tiny_export):

@@ -195,7 +195,8 @@ def compare_statistics(rendered: pd.DataFrame, real: pd.DataFrame, taxonomy: Tax
         rea = real[real["label"] == spec.id]
         if rea.empty or ren.empty:
             continue
-        # Per class the real set is tiny (1-6 exemplars here): indicative only, same units as overall.
+        # OUR CHOICE: per class, divide by the overall real spread: the real classes are tiny (1-6
+        # exemplars here), so their own spread is undefined or noise; same units as overall.
         summary["per_class"][spec.name] = {s: distance(ren[s], rea[s], spread(real[s])) for s in STATISTICS}
     ranked = [(s, d["wasserstein_norm"]) for s, d in summary["overall"].items() if d["wasserstein_norm"] is not None]
     summary["largest_gaps"] = [s for s, _ in sorted(ranked, key=lambda x: -x[1])]

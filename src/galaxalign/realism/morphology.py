@@ -184,8 +184,9 @@ def morphology_statistics(flux: np.ndarray, colour: np.ndarray | None = None, q:
     centre = (float((ys * w).sum() / w.sum()), float((xs * w).sum() / w.sum())) if w.sum() > 0 else (ys.mean(), xs.mean())
     try:
         sm = _statmorph(flux, segmap, others, noise)
-        centre = sm.pop("centre") if all(np.isfinite(sm["centre"])) else centre
-        sm.pop("centre", None)
+        statmorph_centre = sm.pop("centre")
+        if all(np.isfinite(statmorph_centre)):
+            centre = statmorph_centre
         out.update(sm)
         out["failed"] = out["flag"] >= 2
         if out["failed"]:
@@ -211,6 +212,7 @@ def morphology_statistics(flux: np.ndarray, colour: np.ndarray | None = None, q:
         red, green, blue = (colour[..., c] for c in range(3))
         out["colour_b_g"] = _colour(blue[segmap], green[segmap])
         out["colour_b_r"] = _colour(blue[segmap], red[segmap])
+        # OUR CHOICE: "bulge" = within r_half / 2, "outskirts" = r_half to 2 r_half inside the segmap.
         bulge = r <= 0.5 * r_half
         disc = segmap & (r > r_half) & (r <= 2 * r_half)
         if bulge.any() and disc.any():
