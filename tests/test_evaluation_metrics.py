@@ -105,3 +105,11 @@ def test_linear_probe_separates_separable_clusters():
     pred, scores = probe.predict_scores(centres + rng.normal(0, 0.3, (3, 8)))
     assert pred.tolist() == [0, 1, 2]
     assert scores.shape == (3, 4) and (scores[:, 3] == 0).all()  # class 3 never seen: score 0
+
+
+def test_knn_excluded_neighbour_does_not_vote():
+    train = np.array([[1.0, 0.0], [0.0, 1.0], [0.1, 1.0]])
+    labels = [0, 1, 1]
+    query = np.array([[1.0, 0.0]])
+    assert knn_classify(train, labels, query, 2, k=1)[0].tolist() == [0]  # finds itself
+    assert knn_classify(train, labels, query, 2, k=1, exclude=np.array([0]))[0].tolist() == [1]

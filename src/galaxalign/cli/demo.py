@@ -7,7 +7,7 @@ HELP = "the reproduction table on the embedded survey (all methods, label fracti
 def add_arguments(parser) -> None:
     from galaxalign.runtime import DEMO_DIR
 
-    parser.add_argument("--quick", action="store_true", help="small survey, low resolution, 1+1 epochs (~3 min on 2 CPU cores)")
+    parser.add_argument("--quick", action="store_true", help="300-galaxy survey, 32 px input, 1+1 epochs, fewer trainable layers (0.5-4 min on 2 shared CPU cores)")
     parser.add_argument("--out", default=str(DEMO_DIR), help="output folder (default: %(default)s)")
     parser.add_argument("--config", default="default", help="base training config, shipped name or YAML (default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -46,8 +46,13 @@ def knn_classify(
     query_emb: np.ndarray,
     num_classes: int,
     k: int = KNN_K,
+    exclude: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Similarity-weighted vote of the k most similar labelled galaxies (cosine)."""
+    """Similarity-weighted vote of the k most similar labelled galaxies (cosine).
+
+    ``exclude[i]``: index of a training galaxy that query i must not vote with (itself, when the
+    queries are training galaxies), or -1.
+    """
     g = _unit(train_emb, "train embeddings")
     q = _unit(query_emb, "query embeddings")
     y = np.asarray(train_labels, dtype=np.int64)
@@ -59,10 +64,14 @@ def knn_classify(
     votes = np.zeros((q.shape[0], num_classes))
     for s in range(0, q.shape[0], 1024):
         sim = q[s : s + 1024] @ g.T
+        if exclude is not None:
+            ex = np.asarray(exclude[s : s + 1024])
+            rows = np.nonzero(ex >= 0)[0]
+            sim[rows, ex[rows]] = -np.inf
         nn = np.argpartition(-sim, k - 1, axis=1)[:, :k]
         w = np.take_along_axis(sim, nn, axis=1)
         # (1 + cos) / 2 lies in [0, 1]: closer neighbours weigh more, none votes against its class.
-        w = (1.0 + w) / 2.0 + 1e-6
+        w = np.where(np.isfinite(w), (1.0 + w) / 2.0 + 1e-6, 0.0)
         rows = np.repeat(np.arange(nn.shape[0]), k)
         np.add.at(votes[s : s + 1024], (rows, y[nn].ravel()), w.ravel())
     scores = votes / votes.sum(axis=1, keepdims=True)

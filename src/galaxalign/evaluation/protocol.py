@@ -142,7 +142,10 @@ def evaluate_model(
         predictions[f"zero_shot_{modality}"] = prototype_classify(q, protos[modality])
     if linear_probe and np.unique(ytr).size >= 2:
         predictions["linear_probe"] = LinearProbe(C, seed=seed).fit(tr, ytr).predict_scores(q)
-    predictions["knn"] = knn_classify(tr, ytr, q, C, k=knn_k)
+    trpos = {v: i for i, v in enumerate(tr_ids)}
+    self_index = np.array([trpos.get(v, -1) for v in test["id"].astype(str)], dtype=np.int64)
+    # A test galaxy that is also a labelled training galaxy (--split train) must not vote for itself.
+    predictions["knn"] = knn_classify(tr, ytr, q, C, k=knn_k, exclude=self_index if (self_index >= 0).any() else None)
     if getattr(model, "classifier", None) is not None:
         s = head_scores_catalog(model, test, batch_size, progress)
         predictions["head"] = (s.argmax(axis=1), s)
