@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=4)
     ap.add_argument("--tile", type=int, default=88)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--real-crop", type=float, default=1.0,
+                    help="central fraction of each real exemplar shown (1.0: the whole cutout, as sim_to_real sees it)")
     args = ap.parse_args()
     taxonomy = load_taxonomy("galaxy10_decals")
     real = real_exemplars()
@@ -49,7 +51,7 @@ def main() -> None:
     draw = ImageDraw.Draw(sheet)
     draw.text((label_w, 3), "rendered (128 px, shown at %d)" % t, fill=(0, 0, 0))
     if n_real:
-        draw.text((label_w + args.per_class * t + gap, 3), "real SDSS (GZ2 exemplars)", fill=(0, 0, 0))
+        draw.text((label_w + args.per_class * t + gap, 3), "real SDSS (GZ2 exemplars, %d %% field)" % round(100 * args.real_crop), fill=(0, 0, 0))
     for c in taxonomy.classes:
         y = 18 + c.id * t
         draw.text((4, y + t // 2 - 12), f"{c.id} {c.name}".replace(" Galaxies", "").replace("Galaxies", ""), fill=(0, 0, 0))
@@ -58,9 +60,10 @@ def main() -> None:
             sheet.paste(Image.fromarray(img).resize((t, t), Image.LANCZOS), (label_w + j * t, y))
         for j, path in enumerate(real.get(c.id, [])[:n_real]):
             im = Image.open(path).convert("RGB")
-            # SDSS exemplars show a wider field than Galaxy10 cutouts: crop the central 60 %.
+            # Whole by default: the rendered survey now randomises its field of view to cover SDSS's wider one.
             w, h = im.size
-            im = im.crop((int(0.2 * w), int(0.2 * h), int(0.8 * w), int(0.8 * h))).resize((t, t), Image.LANCZOS)
+            m = (1 - args.real_crop) / 2
+            im = im.crop((int(m * w), int(m * h), int((1 - m) * w), int((1 - m) * h))).resize((t, t), Image.LANCZOS)
             sheet.paste(im, (label_w + args.per_class * t + gap + j * t, y))
     with atomic_path(args.out) as tmp:
         # Adaptive palette keeps the PNG small (< 500 KB) with no visible loss at this scale.

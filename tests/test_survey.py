@@ -16,7 +16,14 @@ ROUND, IN_BETWEEN, CIGAR, BARRED, TIGHT, LOOSE, EDGE_NO_BULGE, EDGE_BULGE = 2, 3
 
 
 def _clean_config():
-    return load_survey_config(observing={"brightness": ["uniform", 150.0, 250.0], "n_neighbours": 0.0, "n_stars": 0.0})
+    # Bright, DECaLS-framed galaxies, clear of the asinh core compression that v1.1's harder stretch brings
+    config = load_survey_config(observing={"brightness": ["uniform", 300.0, 500.0], "n_neighbours": 0.0, "n_stars": 0.0,
+                                           "field_arcsec": 67.07, "psf_fwhm_arcsec": ["lognormal", 1.3, 0.2, 0.8, 2.2]})
+    # Smooth disks (no patchy texture, no lopsidedness), so arm geometry is measured, not the texture.
+    for cls in config["classes"].values():
+        cls.pop("flocculence", None)
+        cls.pop("lopsidedness", None)
+    return config
 
 
 def _render(class_id, n, size=64, seed=0):
@@ -159,6 +166,19 @@ def test_edge_on_with_bulge_has_bigger_bulge_fraction():
     assert max(no) <= 0.1 < np.mean(yes)
 
 
+def test_real_disks_are_patchy_and_lopsided_by_default():
+    from galaxalign.survey import profiles as P
+
+    grid = P.Grid(32, 2)
+    flat, patchy = P.patchy(grid, np.random.default_rng(0), 3.0, 0.0), P.patchy(grid, np.random.default_rng(0), 3.0, 0.5)
+    assert np.allclose(flat, 1.0) and abs(patchy.mean() - 1) < 1e-9 and 0.3 < patchy.std() < 0.8
+    config = load_survey_config()
+    _, p = render_galaxy(LOOSE, 48, np.random.default_rng(2), config=config, field=False)
+    assert 0.05 <= p["flocculence"] <= 0.4 and 0 <= p["asymmetry"] <= 0.35
+    _, e = render_galaxy(EDGE_BULGE, 48, np.random.default_rng(2), config=config, field=False)
+    assert 0.05 <= e["flocculence"] <= 0.4
+
+
 def test_bulges_are_redder_than_spiral_arms():
     # Red (z) over blue (g) in the centre of a round smooth galaxy vs the outskirts of a loose spiral.
     smooth = np.mean([img[28:36, 28:36, 0].mean() / max(img[28:36, 28:36, 2].mean(), 1) for img, _ in _render(ROUND, 6)])
@@ -247,3 +267,81 @@ def test_cli_generate_rejects_bad_weights(tmp_path, capsys):
 
     rc = main(["generate", "--num", "5", "--out", str(tmp_path / "x.h5"), "--class-weights", "1,2"])
     assert rc == 1 and "expected 10 numbers" in capsys.readouterr().err
+
+
+ARTEFACTS_ON = {"artefact_bright_star": 1.0, "artefact_satellite_trail": 1.0, "artefact_masked_region": 1.0, "jpeg_prob": 1.0}
+ARTEFACTS_OFF = {"artefact_bright_star": 0.0, "artefact_satellite_trail": 0.0, "artefact_masked_region": 0.0, "jpeg_prob": 0.0}
+
+
+def test_artefacts_are_drawn_recorded_and_seeded():
+    on = load_survey_config(observing={**ARTEFACTS_ON, "jpeg_prob": 0.0})
+    off = load_survey_config(observing=ARTEFACTS_OFF)
+    for i in range(4):
+        img, p = render_galaxy(TIGHT, 64, np.random.default_rng(i), config=on)
+        assert p["bright_star_peak"] >= 1000 and p["satellite_trail_peak"] >= 4 and math.isnan(p["jpeg_quality"])
+        assert 0 < p["masked_fraction"] <= 0.3
+        # No data is black: whole rows or columns of zeros.
+        dark = img.max(axis=2) == 0
+        assert dark.all(axis=0).any() or dark.all(axis=1).any()
+        assert img.max() >= 200  # the saturated star (unless masked) nears full scale
+        again, _ = render_galaxy(TIGHT, 64, np.random.default_rng(i), config=on)
+        assert np.array_equal(img, again)
+        _, q = render_galaxy(TIGHT, 64, np.random.default_rng(i), config=off)
+        assert all(math.isnan(q[k]) for k in ("bright_star_peak", "satellite_trail_peak", "masked_fraction", "jpeg_quality"))
+        # JPEG round trip: same scene, blocky small differences, quality recorded.
+        jpeg_cfg = load_survey_config(observing={**ARTEFACTS_OFF, "jpeg_prob": 1.0})
+        compressed, r = render_galaxy(TIGHT, 64, np.random.default_rng(i), config=jpeg_cfg)
+        clean, _ = render_galaxy(TIGHT, 64, np.random.default_rng(i), config=off)
+        diff = np.abs(compressed.astype(int) - clean.astype(int))
+        assert 55 <= r["jpeg_quality"] <= 95 and 0 < diff.mean() < 8  # mostly chroma noise lost to 4:2:0 subsampling
+    # field=False (clean measurement images) leaves every artefact out, whatever the probabilities.
+    _, p = render_galaxy(TIGHT, 64, np.random.default_rng(0), config=load_survey_config(observing=ARTEFACTS_ON), field=False)
+    assert math.isnan(p["jpeg_quality"]) and math.isnan(p["bright_star_peak"])
+
+
+def test_default_artefact_rates_are_small():
+    config = load_survey_config()
+    n = 300
+    rng = np.random.default_rng(0)
+    params = [render_galaxy(int(c), 32, rng, config=config)[1] for c in rng.integers(0, 10, n)]
+    for key, expected in (("bright_star_peak", 0.04), ("satellite_trail_peak", 0.03), ("masked_fraction", 0.03)):
+        rate = np.mean([np.isfinite(p[key]) for p in params])
+        assert rate < 3 * expected + 0.02, (key, rate)
+    assert 0.35 < np.mean([np.isfinite(p["jpeg_quality"]) for p in params]) < 0.65
+
+
+def test_a_wider_field_of_view_shows_the_galaxy_smaller():
+    def extent(field_arcsec):
+        cfg = load_survey_config(observing={**ARTEFACTS_OFF, "field_arcsec": field_arcsec, "brightness": 400.0})
+        rendered = [render_galaxy(ROUND, 64, np.random.default_rng(i), config=cfg, field=False) for i in range(6)]
+        assert all(abs(p["pxscale"] - field_arcsec / 64) < 1e-9 for _, p in rendered)
+        return np.mean([(_light(img) > 0).sum() for img, _ in rendered]), np.mean([p["psf_fwhm_px"] for _, p in rendered])
+    (near, psf_near), (wide, psf_wide) = extent(40.0), extent(110.0)
+    assert near > 2.5 * wide and psf_near > 2 * psf_wide, (near, wide)
+
+
+def test_train_augmentation_ranges_are_configurable_and_checked():
+    import torch
+
+    from galaxalign.transforms import train_transform
+
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    blob = np.repeat((200 * np.exp(-(xx**2 + yy**2) / (2 * 6.0**2)))[:, :, None], 3, axis=2).astype(np.uint8)
+    plain = train_transform(64, [0, 0, 0], [1, 1, 1], strength=0.0)
+    torch.manual_seed(0)
+    base = plain(blob)
+    zoomed = train_transform(64, [0, 0, 0], [1, 1, 1], strength=1.0, zoom=(1.5, 1.5), channel_gain=0.0)
+    torch.manual_seed(0)
+    # Magnified x1.5: more of the frame is bright (threshold well above the photometric jitter).
+    assert (zoomed(blob).mean(0) > 0.3).sum() > 1.8 * (base.mean(0) > 0.3).sum()
+    gained = train_transform(64, [0, 0, 0], [1, 1, 1], strength=1.0, zoom=(1.0, 1.0), channel_gain=0.3)
+    ratios = []
+    for seed in range(20):
+        torch.manual_seed(seed)
+        y = gained(blob)
+        ratios.append(float(y[0, 28:36, 28:36].mean() / y[2, 28:36, 28:36].mean()))
+    assert max(ratios) / min(ratios) > 1.2  # channels are scaled independently: the colour changes
+    with pytest.raises(ValueError, match="zoom"):
+        train_transform(64, [0, 0, 0], [1, 1, 1], zoom=(1.5, 1.2))
+    with pytest.raises(ValueError, match="channel_gain"):
+        train_transform(64, [0, 0, 0], [1, 1, 1], channel_gain=1.5)

@@ -26,6 +26,17 @@ def test_overrides_are_read_as_yaml_scalars():
     assert parse_override("model.backbone.image_size=32") == {"model": {"backbone": {"image_size": 32}}}
 
 
+def test_backbone_key_override_merges_into_the_spec():
+    base = load_config("default")["model"]["backbone"]
+    cfg = load_config("default", ["model.backbone.image_size=96"])
+    assert cfg["model"]["backbone"] == {**base, "image_size": 96}
+    # a whole spec of another kind replaces the spec; one of the same kind updates it
+    tiny = load_config("default", ["model.backbone={kind: tiny, image_size: 24}"])["model"]["backbone"]
+    assert tiny == {"kind": "tiny", "image_size": 24}
+    same = load_config("default", [{"model": {"backbone": {"kind": "offline", "embed_dim": 128}}}])["model"]["backbone"]
+    assert same == {**base, "embed_dim": 128}
+
+
 def test_unknown_key_error_names_the_full_path(tmp_path):
     with pytest.raises(ConfigError, match=r"stage1\.lrr"):
         load_config("default", ["stage1.lrr=0.1"])
@@ -90,3 +101,20 @@ def test_cli_prints_the_merged_config_and_reports_bad_keys(capsys):
     assert cfg["batch_size"] == 3 and cfg["out"] == "/tmp/x"
     assert main(["train", "--config", "default", "stage1.lrr=1"]) == 1
     assert "stage1.lrr" in capsys.readouterr().err
+
+
+def test_head_lr_scale_puts_projections_and_temperature_in_faster_groups():
+    import torch
+    from torch import nn
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.logit_scale = nn.Parameter(torch.zeros(()))
+            self.trunk = nn.Linear(4, 4)
+            self.proj = nn.Linear(4, 2)
+
+    opt = build_optimizer(M(), 1e-3, 0.1, head_lr_scale=10)
+    lrs = [(g["lr"], g["weight_decay"], len(g["params"])) for g in opt.param_groups]
+    assert lrs == [(1e-3, 0.0, 1), (1e-3, 0.1, 1), (pytest.approx(1e-2), 0.0, 2), (pytest.approx(1e-2), 0.1, 1)]
+    assert len(build_optimizer(M(), 1e-3, 0.1).param_groups) == 2  # scale 1: the two usual groups

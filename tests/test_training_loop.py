@@ -173,3 +173,20 @@ def test_joint_symbol_pass_equals_separate_passes_without_batch_statistics():
     assert losses[True].keys() == losses[False].keys() == {"image_text", "symbol_text", "image_symbol", "loss"}
     for k in losses[True]:
         assert losses[True][k] == pytest.approx(losses[False][k], rel=1e-5)
+
+
+def test_freeze_bn_stats_keeps_every_batch_norm_in_eval_mode(tmp_path, tiny_h5):
+    from torch import nn
+
+    from galaxalign.training.trainer import Trainer
+
+    for frozen in (True, False):
+        trainer = Trainer(tiny_config(tmp_path, tiny_h5, f"model.freeze_bn_stats={str(frozen).lower()}"), progress=False)
+        trainer.setup()
+        trainer.model.image_encoder.extra_bn = nn.BatchNorm1d(4)  # the tiny towers have no batch norm of their own
+        trainer.train_mode()
+        assert trainer.model.image_encoder.extra_bn.training is (not frozen)
+        assert trainer.model.training and trainer.model.text_encoder.training
+        before = trainer.model.image_encoder.extra_bn.running_mean.clone()
+        trainer.model.image_encoder.extra_bn(torch.randn(8, 4) + 5)
+        assert torch.equal(before, trainer.model.image_encoder.extra_bn.running_mean) is frozen

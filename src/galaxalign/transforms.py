@@ -85,27 +85,43 @@ class EvalTransform:
 
 
 class TrainTransform(EvalTransform):
-    """Augmentations that leave morphology unchanged: any rotation, flips; then mild photometric jitter.
+    """Augmentations that leave morphology unchanged: any rotation, flips, a mild zoom; photometric jitter.
 
-    OUR CHOICE of strengths at ``strength=1``: rotation uniform in [0, 360), horizontal flip p=0.5,
-    brightness and contrast factors in [0.9, 1.1], Gaussian blur sigma in [0.1, 1.0] px with p=0.3,
-    additive Gaussian noise sigma 0.01 (in [0,1] units). ``strength`` scales the photometric parts;
-    ``strength=0`` keeps only the geometric ones.
+    OUR CHOICE of strengths at ``strength=1`` (sim-to-real: the rendered survey and real cutouts
+    differ in field of view, calibration, seeing and noise): rotation uniform in [0, 360),
+    horizontal flip p=0.5, zoom (random resized crop about the centre) log-uniform in
+    ``zoom`` = [0.8, 1.25]; per-channel gain (colour balance) log-uniform within
+    ``1 ± channel_gain`` = 0.08; brightness and contrast factors in [0.9, 1.1]; Gaussian blur sigma in
+    [0.1, 1.0] px with p=0.3; additive Gaussian noise sigma 0.01 (in [0,1] units). ``strength``
+    scales the zoom range and the photometric parts; ``strength=0`` keeps only rotation and flip.
     """
 
-    def __init__(self, image_size: int, mean, std, strength: float = 1.0):
+    def __init__(self, image_size: int, mean, std, strength: float = 1.0, zoom: tuple[float, float] = (0.8, 1.25),
+                 channel_gain: float = 0.08):
         super().__init__(image_size, mean, std)
         if strength < 0:
             raise ValueError(f"augmentation strength must be >= 0, got {strength}")
+        if not (0 < zoom[0] <= zoom[1]):
+            raise ValueError(f"zoom range must satisfy 0 < low <= high, got {tuple(zoom)}")
+        if not 0 <= channel_gain < 1:
+            raise ValueError(f"channel_gain must be in [0, 1), got {channel_gain}")
         self.strength = float(strength)
+        self.zoom = (float(zoom[0]), float(zoom[1]))
+        self.channel_gain = float(channel_gain)
 
     def __call__(self, image) -> torch.Tensor:
         x = resize_center_crop(to_float_tensor(image), self.image_size)
-        x = _rotate(x, float(torch.rand(()) * 360.0))
+        s = self.strength
+        # Zoom > 1 magnifies (a narrower field), < 1 shows more sky (border-repeated, i.e. sky-like).
+        lo, hi = math.log(self.zoom[0]) * s, math.log(self.zoom[1]) * s
+        zoom = math.exp(lo + (hi - lo) * float(torch.rand(()))) if s > 0 else 1.0
+        x = _rotate(x, float(torch.rand(()) * 360.0), scale=zoom)
         if torch.rand(()) < 0.5:
             x = x.flip(-1)
-        s = self.strength
         if s > 0:
+            g = math.log1p(self.channel_gain * s)
+            gains = torch.exp((2 * torch.rand(3) - 1) * g).view(3, 1, 1)
+            x = x * gains
             brightness = 1.0 + s * 0.1 * (2 * float(torch.rand(())) - 1)
             contrast = 1.0 + s * 0.1 * (2 * float(torch.rand(())) - 1)
             mean = x.mean()
@@ -143,8 +159,9 @@ def eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float])
     return EvalTransform(image_size, mean, std)
 
 
-def train_transform(image_size: int, mean: Sequence[float], std: Sequence[float], strength: float = 1.0) -> TrainTransform:
-    return TrainTransform(image_size, mean, std, strength)
+def train_transform(image_size: int, mean: Sequence[float], std: Sequence[float], strength: float = 1.0,
+                    zoom: tuple[float, float] = (0.8, 1.25), channel_gain: float = 0.08) -> TrainTransform:
+    return TrainTransform(image_size, mean, std, strength, zoom, channel_gain)
 
 
 def symbol_transform(image_size: int, mean: Sequence[float], std: Sequence[float], train: bool = False) -> SymbolTransform:

@@ -140,28 +140,9 @@ def sim_to_real_hook(checkpoint: str | Path) -> dict | None:
 
 
 def expand_backbone_overrides(base: str, overrides: Sequence[str | dict]) -> list[str | dict]:
-    """Turn ``model.backbone.KEY=VALUE`` into a whole-backbone override.
-
-    The training config treats ``model.backbone`` as one free-form value, so a dotted override of
-    one of its keys would replace the whole spec; here it updates the base config's spec instead.
-    """
-    from galaxalign.training import load_config, parse_override
-
-    backbone = None
-    out: list[str | dict] = []
-    for ov in overrides:
-        if isinstance(ov, str) and ov.strip().startswith("model.backbone."):
-            if backbone is None:
-                backbone = dict(load_config(base)["model"]["backbone"])
-            update = parse_override(ov)["model"]["backbone"]
-            if "kind" in update and update["kind"] != backbone.get("kind"):
-                backbone = {}  # another kind of backbone: the base spec's keys do not apply
-            backbone.update(update)
-        else:
-            out.append(ov)
-    if backbone is not None:
-        out.append({"model": {"backbone": backbone}})
-    return out
+    """The overrides as given: ``load_config`` now merges ``model.backbone.KEY=VALUE`` into the base
+    config's backbone spec itself (a spec of another ``kind`` replaces it). Kept for callers."""
+    return list(overrides)
 
 
 class _Table:

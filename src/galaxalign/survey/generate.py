@@ -29,7 +29,7 @@ from galaxalign.survey.classes import load_survey_config
 from galaxalign.survey.render import PARAM_NAMES, galaxy10_class_keys, render_galaxy
 
 # Bump when a change to the renderer changes the images; the config hash covers the YAML.
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 LABEL_STREAM = 0x6C61626C  # separate seed stream for the class list
 SKY_STREAM = 0x736B79      # separate seed stream for ra/dec
 # Galaxy10 DECaLS class counts (astroNN docs), ids 0..9.

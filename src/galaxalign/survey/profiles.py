@@ -174,3 +174,15 @@ def moffat_psf(fwhm_px: float, beta: float) -> np.ndarray:
     image = galsim.Moffat(beta=beta, fwhm=fwhm_px).drawImage(nx=k, ny=k, scale=1.0, method="no_pixel")
     kernel = image.array
     return kernel / kernel.sum()
+
+
+def patchy(grid: Grid, rng: np.random.Generator, scale_px: float, amplitude: float) -> np.ndarray:
+    """Multiplicative lognormal texture (mean ~1): patchy star formation and dust of real disks.
+
+    A Gaussian random field smoothed over ``scale_px`` output pixels, normalised to unit spread,
+    then ``exp(amplitude * field)``; ``amplitude`` 0 gives a flat field.
+    """
+    field = ndimage.gaussian_filter(rng.standard_normal((grid.n, grid.n)), max(scale_px, 0.5) * grid.oversample, mode="wrap")
+    field /= field.std() + 1e-12
+    texture = np.exp(amplitude * field)
+    return texture / texture.mean()

@@ -4,16 +4,21 @@
 ``survey_classes.yaml``, paints the galaxy's components (bulge, disk, arms, bar, knots, companion,
 tails, dust) in flux per band, adds field stars and background galaxies, convolves with a Moffat PSF,
 adds sky, read and photon noise, and maps z, r, g to R, G, B with ``make_lupton_rgb`` as DECaLS
-cutouts do. Returns the uint8 image and every generating parameter (NaN where not applicable).
+cutouts do. Domain randomisation (v1.1): the field of view, PSF, noise, colour balance and dimming
+are drawn per cutout, and imaging artefacts (a saturated star with spikes and a bleed column, a
+satellite trail, a masked edge or chip gap, JPEG compression) appear with small probabilities.
+Returns the uint8 image and every generating parameter (NaN where not applicable).
 """
 from __future__ import annotations
 
+import io
 import math
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 from astropy.visualization import make_lupton_rgb
+from PIL import Image
 from scipy.signal import fftconvolve
 
 from galaxalign.survey import profiles as P
@@ -28,9 +33,15 @@ PARAM_NAMES = (
     "asymmetry", "companion_flux_ratio", "companion_sep_px", "n_tails", "tail_strength", "dust_lane",
     "dust_tau", "redshift", "size_frac", "brightness", "psf_fwhm_px", "psf_beta", "sky_noise",
     "read_noise", "photon_scale", "pxscale", "n_stars", "n_neighbours", "lupton_stretch", "lupton_q",
-    "lupton_minimum", "centre_x_px", "centre_y_px",
+    "lupton_minimum", "centre_x_px", "centre_y_px", "flocculence",
+    # v1.1 domain randomisation: field of view, calibration, dimming, artefacts (NaN: no such artefact).
+    "field_arcsec", "colour_balance_g", "colour_balance_z", "dimming_power", "bright_star_peak",
+    "satellite_trail_peak", "masked_fraction", "jpeg_quality",
 )
 COMPONENTS = ("bulge", "disk", "arms")  # colour groups; bars use the bulge colour, knots the arm colour
+# Galaxy10 DECaLS cutout field (256 px x 0.262 arcsec): galaxy sizes in the YAML are fractions of a
+# cutout of this field; a wider drawn field shows the same galaxy smaller (and its PSF narrower in px).
+REFERENCE_FIELD_ARCSEC = 67.07
 
 
 @lru_cache(maxsize=1)
@@ -98,6 +109,10 @@ def _disk(scene: _Scene, cls: dict, scale: float, cx: float, cy: float, flux: fl
     if bt > 0:
         scene.layers["bulge"] += P.sersic(grid, n, r_bulge, q_bulge, pa, bx, by, flux * bt)
     disk = P.thin_disk(grid, h, incl, pa, cx, cy, flux * (1 - bt))
+    floc = sample(cls.get("flocculence", 0.0), rng)
+    if floc > 0:
+        # OUR CHOICE: patches ~0.15 disk scale radii across, the size of star-forming complexes (~0.5 kpc).
+        disk = disk * P.patchy(grid, rng, 0.15 * h, floc)
     r, theta = P.disk_plane(grid, cx, cy, pa, incl)
     if lopsided > 0:
         # m=1 and m=2 distortions growing outwards: a lopsided, asymmetric disk.
@@ -105,7 +120,7 @@ def _disk(scene: _Scene, cls: dict, scale: float, cx: float, cy: float, flux: fl
         mod = 1 + lopsided * (x / (1 + x)) * (np.cos(theta - rng.uniform(0, 6.3)) + 0.5 * np.cos(2 * theta - rng.uniform(0, 6.3)))
         disk = disk * np.clip(mod, 0.05, None)
     params: dict[str, float] = dict(inclination_deg=math.degrees(incl), axis_ratio=q, position_angle_deg=math.degrees(pa),
-                                    sersic_n=n, r_eff_px=r_bulge, bulge_fraction=bt, disk_scale_px=h)
+                                    sersic_n=n, r_eff_px=r_bulge, bulge_fraction=bt, disk_scale_px=h, flocculence=floc)
     n_arms, pitch, phase, r_start = 0, math.radians(20.0), rng.uniform(0, 2 * math.pi), 0.6 * h
     has_bar = "bar_strength" in cls and rng.uniform() < cls.get("bar_prob", 1.0)
     if has_bar:
@@ -160,7 +175,11 @@ def _edge_on(scene: _Scene, cls: dict, scale: float, cx: float, cy: float, flux:
     qb = sample(cls["bulge_axis_ratio"], rng)
     pa = _pa(rng)
     r_bulge = h * rng.uniform(0.25, 0.6)
-    scene.layers["disk"] += P.thick_disk(grid, h, incl, hr, pa, cx, cy, flux * (1 - bt))
+    disk = P.thick_disk(grid, h, incl, hr, pa, cx, cy, flux * (1 - bt))
+    floc = sample(cls.get("flocculence", 0.0), rng)
+    if floc > 0:
+        disk = disk * P.patchy(grid, rng, 0.15 * h, floc)  # patchy dust and HII regions along the disk
+    scene.layers["disk"] += disk
     if bt > 0:
         scene.layers["bulge"] += P.sersic(grid, n, r_bulge, qb, pa, cx, cy, flux * bt)
     has_dust = rng.uniform() < cls.get("dust_prob", 0.0)
@@ -173,7 +192,7 @@ def _edge_on(scene: _Scene, cls: dict, scale: float, cx: float, cy: float, flux:
     q = math.sqrt(math.cos(incl) ** 2 + (1.5 * hr) ** 2 * math.sin(incl) ** 2)  # ~ projected thickness ratio
     scene.set(inclination_deg=math.degrees(incl), axis_ratio=min(q, 1.0), position_angle_deg=math.degrees(pa),
               sersic_n=n, r_eff_px=r_bulge, bulge_fraction=bt, disk_scale_px=h, scale_height_ratio=hr,
-              dust_lane=float(has_dust), dust_tau=tau)
+              dust_lane=float(has_dust), dust_tau=tau, flocculence=floc)
     return h
 
 
@@ -217,7 +236,10 @@ def _paint(kind: str, scene: _Scene, cls: dict, scale: float, cx: float, cy: flo
     if kind == "smooth":
         _smooth(scene, cls, scale, cx, cy, 1.0)
     elif kind == "spiral":
-        _disk(scene, cls, scale, cx, cy, 1.0)
+        # Real disks are mildly lopsided (m=1) too, not only disturbed ones.
+        lop = sample(cls.get("lopsidedness", 0.0), rng)
+        _disk(scene, cls, scale, cx, cy, 1.0, lopsided=lop)
+        scene.set(asymmetry=lop)
     elif kind == "edge_on":
         _edge_on(scene, cls, scale, cx, cy, 1.0)
     elif kind == "disturbed":
@@ -280,6 +302,105 @@ def _field(grid: P.Grid, rng: np.random.Generator, obs: dict, psf_fwhm: float, s
     return bands, n_stars, n_nb
 
 
+def _away_from_centre(rng: np.random.Generator, size: int, min_frac: float = 0.22) -> tuple[float, float]:
+    """A pixel position at least ``min_frac`` of the side from the centre: artefacts spoil, not hide, the galaxy."""
+    while True:
+        x, y = rng.uniform(0, size, 2)
+        if math.hypot(x - size / 2, y - size / 2) >= min_frac * size:
+            return float(x), float(y)
+
+
+def _bright_star(stars: np.ndarray, rng: np.random.Generator, obs: dict, sky: float, kernel_peak: float) -> dict[str, float]:
+    """Artefact: a saturated foreground star (pre-PSF point), added to ``stars`` in place."""
+    if rng.uniform() >= obs["artefact_bright_star"]:
+        return {}
+    size = stars.shape[-1]
+    x, y = _away_from_centre(rng, size)
+    peak = sample(obs["bright_star_peak"], rng)
+    stars[:, int(y), int(x)] += peak * sky / kernel_peak * np.array([0.9, 1.0, 1.1])
+    return {"bright_star_peak": peak, "_star_x": x, "_star_y": y}
+
+
+def _star_spikes_and_bleed(galaxy: np.ndarray, rng: np.random.Generator, art: dict, sky: float, fwhm_px: float) -> dict[str, float]:
+    """Diffraction spikes (a cross from the secondary-mirror vanes) and a bleed trail along the CCD columns."""
+    if "_star_x" not in art:
+        return {}
+    x0, y0, peak = art.pop("_star_x"), art.pop("_star_y"), art["bright_star_peak"] * sky
+    size = galaxy.shape[-1]
+    y, x = np.mgrid[0:size, 0:size].astype(float)
+    dx, dy = x - x0, y - y0
+    # OUR CHOICE: spikes fall as 1/distance with the PSF's width; ~0.5 % of the star's peak at one FWHM.
+    width = max(fwhm_px / 2.355, 0.5)
+    angle = rng.choice([0.0, math.pi / 4])  # SDSS-like (+) or rotated (x) vanes
+    u = dx * math.cos(angle) + dy * math.sin(angle)
+    v = -dx * math.sin(angle) + dy * math.cos(angle)
+    spikes = (np.exp(-0.5 * (v / width) ** 2) / (1 + np.abs(u) / fwhm_px)
+              + np.exp(-0.5 * (u / width) ** 2) / (1 + np.abs(v) / fwhm_px))
+    galaxy += 0.005 * peak * spikes[None]
+    # Bleed: charge overflowing the saturated pixels runs along the column, both ways.
+    length = rng.uniform(0.05, 0.3) * size
+    column = np.exp(-0.5 * (dx / max(0.6, 0.3 * fwhm_px)) ** 2) * (np.abs(dy) < length)
+    galaxy += 0.05 * peak * column[None]
+    return {}
+
+
+def _satellite_trail(galaxy: np.ndarray, rng: np.random.Generator, obs: dict, sky: float, fwhm_px: float) -> dict[str, float]:
+    """Artefact: a straight satellite / aircraft trail across the frame, often in one band only."""
+    if rng.uniform() >= obs["artefact_satellite_trail"]:
+        return {}
+    size = galaxy.shape[-1]
+    peak = sample(obs["satellite_trail_peak"], rng)
+    angle = rng.uniform(0, math.pi)
+    offset = rng.uniform(-0.45, 0.45) * size
+    y, x = np.mgrid[0:size, 0:size].astype(float)
+    d = (x - size / 2) * math.sin(angle) - (y - size / 2) * math.cos(angle) - offset
+    line = np.exp(-0.5 * (d / max(fwhm_px / 2.355, 0.5)) ** 2) * peak * sky
+    # SDSS exposes g, r, i minutes apart: a trail usually crosses one band (a coloured streak).
+    bands = [int(rng.integers(3))] if rng.uniform() < 0.6 else [0, 1, 2]
+    for b in bands:
+        galaxy[b] += line
+    return {"satellite_trail_peak": peak}
+
+
+def _mask_region(rgb: np.ndarray, rng: np.random.Generator, obs: dict) -> dict[str, float]:
+    """Artefact: pixels with no data (outside the footprint, a chip gap, a masked column) set to black."""
+    if rng.uniform() >= obs["artefact_masked_region"]:
+        return {}
+    # OUR CHOICE: 60 % edge bands (5-30 % of the side), 40 % chip-gap stripes (2-6 %), never through the centre.
+    size = rgb.shape[0]
+    if rng.uniform() < 0.6:
+        # Off the survey footprint: a band along one edge.
+        depth = int(round(rng.uniform(0.05, 0.3) * size))
+        edge = int(rng.integers(4))
+        sl = [slice(None), slice(None)]
+        sl[edge % 2] = slice(0, depth) if edge < 2 else slice(size - depth, size)
+        rgb[tuple(sl)] = 0
+        frac = depth / size
+    else:
+        # Chip gap: a narrow stripe away from the centre.
+        width = max(1, int(round(rng.uniform(0.02, 0.06) * size)))
+        pos = int(round(_away_from_centre(rng, size, 0.15)[0]))
+        lo, hi = max(0, pos - width // 2), min(size, pos - width // 2 + width)
+        if rng.uniform() < 0.5:
+            rgb[:, lo:hi] = 0
+        else:
+            rgb[lo:hi] = 0
+        frac = (hi - lo) / size
+    return {"masked_fraction": frac}
+
+
+def _jpeg(rgb: np.ndarray, rng: np.random.Generator, obs: dict) -> tuple[np.ndarray, float]:
+    """JPEG round trip at a random quality (survey cutout services serve JPEGs); returns (image, quality or NaN)."""
+    if rng.uniform() >= obs["jpeg_prob"]:
+        return rgb, math.nan
+    # OUR CHOICE: PIL's encoder with its default 4:2:0 chroma subsampling, as common cutout services use.
+    quality = int(round(sample(obs["jpeg_quality"], rng)))
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB")), float(quality)
+
+
 def render_galaxy(class_id: int, size: int = 128, rng: np.random.Generator | int | None = None, *,
                   config: dict | None = None, observing: dict | None = None, field: bool = True,
                   oversample: int = 2) -> tuple[np.ndarray, dict[str, float]]:
@@ -287,7 +408,7 @@ def render_galaxy(class_id: int, size: int = 128, rng: np.random.Generator | int
 
     ``config``: generating distributions (default: the shipped survey_classes.yaml); ``observing``:
     overrides of single observing ranges (domain randomisation); ``field=False`` leaves out field
-    stars and background galaxies (clean images for measurements). Returns ``(image, params)`` where
+    stars, background galaxies and imaging artefacts (clean images for measurements). Returns ``(image, params)`` where
     ``params`` has every name in ``PARAM_NAMES`` (NaN where not applicable) plus ``class_id``.
     """
     if size < 16:
@@ -306,13 +427,16 @@ def render_galaxy(class_id: int, size: int = 128, rng: np.random.Generator | int
     scene = _Scene(grid, rng)
     # Redshift sets apparent size (angular-diameter-ish), surface-brightness dimming and colour.
     z = sample(obs["redshift"], rng)
+    field_arcsec = sample(obs["field_arcsec"], rng)
     # OUR CHOICE: clip the size factor; Galaxy10 cutouts are sized to their galaxy, so none is tiny or huge.
-    scale = size * min(max((0.05 / z) ** obs["size_redshift_power"], 0.5), 1.6)
+    # The drawn field of view then zooms the frame: DECaLS cutouts (fixed 67") and SDSS GZ2 cutouts
+    # (sized to the galaxy, wider fields) both fall inside its range.
+    scale = size * min(max((0.05 / z) ** obs["size_redshift_power"], 0.5), 1.6) * REFERENCE_FIELD_ARCSEC / field_arcsec
     cx, cy = (sample(obs["centre_jitter"], rng) * size for _ in range(2))
     _paint(cls["kind"], scene, cls, scale, cx, cy)
 
     colours = _colours(obs, rng, z)
-    fwhm_px = sample(obs["psf_fwhm_arcsec"], rng) / (obs["field_arcsec"] / size)
+    fwhm_px = sample(obs["psf_fwhm_arcsec"], rng) / (field_arcsec / size)
     beta = sample(obs["psf_beta"], rng)
     kernel = P.moffat_psf(fwhm_px, beta)
     # Bin each colour group once, then combine bands on the output grid (cheaper than per band).
@@ -329,13 +453,23 @@ def render_galaxy(class_id: int, size: int = 128, rng: np.random.Generator | int
     sky = sample(obs["sky_noise"], rng)
     # OUR CHOICE: brightness fixes the galaxy's peak r-band S/N after the PSF (not its total flux),
     # so S/N, not an arbitrary flux unit, decides whether faint arms survive the noise.
-    brightness = sample(obs["brightness"], rng) * ((1 + z) / 1.05) ** -obs["dimming_power"]
+    dimming = sample(obs["dimming_power"], rng)
+    brightness = sample(obs["brightness"], rng) * ((1 + z) / 1.05) ** -dimming
     brightness = max(brightness, 3.0)
     galaxy *= brightness * sky / max(galaxy[1].max(), 1e-12)
     n_stars = n_nb = 0
+    # OUR CHOICE: artefacts are painted in flux (before the stretch, so stars saturate like real ones);
+    # masks and JPEG act on the final 8-bit image, where real cutouts get them.
+    art: dict[str, float] = {}
     if field:
         stars, n_stars, n_nb = _field(grid, rng, obs, fwhm_px, sky, kernel.max())
+        art.update(_bright_star(stars, rng, obs, sky, kernel.max()))
         galaxy += fftconvolve(stars, kernel[None], mode="same", axes=(1, 2))
+        art.update(_star_spikes_and_bleed(galaxy, rng, art, sky, fwhm_px))
+        art.update(_satellite_trail(galaxy, rng, obs, sky, fwhm_px))
+    # Calibration / band-pass differences between surveys (e.g. SDSS i vs DECaLS z as the red channel).
+    balance = np.array([sample(obs["colour_balance_g"], rng), 1.0, sample(obs["colour_balance_z"], rng)])
+    galaxy *= balance[:, None, None]
 
     band_sky = sky * np.array([sample(obs["band_noise_g"], rng), 1.0, sample(obs["band_noise_z"], rng)])
     read = sample(obs["read_noise"], rng)
@@ -353,12 +487,18 @@ def render_galaxy(class_id: int, size: int = 128, rng: np.random.Generator | int
     minimum = sample(obs["lupton_minimum"], rng)
     # DECaLS cutout convention: z -> R, r -> G, g -> B.
     rgb = make_lupton_rgb(galaxy[2], galaxy[1], galaxy[0], minimum=minimum * sky, stretch=stretch * sky, Q=q_lupton)
+    if field:
+        art.update(_mask_region(rgb, rng, obs))
+        rgb, quality = _jpeg(rgb, rng, obs)
+        art["jpeg_quality"] = quality
 
     params: dict[str, Any] = {name: math.nan for name in PARAM_NAMES}
     params.update(scene.params)
     params.update(redshift=z, size_frac=scale / size, brightness=brightness, psf_fwhm_px=fwhm_px, psf_beta=beta,
-                  sky_noise=sky, read_noise=read, photon_scale=photon, pxscale=obs["field_arcsec"] / size,
+                  sky_noise=sky, read_noise=read, photon_scale=photon, pxscale=field_arcsec / size,
                   n_stars=n_stars, n_neighbours=n_nb, lupton_stretch=stretch, lupton_q=q_lupton,
-                  lupton_minimum=minimum, centre_x_px=cx, centre_y_px=cy)
+                  lupton_minimum=minimum, centre_x_px=cx, centre_y_px=cy, field_arcsec=field_arcsec,
+                  colour_balance_g=balance[0], colour_balance_z=balance[2], dimming_power=dimming)
+    params.update(art)
     params["class_id"] = int(class_id)
     return np.ascontiguousarray(rgb, dtype=np.uint8), params

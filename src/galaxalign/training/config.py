@@ -43,6 +43,7 @@ SCHEMA: dict[str, Any] = {
         "lock_image": False,
         "lock_image_unlocked_groups": 0,  # with lock_image: how many last layer groups still train
         "lock_image_freeze_bn_stats": True,  # frozen groups keep their batch-norm statistics too
+        "freeze_bn_stats": False,  # every batch norm (trainable groups too) keeps its running statistics
         "lock_text": False,
         "lock_text_unlocked_layers": 0,
     },
@@ -61,7 +62,8 @@ SCHEMA: dict[str, Any] = {
     # (CLIP's), weight decay 0.1, equal loss weights, label-aware loss; stage 2 at half the stage-1 rate.
     "stage1": {"epochs": 2, "lr": 1e-4, "warmup_fraction": 0.1},
     "stage2": {"epochs": 2, "lr": 5e-5, "warmup_fraction": 0.1, "shared_symbol_encoder": False},
-    "optimizer": {"weight_decay": 0.1, "beta1": 0.9, "beta2": 0.98, "eps": 1e-6, "grad_clip_norm": None},
+    "optimizer": {"weight_decay": 0.1, "beta1": 0.9, "beta2": 0.98, "eps": 1e-6, "grad_clip_norm": None,
+                  "head_lr_scale": 1.0},  # lr factor of the projection heads and the temperature
     "batch_size": 64,  # per process
     "accumulation": 1,
     "workers": 0,
@@ -116,7 +118,12 @@ def _merge(base: dict, update: dict, schema: dict, source: str, prefix: tuple[st
             raise ConfigError(
                 f"{source}: unknown config key {'.'.join(path)!r}; known at this level: {sorted(schema)}"
             )
-        if isinstance(schema[key], dict) and path not in FREE_FORM:
+        if path in FREE_FORM and isinstance(value, dict) and isinstance(base.get(key), dict) \
+                and value.get("kind", base[key].get("kind")) == base[key].get("kind"):
+            # A free-form spec of the same kind (or without a kind: ``model.backbone.image_size=96``)
+            # updates the current spec key by key; a spec of another kind replaces it whole.
+            base[key] = {**base[key], **copy.deepcopy(value)}
+        elif isinstance(schema[key], dict) and path not in FREE_FORM:
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {'.'.join(path)} must be a mapping, got {value!r}")
             _merge(base[key], value, schema[key], source, path)
@@ -224,6 +231,8 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
     _check(isinstance(ce, int) and ce >= 0, "checkpoint_every_steps", f"must be an integer >= 0, got {ce!r}", source)
     ms = c["max_steps"]
     _check(ms is None or (isinstance(ms, int) and ms > 0), "max_steps", f"must be null or a positive integer, got {ms!r}", source)
+    hs = c["optimizer"]["head_lr_scale"]
+    _check(isinstance(hs, (int, float)) and hs > 0, "optimizer.head_lr_scale", f"must be a number > 0, got {hs!r}", source)
     _check(isinstance(c["symbols"]["variants"], int) and c["symbols"]["variants"] > 0, "symbols.variants", "must be a positive integer", source)
     return cfg
 

@@ -426,11 +426,24 @@ class Trainer:
             self.model.eval()
             with torch.no_grad(), self.autocast():
                 metrics = objective.validate(self.model, self.taxonomy, self.val_cat)
-            self.model.train()
+            self.train_mode()
             row = {"kind": "val", "step": self.global_step, "epoch": epoch, "stage": stage.number if stage else 0, **metrics, "seconds": round(self.elapsed(), 2)}
             self.log.val_row(row)
         barrier(self.env)
         return row
+
+    def train_mode(self) -> None:
+        """``model.train()``, then keep every batch norm on its running statistics when asked.
+
+        OUR CHOICE (``model.freeze_bn_stats``): with BatchNorm towers the batch statistics couple the
+        galaxies of a batch with the class-level symbols encoded beside them (jointly or in their own
+        small batch), and the running statistics used at evaluation drift towards a mixture of the
+        two; frozen statistics keep the pretrained normalisation (scales and shifts still train)."""
+        self.model.train()
+        if self.cfg["model"]["freeze_bn_stats"]:
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     def autocast(self):
         if self.autocast_dtype is None:
@@ -494,7 +507,8 @@ class Trainer:
                 f"{len(dataset)} labelled training galaxies: lower batch_size or accumulation"
             )
         total_steps = steps_per_epoch * stage.epochs
-        optimizer = build_optimizer(model, stage.lr, cfg["optimizer"]["weight_decay"], (cfg["optimizer"]["beta1"], cfg["optimizer"]["beta2"]), cfg["optimizer"]["eps"])
+        optimizer = build_optimizer(model, stage.lr, cfg["optimizer"]["weight_decay"], (cfg["optimizer"]["beta1"], cfg["optimizer"]["beta2"]), cfg["optimizer"]["eps"],
+                                    head_lr_scale=float(cfg["optimizer"]["head_lr_scale"]))
         scheduler = cosine_schedule(optimizer, total_steps, stage.warmup_fraction)
         scaler = torch.amp.GradScaler(env.device.type, enabled=self.use_scaler)
         start_epoch, start_batch = 0, 0
@@ -509,7 +523,7 @@ class Trainer:
         def state_at(epoch: int, batch: int):
             return lambda: self.state(si, stage, epoch, batch, optimizer, scheduler, scaler, objective)
 
-        model.train()
+        self.train_mode()
         clip = cfg["optimizer"]["grad_clip_norm"]
         max_steps = cfg["max_steps"]
         every = cfg["checkpoint_every_steps"]
