@@ -85,6 +85,7 @@ def test_backbone_key_overrides_update_the_base_spec_instead_of_replacing_it():
 
     base = load_config("default")["model"]["backbone"]
     out = expand_backbone_overrides("default", ["seed=1", "model.backbone.image_size=32"])
-    assert out[0] == "seed=1"
-    assert out[1] == {"model": {"backbone": {**base, "image_size": 32}}}
-    assert expand_backbone_overrides("default", ["model.backbone.kind=tiny"])[0] == {"model": {"backbone": {"kind": "tiny"}}}
+    cfg = load_config("default", out)
+    assert cfg["seed"] == 1 and cfg["model"]["backbone"] == {**base, "image_size": 32}
+    tiny = load_config("default", expand_backbone_overrides("default", ["model.backbone.kind=tiny"]))
+    assert tiny["model"]["backbone"] == {"kind": "tiny"}
