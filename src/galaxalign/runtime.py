@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -50,20 +51,14 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
             # Swap folders: move the old one aside first, then rename, then drop the old one.
             old = final.with_name(f".{final.name}.old")
             if old.exists():
-                import shutil
-
                 shutil.rmtree(old)
             os.replace(final, old)
             os.replace(tmp_path, final)
-            import shutil
-
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
-            import shutil
-
             if tmp_path.is_dir():
                 shutil.rmtree(tmp_path, ignore_errors=True)
             else:
