@@ -38,8 +38,7 @@ def _loss_and_grads(env: DistEnv, images, labels, ddp: bool):
     if ddp:
         module = torch.nn.parallel.DistributedDataParallel(module)
     terms = objective.loss(module, images, labels)
-    terms.pop("loss_for_backward", terms["loss"]).backward()
-    objective.fix_replicated_grads(model)
+    terms["loss"].backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return float(terms["loss"].detach()), grads
 

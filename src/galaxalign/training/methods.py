@@ -85,7 +85,9 @@ def _val_features(model, catalog, batch_size: int = 128):
 def _gather(*features, labels):
     from galaxalign.loss import gather_features
 
-    return gather_features(*features, labels=labels)
+    # gather_with_grad: every rank's loss sends gradients to every shard (summed by all_reduce), so
+    # after DDP's average the gradient equals one process on the global batch, temperature included.
+    return gather_features(*features, labels=labels, gather_with_grad=True)
 
 
 class ContrastiveObjective:
@@ -117,18 +119,7 @@ class ContrastiveObjective:
         if self.env.distributed:
             *feats, labels = _gather(*feats, labels=labels)
         terms = self.loss_fn(*feats, out["logit_scale"], labels, gather=False)
-        if self.env.distributed:
-            # OUR CHOICE (open_clip leaves the 1/N in): gathered features carry gradient only through the local shard and DDP averages over
-            # ranks: scaling by world size makes the synchronised gradient equal the single-process
-            # one on the same global batch (undone for logit_scale in fix_replicated_grads).
-            terms["loss_for_backward"] = terms["loss"] * self.env.world_size
         return terms
-
-    def fix_replicated_grads(self, model: nn.Module) -> None:
-        """logit_scale sees the whole global batch on every rank: its gradient was not sharded, so the
-        world-size factor applied to the loss must be taken out again."""
-        if self.env.distributed and model.logit_scale.grad is not None:
-            model.logit_scale.grad.div_(self.env.world_size)
 
     @torch.no_grad()
     def validate(self, model: nn.Module, taxonomy, catalog) -> dict:
@@ -164,9 +155,6 @@ class ClassifierObjective:
         logits = module(images, labels)
         ce = F.cross_entropy(logits.float(), labels)
         return {"cross_entropy": ce, "loss": ce}
-
-    def fix_replicated_grads(self, model: nn.Module) -> None:
-        pass
 
     @torch.no_grad()
     def validate(self, model: nn.Module, taxonomy, catalog) -> dict:

@@ -183,6 +183,7 @@ class RunLog:
         self.enabled = enabled
         self.out = out
         self.history: list[dict] = []
+        self._headers: dict[str, list[str]] = {}
         self.writer = None
         if not enabled:
             return
@@ -216,45 +217,49 @@ class RunLog:
             w.writerows(rows)
 
     def _append(self, name: str, row: dict) -> None:
+        """Append one CSV row. The header is read once per file and cached; the file is rewritten
+        only when a row brings a column the header lacks (e.g. a loss term that starts in stage 2)."""
         path = self.out / name
-        new = not path.exists()
-        fields = list(row.keys())
-        if not new:
+        header = self._headers.get(name)
+        if header is None and path.exists():
             with open(path, newline="") as f:
-                header = next(csv.reader(f), [])
-            if header != fields:  # a new column (e.g. a loss term) appeared: rewrite with the union
-                with open(path, newline="") as f:
-                    rows = list(csv.DictReader(f))
-                fields = header + [k for k in fields if k not in header]
-                with open(path, "w", newline="") as f:
-                    w = csv.DictWriter(f, fieldnames=fields, restval="")
-                    w.writeheader()
-                    w.writerows(rows)
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields, restval="")
-            if new:
+                header = next(csv.reader(f), None)
+        new_columns = [k for k in row if k not in (header or ())]
+        if header is None or not path.exists():
+            header = list(row)
+            with open(path, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=header, restval="")
                 w.writeheader()
-            w.writerow(row)
+                w.writerow(row)
+        elif new_columns:
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            header = header + new_columns
+            with open(path, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=header, restval="")
+                w.writeheader()
+                w.writerows(rows)
+                w.writerow(row)
+        else:
+            with open(path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=header, restval="").writerow(row)
+        self._headers[name] = header
+
+    def _log(self, name: str, row: dict, tag: str, keep) -> None:
+        self.history.append(row)
+        if not self.enabled:
+            return
+        self._append(name, row)
+        if self.writer is not None:
+            for k, v in row.items():
+                if keep(k) and isinstance(v, (int, float)):
+                    self.writer.add_scalar(f"{tag}/{k.removeprefix('val_')}", v, row["step"])
 
     def train_row(self, row: dict) -> None:
-        self.history.append(row)
-        if not self.enabled:
-            return
-        self._append(TRAIN_LOG, row)
-        if self.writer is not None:
-            for k, v in row.items():
-                if k not in ("step", "epoch", "stage", "kind") and isinstance(v, (int, float)):
-                    self.writer.add_scalar(f"train/{k}", v, row["step"])
+        self._log(TRAIN_LOG, row, "train", lambda k: k not in ("step", "epoch", "stage", "kind"))
 
     def val_row(self, row: dict) -> None:
-        self.history.append(row)
-        if not self.enabled:
-            return
-        self._append(VAL_LOG, row)
-        if self.writer is not None:
-            for k, v in row.items():
-                if k.startswith("val_") and isinstance(v, (int, float)):
-                    self.writer.add_scalar(f"val/{k[4:]}", v, row["step"])
+        self._log(VAL_LOG, row, "val", lambda k: k.startswith("val_"))
 
     def close(self) -> None:
         if self.writer is not None:
@@ -552,13 +557,12 @@ class Trainer:
                 with sync:
                     with self.autocast():
                         terms = objective.loss(module, images, labels)
-                    scaler.scale(terms.pop("loss_for_backward", terms["loss"]) / accum).backward()
+                    scaler.scale(terms["loss"] / accum).backward()
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach()) / accum
                 micro += 1
                 if not last_micro:
                     continue
-                objective.fix_replicated_grads(model)
                 if clip:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], float(clip))
