@@ -35,6 +35,27 @@ def clustered_vectors(n, dim, clusters, spread, seed):
     return out
 
 
+def sample_mixture(weights, means, chol, n, seed=0, out=None, chunk=262_144):
+    """``n`` L2-normalised draws from a Gaussian mixture (weights (C,), means (C, D), Cholesky
+    factors (C, D, D)); written into ``out`` (e.g. a np.memmap) when given, a chunk at a time."""
+    rng = np.random.default_rng(seed)
+    weights = np.asarray(weights, np.float64) / np.sum(weights)
+    means, chol = np.asarray(means, np.float32), np.asarray(chol, np.float32)
+    dim = means.shape[1]
+    x_all = np.empty((n, dim), np.float32) if out is None else out
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        comp = rng.choice(len(weights), m, p=weights)
+        z = rng.standard_normal((m, dim), dtype=np.float32)
+        x = np.empty((m, dim), np.float32)
+        for c in np.unique(comp):
+            sel = comp == c
+            x[sel] = means[c] + z[sel] @ chol[c].T
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        x_all[start : start + m] = x
+    return x_all
+
+
 def timed_search(index, queries, k, repeat=1):
     best = float("inf")
     for _ in range(repeat):

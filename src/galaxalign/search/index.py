@@ -1,14 +1,17 @@
 """faiss indexes over survey embeddings: build, save atomically, load with agreement checks.
 
 An index folder holds ``index.faiss`` (the faiss index, inner product on L2-normalised vectors,
-i.e. cosine similarity), ``table.parquet`` (index row -> id, label, source, metadata) and
-``index.json`` (kind, dim, count, params, model checkpoint, embeddings folder). Loading checks that
+i.e. cosine similarity; ``shards/`` instead when built in shards), ``table.parquet`` (index row ->
+key, id, label, source, metadata), ``index.json`` (kind, dim, count, params, model checkpoint,
+embeddings folder) and, for IVF-PQ, ``vectors.f32`` (the exact vectors, memory-mapped for re-ranking). Loading checks that
 the three agree, so a table from one run never silently labels the hits of another.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,28 +21,36 @@ import numpy as np
 import pandas as pd
 
 from galaxalign.runtime import atomic_path
+from galaxalign.search.faiss_index import (  # noqa: F401  (re-exported: the index API's one front door)
+    DEFAULT_PARAMS,
+    KINDS,
+    SEARCH_KNOB,
+    add_in_chunks,
+    auto_nlist,
+    empty_index,
+    ivf_parts,
+    resolve_params,
+    search_parameters,
+    set_search_params,
+    train_index,
+)
+from galaxalign.search.filters import CatalogFilter, id_selector, parse_filter
+from galaxalign.search.store import VectorStore
 
 INDEX_FILE = "index.faiss"
 TABLE_FILE = "table.parquet"
 INFO_FILE = "index.json"
+STORE_FILE = "vectors.f32"
 INDEX_FORMAT = "galaxalign-index"
-KINDS = ("exact", "hnsw", "ivf", "ivfpq")
+KEY_COLUMN = "key"
+CHUNK = 262_144
 
-# OUR CHOICE: exact search (IndexFlatIP) up to 200k vectors: brute force there costs a few ms per
-# query on one core and has perfect recall. IVF-Flat up to 5M: in bench/bench_index.py (1M clustered
-# vectors, D=128, one core) it builds in ~10 s and reaches recall@10 >= 0.95 at ~100x the exact
-# queries/s, where HNSW took ~13 min to build and reached 0.98 at ~9x. IVF-PQ beyond 5M, where
-# the full float32 vectors (>= 2.5 GB at D=128) stop fitting comfortably.
-AUTO_EXACT_MAX = 200_000
+# OUR CHOICE: exact search (IndexFlatIP) up to 100k vectors: brute force there costs a few ms per
+# query on one core and has perfect recall. IVF-Flat up to 5M. IVF-PQ (4-bit fast-scan codes)
+# with exact re-ranking from a memory-mapped float store beyond 5M, where the float vectors (1 KB
+# each at D=256) stop fitting in memory. bench/bench_index.py measures each; docs/scale.md.
+AUTO_EXACT_MAX = 100_000
 AUTO_IVF_MAX = 5_000_000
-
-# OUR CHOICE of defaults; each reaches recall@10 >= 0.95 in bench/bench_index.py (1M clustered vectors).
-DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
-    "exact": {},
-    "hnsw": {"M": 32, "ef_construction": 80, "ef_search": 64},
-    "ivf": {"nlist": None, "nprobe": 16},  # nlist None -> ~4*sqrt(N), clamped
-    "ivfpq": {"nlist": None, "nprobe": 16, "pq_m": None, "pq_bits": 8, "refine_k_factor": 8},
-}
 
 
 class IndexMismatchError(ValueError):
@@ -76,123 +87,60 @@ def choose_kind(count: int) -> str:
 
 
 def _as_matrix(vectors: np.ndarray, dim: int | None = None, what: str = "vectors") -> np.ndarray:
-    x = np.asarray(vectors)
+    x = vectors if isinstance(vectors, np.memmap) else np.asarray(vectors)
     if x.ndim == 1:
         x = x[None, :]
     if x.ndim != 2:
         raise ValueError(f"{what}: expected a (N, D) array, got shape {x.shape}")
     if dim is not None and x.shape[1] != dim:
         raise ValueError(f"{what}: dimension {x.shape[1]} does not match the index dimension {dim}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise ValueError(f"{what}: contains NaN or infinite values")
+    if not isinstance(x, np.memmap):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+    for start in range(0, len(x), CHUNK):  # in chunks: a memory-mapped 10 GB input stays on disk
+        if not np.isfinite(x[start : start + CHUNK]).all():
+            raise ValueError(f"{what}: contains NaN or infinite values (in rows {start}..{start + CHUNK - 1})")
     return x
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
     """L2-normalise rows (inner product then equals cosine similarity); zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
-def resolve_params(kind: str, count: int, dim: int, params: dict | None = None) -> dict:
-    """Fill the defaults of ``kind`` that depend on the catalog size and dimension."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown index kind {kind!r}; choose one of {('auto',) + KINDS}")
-    p = dict(DEFAULT_PARAMS[kind])
-    unknown = set(params or {}) - set(p)
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {sorted(unknown)} for index kind {kind!r}; known: {sorted(p)}")
-    p.update(params or {})
-    if kind in ("ivf", "ivfpq"):
-        if p["nlist"] is None:
-            # OUR CHOICE: ~sqrt(N) lists (1000 at 1M), at least 39 training points per list (faiss's minimum).
-            p["nlist"] = int(max(1, min(math.sqrt(count), count // 39, 65536)))
-        p["nlist"] = int(max(1, min(p["nlist"], count)))
-        p["nprobe"] = int(max(1, min(p["nprobe"], p["nlist"])))
-    if kind == "ivfpq":
-        if p["pq_m"] is None:
-            # OUR CHOICE: 4 dimensions per sub-quantizer (D/4 bytes per vector at 8 bits), then the
-            # short list (k * refine_k_factor) is re-ranked with exact scores.
-            p["pq_m"] = next(m for m in (dim // 4, dim // 2, dim, 1) if m >= 1 and dim % m == 0)
-        if dim % int(p["pq_m"]):
-            raise ValueError(f"ivfpq: pq_m={p['pq_m']} must divide the dimension {dim}")
-    return p
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """``x`` itself when its rows are unit length (checked a chunk at a time), else normalised."""
+    for start in range(0, len(x), CHUNK):
+        if np.abs(np.linalg.norm(x[start : start + CHUNK], axis=1) - 1).max(initial=0) > 1e-3:
+            # Cosine similarity is the search score; tolerate unnormalised input by normalising here.
+            return normalize_rows(x)
+    return x
 
 
-def create_faiss_index(kind: str, vectors: np.ndarray, params: dict, seed: int = 0, progress: bool = False):
+def create_faiss_index(kind: str, vectors: np.ndarray, params: dict, seed: int = 0, progress: bool = False,
+                       keys: np.ndarray | None = None):
     """Build (train and fill) a faiss inner-product index of ``kind`` over ``vectors`` (N, D)."""
-    import faiss
-
-    n, dim = vectors.shape
-    ip = faiss.METRIC_INNER_PRODUCT
-    if kind == "exact":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, int(params["M"]), ip)
-        index.hnsw.efConstruction = int(params["ef_construction"])
-        index.hnsw.efSearch = int(params["ef_search"])
-    elif kind in ("ivf", "ivfpq"):
-        quantizer = faiss.IndexFlatIP(dim)
-        if kind == "ivf":
-            index = faiss.IndexIVFFlat(quantizer, dim, int(params["nlist"]), ip)
-        else:
-            index = faiss.IndexIVFPQ(quantizer, dim, int(params["nlist"]), int(params["pq_m"]), int(params["pq_bits"]), ip)
-        index.own_fields = True
-        quantizer.this.disown()  # the IVF index now owns (and frees) its quantizer
-        # OUR CHOICE: train k-means on 64 points per list (faiss asks for >= 39): enough for stable
-        # centroids, and training stays seconds, not minutes, at 1M vectors.
-        n_train = min(n, 64 * int(params["nlist"]))
-        rng = np.random.default_rng(seed)
-        train = vectors if n_train >= n else vectors[np.sort(rng.choice(n, n_train, replace=False))]
-        index.cp.seed = seed
-        if kind == "ivfpq" and len(train) < 2 ** int(params["pq_bits"]):
-            raise ValueError(f"ivfpq needs at least {2 ** int(params['pq_bits'])} vectors to train, got {len(train)}; use --kind exact")
-        index.train(train)
-        index.nprobe = int(params["nprobe"])
-        if kind == "ivfpq" and int(params.get("refine_k_factor") or 0) > 1:
-            # Re-rank the PQ short list with the exact vectors: recall of exact scores at PQ speed.
-            index = faiss.IndexRefineFlat(index)
-            index.k_factor = float(params["refine_k_factor"])
-    else:
-        raise ValueError(f"unknown index kind {kind!r}")
-    _add_in_chunks(index, vectors, progress)
+    index = empty_index(kind, vectors.shape[1], params)
+    train_index(index, kind, vectors, params, seed=seed)
+    set_search_params(index, kind, params)
+    add_in_chunks(index, vectors, np.arange(len(vectors)) if keys is None else keys, progress)
     return index
-
-
-def _add_in_chunks(index, vectors: np.ndarray, progress: bool, chunk: int = 65536) -> None:
-    from tqdm.auto import tqdm
-
-    with tqdm(total=len(vectors), desc="index", unit="vec", disable=not progress) as bar:
-        for start in range(0, len(vectors), chunk):
-            part = vectors[start : start + chunk]
-            index.add(part)
-            bar.update(len(part))
-
-
-def _set_search_params(index, kind: str, params: dict) -> None:
-    import faiss
-
-    if kind == "hnsw":
-        index.hnsw.efSearch = int(params["ef_search"])
-    elif kind in ("ivf", "ivfpq"):
-        ivf = faiss.extract_index_ivf(index)
-        ivf.nprobe = int(params["nprobe"])
-        if kind == "ivfpq" and isinstance(index, faiss.IndexRefine):
-            index.k_factor = float(params.get("refine_k_factor") or 1)
 
 
 def _table_from(table: pd.DataFrame) -> pd.DataFrame:
     for col in ("id", "label", "source"):
         if col not in table.columns:
             raise ValueError(f"id table: missing required column {col!r} (has {list(table.columns)})")
-    t = table.drop(columns=[c for c in ("embedding",) if c in table.columns]).reset_index(drop=True)
-    t["id"] = t["id"].astype(str)
+    t = table.drop(columns=[c for c in ("embedding", KEY_COLUMN) if c in table.columns]).reset_index(drop=True)
+    if not pd.api.types.is_string_dtype(t["id"]) or t["id"].dtype == object:
+        t["id"] = t["id"].astype(str)
     dup = t["id"][t["id"].duplicated()]
     if len(dup):
         raise ValueError(f"id table: duplicate ids, e.g. {dup.iloc[0]!r} ({len(dup)} duplicates)")
     t["label"] = t["label"].fillna(-1).astype("int64")
-    t["source"] = t["source"].astype(str)
+    if t["source"].dtype == object:
+        t["source"] = t["source"].astype(str)
     return t
 
 
@@ -205,11 +153,15 @@ def build_index(
     info: dict | None = None,
     seed: int = 0,
     progress: bool = True,
+    shards: int = 1,
 ) -> Path:
     """Index ``vectors`` (N, D) whose row i is described by ``table`` row i; save to ``out_dir``.
 
     ``info`` adds provenance to index.json (``checkpoint``, ``embeddings``, ``taxonomy``, ...).
-    The folder is written atomically: a crash leaves the previous index (or none), never half of one.
+    ``shards`` > 1 builds the index in that many shards from one trained quantizer (see
+    :mod:`galaxalign.search.shards`); queries fan out to every shard and merge. Knobs left None
+    (nprobe, ef_search) are calibrated on the data. The folder is written atomically: a crash
+    leaves the previous index (or none), never half of one.
     """
     x = _as_matrix(vectors, what="embeddings")
     n, dim = x.shape
@@ -217,35 +169,35 @@ def build_index(
         raise ValueError("embeddings: no vectors to index")
     if len(table) != n:
         raise IndexMismatchError(f"id table has {len(table)} rows but there are {n} embeddings")
+    if int(shards) < 1:
+        raise ValueError(f"shards must be at least 1, got {shards}")
     t = _table_from(table)
-    norms = np.linalg.norm(x, axis=1)
-    if np.abs(norms - 1).max() > 1e-3:
-        # Cosine similarity is the search score; tolerate unnormalised input by normalising here.
-        x = normalize_rows(x)
+    x = _unit_rows(x)
     kind = choose_kind(n) if kind == "auto" else kind
     p = resolve_params(kind, n, dim, params)
-    t0 = time.perf_counter()
-    index = create_faiss_index(kind, x, p, seed=seed, progress=progress)
-    seconds = time.perf_counter() - t0
-    meta = {
-        "format": INDEX_FORMAT,
-        "version": 1,
-        "kind": kind,
-        "dim": int(dim),
-        "count": int(n),
-        "metric": "inner_product",
-        "params": p,
-        "build_seconds": round(seconds, 3),
-        **(info or {}),
-    }
-    import faiss
-
+    keys = np.arange(n, dtype=np.int64)
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
-        faiss.write_index(index, str(tmp / INDEX_FILE))
-        t.to_parquet(tmp / TABLE_FILE, index=False)
-        (tmp / INFO_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        t0 = time.perf_counter()
+        store = VectorStore(VectorStore.write(tmp / STORE_FILE, x), dim) if kind == "ivfpq" else None
+        if int(shards) > 1:
+            from galaxalign.search.shards import build_shards
+
+            index = build_shards(kind, x, keys, p, int(shards), seed=seed, progress=progress)
+        else:
+            index = create_faiss_index(kind, x, p, seed=seed, progress=progress, keys=keys)
+        seconds = time.perf_counter() - t0
+        meta = {"format": INDEX_FORMAT, "version": 2, "kind": kind, "dim": int(dim), "count": int(n),
+                "metric": "inner_product", "params": p, "build_seconds": round(seconds, 3),
+                "shards": int(shards), **(info or {})}
+        built = SearchIndex(index, t.assign(**{KEY_COLUMN: keys}), meta, store=store)
+        knob = SEARCH_KNOB.get(kind)
+        if knob and p.get(knob) is None:
+            t1 = time.perf_counter()
+            built.calibrate(x, seed=seed)
+            built.info["calibration_seconds"] = round(time.perf_counter() - t1, 3)
+        built._write(tmp)
     return out_dir
 
 
@@ -256,6 +208,7 @@ def build_index_from_embeddings(
     params: dict | None = None,
     seed: int = 0,
     progress: bool = True,
+    shards: int = 1,
 ) -> Path:
     """Index the Parquet shards written by :func:`galaxalign.search.embed.embed_survey`."""
     from galaxalign.search.embed import read_embeddings
@@ -268,19 +221,31 @@ def build_index_from_embeddings(
         "modality": manifest.get("modality", "image"),
         "embeddings": str(Path(embeddings_dir).resolve()),
     }
-    return build_index(vectors, table, out_dir, kind=kind, params=params, info=info, seed=seed, progress=progress)
+    return build_index(vectors, table, out_dir, kind=kind, params=params, info=info, seed=seed, progress=progress,
+                       shards=shards)
 
 
 class SearchIndex:
-    """A loaded index folder: the faiss index, its id table and its metadata, checked to agree."""
+    """A loaded index folder: the faiss index, its id table and its metadata, checked to agree.
 
-    def __init__(self, index, table: pd.DataFrame, info: dict, path: Path | None = None, class_names: Sequence[str] | None = None):
+    Galaxies live in faiss under int64 keys (the table's hidden ``key`` column; row numbers in
+    folders written before keys existed), so :meth:`add` and :meth:`remove` change a live index
+    without a rebuild, and :meth:`save` writes it back atomically.
+    """
+
+    def __init__(self, index, table: pd.DataFrame, info: dict, path: Path | None = None,
+                 class_names: Sequence[str] | None = None, store: VectorStore | None = None):
         self.index = index
-        self.table = table
+        keys = table[KEY_COLUMN].to_numpy(np.int64) if KEY_COLUMN in table.columns else np.arange(len(table), dtype=np.int64)
+        self.table = table.drop(columns=[KEY_COLUMN]) if KEY_COLUMN in table.columns else table
+        self._keys = keys
+        if len(keys) > 1 and not (np.diff(keys) > 0).all():
+            raise IndexMismatchError(f"{path or 'index'}: the keys of {TABLE_FILE} are not strictly increasing")
         self.info = info
         self.path = path
+        self.store = store
         self.class_names = list(class_names) if class_names is not None else _class_names_from(info)
-        self._row_of = {str(i): r for r, i in enumerate(table["id"].tolist())}
+        self._ids: pd.Index | None = None
         self._check()
 
     # -- loading ---------------------------------------------------------------------------------
@@ -292,7 +257,7 @@ class SearchIndex:
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: no such index folder (build one with `galaxalign index`)")
-        for name in (INDEX_FILE, TABLE_FILE, INFO_FILE):
+        for name in (TABLE_FILE, INFO_FILE):
             if not (path / name).is_file():
                 raise FileNotFoundError(f"{path / name}: missing; {path} is not a complete index folder")
         try:
@@ -301,18 +266,25 @@ class SearchIndex:
             raise ValueError(f"{path / INFO_FILE}: not valid JSON: {exc}") from None
         if info.get("format") != INDEX_FORMAT:
             raise ValueError(f"{path / INFO_FILE}: format is {info.get('format')!r}, expected {INDEX_FORMAT!r}")
-        try:
-            index = faiss.read_index(str(path / INDEX_FILE))
-        except RuntimeError as exc:
-            raise ValueError(f"{path / INDEX_FILE}: faiss cannot read it: {str(exc).strip().splitlines()[-1]}") from None
+        if int(info.get("shards") or 1) > 1:
+            from galaxalign.search.shards import read_shards
+
+            index = read_shards(path, int(info["shards"]), int(info.get("dim") or 0))
+        else:
+            if not (path / INDEX_FILE).is_file():
+                raise FileNotFoundError(f"{path / INDEX_FILE}: missing; {path} is not a complete index folder")
+            index = _read_faiss(path / INDEX_FILE)
         table = pd.read_parquet(path / TABLE_FILE)
         if search_params:
             info = {**info, "params": {**info.get("params", {}), **search_params}}
-        _set_search_params(index, info.get("kind", ""), info.get("params", {}))
-        if info.get("kind") in ("ivf", "ivfpq"):
-            # Row -> list position map, so vector() can reconstruct by row (8 bytes per vector).
+        set_search_params(index, info.get("kind", ""), info.get("params", {}))
+        if info.get("kind") in ("ivf", "ivfpq") and KEY_COLUMN not in table.columns:
+            # Folder from before keys: row -> list position map, so vector() can reconstruct by row.
             faiss.extract_index_ivf(index).make_direct_map()
-        return cls(index, table, info, path)
+        store = None
+        if (path / STORE_FILE).is_file():
+            store = VectorStore(path / STORE_FILE, int(info.get("dim") or index.d))
+        return cls(index, table, info, path, store=store)
 
     def _check(self) -> None:
         where = str(self.path) if self.path else "index"
@@ -330,6 +302,8 @@ class SearchIndex:
         for col in ("id", "label", "source"):
             if col not in self.table.columns:
                 raise IndexMismatchError(f"{where}: {TABLE_FILE} lacks column {col!r}")
+        if self.store is not None and len(self._keys) and len(self.store) <= int(self._keys[-1]):
+            raise IndexMismatchError(f"{where}: {STORE_FILE} has {len(self.store)} rows but the table uses key {self._keys[-1]}")
 
     # -- facts -----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -344,6 +318,10 @@ class SearchIndex:
         return str(self.info.get("kind", "exact"))
 
     @property
+    def params(self) -> dict:
+        return dict(self.info.get("params") or {})
+
+    @property
     def checkpoint(self) -> str | None:
         return self.info.get("checkpoint")
 
@@ -353,10 +331,12 @@ class SearchIndex:
         return "unknown" if label < 0 else str(label)
 
     def row_of(self, galaxy_id: str) -> int:
-        try:
-            return self._row_of[str(galaxy_id)]
-        except KeyError:
-            raise UnknownGalaxyError(f"unknown galaxy id {galaxy_id!r}: not in this index ({len(self)} galaxies)") from None
+        if self._ids is None:
+            self._ids = pd.Index(self.table["id"].astype(str))
+        pos = self._ids.get_indexer([str(galaxy_id)])[0]
+        if pos < 0:
+            raise UnknownGalaxyError(f"unknown galaxy id {galaxy_id!r}: not in this index ({len(self)} galaxies)")
+        return int(pos)
 
     def record(self, galaxy_id: str) -> dict:
         """The id-table row of a galaxy as a plain dict."""
@@ -366,40 +346,227 @@ class SearchIndex:
         """The stored embedding of a galaxy (exact for every kind but a refine-less IVF-PQ)."""
         import faiss
 
-        row = self.row_of(galaxy_id)
+        key = int(self._keys[self.row_of(galaxy_id)])
+        if self.store is not None:
+            return np.array(self.store.rows([key])[0])
         if self.kind in ("exact", "hnsw", "ivf") or isinstance(self.index, faiss.IndexRefine):
-            return self.index.reconstruct(row)  # flat storage (or the refine stage's): exact
+            return self.index.reconstruct(key)  # flat storage (or the refine stage's): exact
         shards = self.info.get("embeddings")
         if shards and Path(shards).is_dir():
             from galaxalign.search.embed import read_embedding_rows
 
-            return read_embedding_rows(shards, [row])[0]
-        return normalize_rows(self.index.reconstruct(row)[None])[0]  # PQ codes: approximate
+            return read_embedding_rows(shards, [key])[0]
+        return normalize_rows(self.index.reconstruct(key)[None])[0]  # PQ codes: approximate
 
     # -- search ----------------------------------------------------------------------------------
-    def search_vectors(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Raw faiss search: (scores (Q,k), rows (Q,k)); rows are -1 where fewer than k exist."""
+    def _search_keys(self, q: np.ndarray, k: int, params: dict | None = None, selector=None,
+                     widen: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """faiss search (then re-ranking from the store): (scores, keys), keys -1 where none."""
+        p = {**self.params, **(params or {})}
+        fetch = k * max(1, int(p.get("rerank_factor") or 1)) if self.store is not None else k
+        fetch = max(1, min(fetch, len(self)))
+        if selector is None and not params:
+            scores, keys = self.index.search(q, fetch)
+        else:
+            scores, keys = self.index.search(q, fetch, params=search_parameters(self.index, self.kind, p, selector, widen))
+        if self.store is not None:
+            scores, keys = self.store.rerank(q, keys, k)
+        if keys.shape[1] < k:
+            keys = np.pad(keys, ((0, 0), (0, k - keys.shape[1])), constant_values=-1)
+            scores = np.pad(scores, ((0, 0), (0, k - scores.shape[1])), constant_values=-np.inf)
+        return scores[:, :k], keys[:, :k]
+
+    def rows_of_keys(self, keys: np.ndarray) -> np.ndarray:
+        """Table rows of faiss keys (-1 stays -1)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        pos = np.clip(np.searchsorted(self._keys, keys), 0, max(len(self._keys) - 1, 0))
+        ok = (keys >= 0) & (len(self._keys) > 0)
+        ok &= self._keys[pos] == keys if len(self._keys) else False
+        return np.where(ok, pos, -1)
+
+    def search_vectors(self, queries: np.ndarray, k: int = 10, where: CatalogFilter | dict | str | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw search: (scores (Q,k), table rows (Q,k)); rows are -1 where fewer than k exist.
+
+        ``where``: a :class:`~galaxalign.search.filters.CatalogFilter` (or its dict / text form);
+        faiss then scans only the rows it selects (``IDSelectorBitmap`` in the search parameters).
+        """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         q = normalize_rows(_as_matrix(queries, self.dim, what="query"))
-        return self.index.search(q, min(int(k), len(self)))
+        selector, widen = None, 1.0
+        f = parse_filter(where)
+        if f is not None and not f.is_empty():
+            mask = f.mask(self.table, self.class_names)
+            chosen = self._keys[mask]
+            if len(chosen) == 0:
+                return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+            selector, _bitmap = id_selector(chosen, int(self._keys[-1]) + 1)
+            widen = len(self) / len(chosen)
+            k = min(k, len(chosen))
+        scores, keys = self._search_keys(q, min(int(k), len(self)), selector=selector, widen=widen)
+        return scores, self.rows_of_keys(keys)
 
-    def search(self, query: np.ndarray, k: int = 10, exclude: Iterable[str] = ()) -> list[Hit]:
-        """The ``k`` galaxies nearest (cosine) to one query vector, best first."""
+    def search(self, query: np.ndarray, k: int = 10, exclude: Iterable[str] = (), where=None,
+               offset: int = 0) -> list[Hit]:
+        """The ``k`` galaxies nearest (cosine) to one query vector, best first, after the first
+        ``offset`` (pagination: ranks continue from ``offset + 1``)."""
+        if offset < 0:
+            raise ValueError(f"offset must be at least 0, got {offset}")
         skip = {str(e) for e in exclude}
-        scores, rows = self.search_vectors(query, k + len(skip))
+        scores, rows = self.search_vectors(query, k + offset + len(skip), where=where)
         hits: list[Hit] = []
-        ids = self.table["id"].to_numpy()
-        labels = self.table["label"].to_numpy()
-        sources = self.table["source"].to_numpy()
+        ids, labels, sources = self.table["id"], self.table["label"], self.table["source"]
+        seen = 0
         for score, row in zip(scores[0], rows[0]):
-            if row < 0 or str(ids[row]) in skip:
+            if row < 0 or str(ids.iat[row]) in skip:
                 continue
-            label = int(labels[row])
-            hits.append(Hit(len(hits) + 1, str(ids[row]), float(score), label, self.label_name(label), str(sources[row]), int(row)))
+            seen += 1
+            if seen <= offset:
+                continue
+            label = int(labels.iat[row])
+            hits.append(Hit(offset + len(hits) + 1, str(ids.iat[row]), float(score), label, self.label_name(label),
+                            str(sources.iat[row]), int(row)))
             if len(hits) == k:
                 break
         return hits
+
+    # -- tuning ----------------------------------------------------------------------------------
+    def calibrate(self, vectors: np.ndarray | None = None, target: float | None = None, seed: int = 0) -> dict:
+        """Set the search knob (nprobe / ef_search) to the smallest value reaching the target
+        recall@10 on this index's own vectors (``vectors``: the indexed rows in key order)."""
+        from galaxalign.search.tuning import calibrate
+
+        knob = SEARCH_KNOB.get(self.kind)
+        if knob is None:
+            return {}
+        base = vectors if vectors is not None else (self.store.data if self.store is not None else None)
+        if base is None:
+            raise ValueError("calibrate: pass the indexed vectors (this index keeps no vector store)")
+        target = float(target if target is not None else self.params.get("target_recall") or 0.95)
+        limit = max(ivf.nlist for ivf in ivf_parts(self.index)) if knob == "nprobe" else 4096
+        keys = self._keys if len(base) == len(self._keys) else np.arange(len(base))
+        tuned = calibrate(lambda q, k, v: self._search_keys(q, k, {knob: v})[1], base, keys, knob, target, limit, seed=seed)
+        self.info.setdefault("params", {})[knob] = tuned[knob]
+        self.info["calibration"] = tuned["calibration"]
+        set_search_params(self.index, self.kind, self.params)
+        return tuned
+
+    # -- growth ----------------------------------------------------------------------------------
+    def add(self, vectors: np.ndarray, table: pd.DataFrame) -> np.ndarray:
+        """Add galaxies (a survey's next data release) without a rebuild; returns their keys.
+
+        IVF lists keep their trained centroids: fine while new galaxies look like the old ones;
+        rebuild when the catalog has grown several-fold or changed character. Call :meth:`save`
+        to write the grown index back.
+        """
+        x = _as_matrix(vectors, self.dim, what="new embeddings")
+        if len(table) != len(x):
+            raise IndexMismatchError(f"new galaxies: {len(table)} table rows but {len(x)} embeddings")
+        t = _table_from(table)
+        clash = t["id"][t["id"].isin(self.table["id"].astype(str))]
+        if len(clash):
+            raise ValueError(f"new galaxies: id {clash.iloc[0]!r} is already in the index ({len(clash)} such ids)")
+        x = normalize_rows(x)
+        next_key = int(self._keys[-1]) + 1 if len(self._keys) else 0
+        if self.store is not None:
+            next_key = max(next_key, len(self.store))
+        keys = np.arange(next_key, next_key + len(x), dtype=np.int64)
+        target = self.index
+        import faiss
+
+        if isinstance(target, faiss.IndexShards):
+            target = faiss.downcast_index(target.at(target.count() - 1))  # new galaxies: the last shard
+        try:
+            target.add_with_ids(x, keys)
+        except RuntimeError as exc:
+            raise ValueError(f"this {self.kind} index cannot take new galaxies ({_faiss_message(exc)}); "
+                             "it was built before keys existed: rebuild it with `galaxalign index`") from None
+        if isinstance(self.index, faiss.IndexShards):
+            self.index.syncWithSubIndexes()
+        if self.store is not None:
+            stored = self.store.append(x)
+            assert stored[0] == keys[0], "vector store and keys out of step"
+        self.table = pd.concat([self.table, t], ignore_index=True)
+        self._keys = np.concatenate([self._keys, keys])
+        self._ids = None
+        self.info["count"] = len(self)
+        return keys
+
+    def remove(self, galaxy_ids: Iterable[str]) -> int:
+        """Remove galaxies by id without a rebuild; returns how many were removed."""
+        import faiss
+
+        rows = np.array(sorted({self.row_of(g) for g in galaxy_ids}), dtype=np.int64)
+        if len(rows) == 0:
+            return 0
+        keys = self._keys[rows]
+        parts = [faiss.downcast_index(self.index.at(i)) for i in range(self.index.count())] \
+            if isinstance(self.index, faiss.IndexShards) else [self.index]
+        removed = 0
+        for part in parts:
+            try:
+                removed += int(part.remove_ids(faiss.IDSelectorArray(len(keys), faiss.swig_ptr(keys))))
+            except RuntimeError as exc:
+                raise ValueError(f"this {self.kind} index cannot remove galaxies ({_faiss_message(exc)}); "
+                                 "HNSW graphs cannot drop nodes: rebuild without them, or use kind exact/ivf/ivfpq") from None
+        if isinstance(self.index, faiss.IndexShards):
+            self.index.syncWithSubIndexes()
+        if removed != len(keys):
+            raise IndexMismatchError(f"removed {removed} vectors from faiss for {len(keys)} galaxies; the index is inconsistent")
+        keep = np.ones(len(self.table), dtype=bool)
+        keep[rows] = False
+        self.table = self.table[keep].reset_index(drop=True)
+        self._keys = self._keys[keep]
+        self._ids = None
+        self.info["count"] = len(self)
+        return removed
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the index folder (atomically) to ``path`` or where it was loaded from."""
+        out = Path(path) if path is not None else self.path
+        if out is None:
+            raise ValueError("save: no path given and the index was not loaded from a folder")
+        with atomic_path(out) as tmp:
+            tmp.mkdir(parents=True)
+            self._write(tmp)
+        self.path = out
+        if self.store is not None:
+            self.store = VectorStore(out / STORE_FILE, self.dim)
+        return out
+
+    def _write(self, folder: Path) -> None:
+        import faiss
+
+        if self.store is not None and self.store.path.resolve() != (folder / STORE_FILE).resolve():
+            try:
+                os.link(self.store.path, folder / STORE_FILE)  # the store is append-only: share its bytes
+            except OSError:
+                shutil.copyfile(self.store.path, folder / STORE_FILE)
+        if isinstance(self.index, faiss.IndexShards):
+            from galaxalign.search.shards import write_shards
+
+            write_shards(self.index, folder)
+            self.info["shards"] = int(self.index.count())
+        else:
+            faiss.write_index(self.index, str(folder / INDEX_FILE))
+            self.info["shards"] = 1
+        self.table.assign(**{KEY_COLUMN: self._keys}).to_parquet(folder / TABLE_FILE, index=False)
+        self.info["count"] = len(self)
+        (folder / INFO_FILE).write_text(json.dumps(self.info, indent=2, default=str) + "\n")
+
+
+def _read_faiss(path: Path):
+    import faiss
+
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: faiss cannot read it: {_faiss_message(exc)}") from None
+
+
+def _faiss_message(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[-1]
 
 
 def _class_names_from(info: dict) -> list[str]:
