@@ -104,15 +104,34 @@ def embed_image(model, image: np.ndarray, modality: str = "image") -> np.ndarray
     return _one(embed_arrays(model, image[None], modality=modality))
 
 
-def embed_text(model, text: str) -> np.ndarray:
-    from galaxalign.inference import encode_texts
-
+def clean_text(text: str) -> str:
+    """A description stripped and checked (not empty, not over the limit)."""
     text = (text or "").strip()
     if not text:
         raise QueryError("empty description; type a few words, e.g. 'a barred spiral galaxy'")
     if len(text) > MAX_TEXT_CHARS:
         raise QueryError(f"description is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
-    return _one(encode_texts(model, [text]))
+    return text
+
+
+def embed_text(model, text: str) -> np.ndarray:
+    return embed_texts(model, [clean_text(text)])[0]
+
+
+def embed_texts(model, texts: Sequence[str]) -> np.ndarray:
+    """(N, D) embeddings of checked descriptions, one forward pass (the service batches with it)."""
+    from galaxalign.inference import encode_texts
+
+    v = encode_texts(model, list(texts))
+    return np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, dtype=np.float32)
+
+
+def embed_images(model, images: Sequence[np.ndarray], modality: str = "image") -> np.ndarray:
+    """(N, D) embeddings of uint8 (H, W, 3) images of one size, one forward pass."""
+    from galaxalign.inference import embed_arrays
+
+    v = embed_arrays(model, np.stack([np.asarray(im) for im in images]), modality=modality)
+    return np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, dtype=np.float32)
 
 
 def _check_dim(index: SearchIndex, v: np.ndarray) -> np.ndarray:
@@ -124,30 +143,40 @@ def _check_dim(index: SearchIndex, v: np.ndarray) -> np.ndarray:
     return v
 
 
-def query_image(index: SearchIndex, model, image: np.ndarray, k: int = 10) -> list[Hit]:
+# Every query takes ``where`` (a catalog filter: galaxalign.search.filters.CatalogFilter, its dict
+# or text form) and ``offset`` (skip the first results: the next page).
+def query_vector(index: SearchIndex, vector: np.ndarray, k: int = 10, where=None, offset: int = 0,
+                 exclude: Iterable[str] = ()) -> list[Hit]:
+    """Galaxies nearest to an embedding computed elsewhere (e.g. a cached query vector)."""
+    return index.search(_check_dim(index, np.asarray(vector)), k, exclude=exclude, where=where, offset=offset)
+
+
+def query_image(index: SearchIndex, model, image: np.ndarray, k: int = 10, where=None, offset: int = 0) -> list[Hit]:
     """Galaxies that look like ``image`` (image encoder)."""
-    return index.search(_check_dim(index, embed_image(model, image, "image")), k)
+    return query_vector(index, embed_image(model, image, "image"), k, where, offset)
 
 
-def query_sketch(index: SearchIndex, model, image: np.ndarray, k: int = 10) -> list[Hit]:
+def query_sketch(index: SearchIndex, model, image: np.ndarray, k: int = 10, where=None, offset: int = 0) -> list[Hit]:
     """Galaxies matching a user's drawing (symbol encoder)."""
-    return index.search(_check_dim(index, embed_image(model, image, "symbol")), k)
+    return query_vector(index, embed_image(model, image, "symbol"), k, where, offset)
 
 
-def query_symbol(index: SearchIndex, model, answers: str | Sequence[str], k: int = 10) -> list[Hit]:
+def query_symbol(index: SearchIndex, model, answers: str | Sequence[str], k: int = 10, where=None,
+                 offset: int = 0) -> list[Hit]:
     """Galaxies matching the pictogram composed from Galaxy Zoo answers (symbol encoder)."""
-    return query_sketch(index, model, render_query_symbol(parse_answers(answers)), k)
+    return query_sketch(index, model, render_query_symbol(parse_answers(answers)), k, where, offset)
 
 
-def query_text(index: SearchIndex, model, text: str, k: int = 10) -> list[Hit]:
+def query_text(index: SearchIndex, model, text: str, k: int = 10, where=None, offset: int = 0) -> list[Hit]:
     """Galaxies matching a description (text encoder)."""
-    return index.search(_check_dim(index, embed_text(model, text)), k)
+    return query_vector(index, embed_text(model, text), k, where, offset)
 
 
-def query_id(index: SearchIndex, galaxy_id: str, k: int = 10, include_self: bool = False) -> list[Hit]:
+def query_id(index: SearchIndex, galaxy_id: str, k: int = 10, include_self: bool = False, where=None,
+             offset: int = 0) -> list[Hit]:
     """Neighbours of a catalog galaxy, from its stored embedding (no model needed).
 
     OUR CHOICE: the galaxy itself (score 1.0) is left out unless ``include_self``.
     """
     v = index.vector(galaxy_id)
-    return index.search(v, k, exclude=() if include_self else (str(galaxy_id),))
+    return query_vector(index, v, k, where, offset, exclude=() if include_self else (str(galaxy_id),))

@@ -23,7 +23,9 @@ from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from galaxalign.search import query as q
+from galaxalign.search.filters import FilterError
 from galaxalign.search.index import Hit, SearchIndex, UnknownGalaxyError
+from galaxalign.serve.embedding_cache import EmbeddingCache, MicroBatcher
 
 # OUR CHOICE: uploads up to 8 MB, up to 100 results per query, 128 px thumbnails, 96 px icons.
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
@@ -31,16 +33,24 @@ MAX_K = 100
 THUMB_SIZE = 128
 ICON_SIZE = 96
 CACHE_ITEMS = 4096
+# OUR CHOICE: results can be paged up to 1,000 deep (offset + k fetched from the index per request).
+MAX_OFFSET = 1000
+WHERE_HELP = ("catalog filter, e.g. 'mag_r=16:17;redshift=:0.1;class=2,3;cone=150.1,2.2,1.5' "
+              "(ranges on numeric columns, classes by id or name, a sky cone ra,dec,radius in degrees)")
 
 
 class TextQuery(BaseModel):
     text: str = Field(..., description="a description, e.g. 'a barred spiral galaxy'")
     k: int = Field(10, ge=1, le=MAX_K)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="skip this many results (the next page)")
+    where: str | None = Field(None, description=WHERE_HELP)
 
 
 class SymbolQuery(BaseModel):
     answers: list[str] = Field(..., description="Galaxy Zoo answer ids, e.g. ['smooth-or-featured_smooth']")
     k: int = Field(10, ge=1, le=MAX_K)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="skip this many results (the next page)")
+    where: str | None = Field(None, description=WHERE_HELP)
 
 
 class _LRU:
@@ -85,6 +95,18 @@ class Searcher:
         self._reader = None
         self.thumbs = _LRU(CACHE_ITEMS)
         self.icons = _LRU(512)
+        # Query embeddings: repeated text / symbol queries from the cache, concurrent ones batched.
+        self.query_vectors = EmbeddingCache()
+        self._texts = MicroBatcher(lambda texts: q.embed_texts(self.model, texts))
+        self._symbols = MicroBatcher(
+            lambda sets: q.embed_images(self.model, [q.render_query_symbol(a) for a in sets], "symbol"))
+
+    def text_vector(self, text: str) -> np.ndarray:
+        text = q.clean_text(text)
+        return self.query_vectors.get(("text", text), lambda: self._texts(text))
+
+    def symbol_vector(self, answers: tuple[str, ...]) -> np.ndarray:
+        return self.query_vectors.get(("symbol", tuple(answers)), lambda: self._symbols(tuple(answers)))
 
     @property
     def model(self):
@@ -110,10 +132,11 @@ class Searcher:
             # The catalog points at an image that is gone or broken: this galaxy has no thumbnail.
             raise HTTPException(404, f"image of galaxy {galaxy_id!r} is unavailable: {exc}") from None
 
-    def hits_json(self, hits: list[Hit], query: dict, k: int) -> dict:
+    def hits_json(self, hits: list[Hit], query: dict, k: int, offset: int = 0) -> dict:
         return {
-            "query": query,
+            "query": {key: v for key, v in query.items() if v is not None},
             "k": k,
+            "offset": offset,
             "results": [{**h.to_dict(), "thumb_url": f"/api/thumb/{h.id}.png"} for h in hits],
         }
 
@@ -179,6 +202,10 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
     async def _query_error(_request: Request, exc: q.QueryError):
         return _error(400, str(exc))
 
+    @app.exception_handler(FilterError)
+    async def _filter_error(_request: Request, exc: FilterError):
+        return _error(400, str(exc))
+
     @app.exception_handler(UnknownGalaxyError)
     async def _unknown_id(_request: Request, exc: UnknownGalaxyError):
         return _error(404, str(exc.args[0]) if exc.args else "not found")
@@ -209,7 +236,9 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
             "checkpoint": searcher.checkpoint,
             "data_source": index.info.get("data_source"),
             "classes": index.class_names,
-            "limits": {"max_upload_bytes": max_upload_bytes, "max_image_pixels": max_image_pixels, "max_k": MAX_K},
+            "limits": {"max_upload_bytes": max_upload_bytes, "max_image_pixels": max_image_pixels, "max_k": MAX_K,
+                       "max_offset": MAX_OFFSET},
+            "query_cache": searcher.query_vectors.stats(),
         }
 
     @app.get("/api/symbols", summary="the Galaxy Zoo decision tree with each answer's pictogram URL")
@@ -271,30 +300,35 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
 
     # -- search ----------------------------------------------------------------------------------
     @app.post("/api/search/image", summary="galaxies that look like an uploaded image")
-    async def search_image(file: UploadFile = File(...), k: int = Query(10, ge=1, le=MAX_K)):
+    async def search_image(file: UploadFile = File(...), k: int = Query(10, ge=1, le=MAX_K),
+                           offset: int = Query(0, ge=0, le=MAX_OFFSET), where: str | None = Query(None, description=WHERE_HELP)):
         image = await read_upload(file)
         # The forward pass (and the first model load) runs in the thread pool, off the event loop.
-        hits = await run_in_threadpool(lambda: q.query_image(index, searcher.model, image, k))
-        return searcher.hits_json(hits, {"image": file.filename}, k)
+        hits = await run_in_threadpool(lambda: q.query_image(index, searcher.model, image, k, where, offset))
+        return searcher.hits_json(hits, {"image": file.filename, "where": where}, k, offset)
 
     @app.post("/api/search/sketch", summary="galaxies matching an uploaded drawing (symbol encoder)")
-    async def search_sketch(file: UploadFile = File(...), k: int = Query(10, ge=1, le=MAX_K)):
+    async def search_sketch(file: UploadFile = File(...), k: int = Query(10, ge=1, le=MAX_K),
+                            offset: int = Query(0, ge=0, le=MAX_OFFSET), where: str | None = Query(None, description=WHERE_HELP)):
         image = await read_upload(file)
-        hits = await run_in_threadpool(lambda: q.query_sketch(index, searcher.model, image, k))
-        return searcher.hits_json(hits, {"sketch": file.filename}, k)
+        hits = await run_in_threadpool(lambda: q.query_sketch(index, searcher.model, image, k, where, offset))
+        return searcher.hits_json(hits, {"sketch": file.filename, "where": where}, k, offset)
 
     @app.get("/api/search/id/{galaxy_id}", summary="neighbours of a catalog galaxy (its stored embedding)")
-    def search_id(galaxy_id: str, k: int = Query(10, ge=1, le=MAX_K)):
-        return searcher.hits_json(q.query_id(index, galaxy_id, k), {"id": galaxy_id}, k)
+    def search_id(galaxy_id: str, k: int = Query(10, ge=1, le=MAX_K), offset: int = Query(0, ge=0, le=MAX_OFFSET),
+                  where: str | None = Query(None, description=WHERE_HELP)):
+        hits = q.query_id(index, galaxy_id, k, where=where, offset=offset)
+        return searcher.hits_json(hits, {"id": galaxy_id, "where": where}, k, offset)
 
     @app.post("/api/search/text", summary="galaxies matching a description (text encoder)")
     def search_text(body: TextQuery):
-        return searcher.hits_json(q.query_text(index, searcher.model, body.text, body.k), {"text": body.text}, body.k)
+        hits = q.query_vector(index, searcher.text_vector(body.text), body.k, body.where, body.offset)
+        return searcher.hits_json(hits, {"text": body.text, "where": body.where}, body.k, body.offset)
 
     @app.post("/api/search/symbol", summary="galaxies matching the symbol composed from Galaxy Zoo answers")
     def search_symbol(body: SymbolQuery):
         answers = q.parse_answers(body.answers)
-        hits = q.query_symbol(index, searcher.model, answers, body.k)
-        return searcher.hits_json(hits, {"answers": list(answers)}, body.k)
+        hits = q.query_vector(index, searcher.symbol_vector(answers), body.k, body.where, body.offset)
+        return searcher.hits_json(hits, {"answers": list(answers), "where": body.where}, body.k, body.offset)
 
     return app
