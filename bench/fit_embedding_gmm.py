@@ -92,8 +92,8 @@ def main(argv=None):
             if best is None or score > best[0]:
                 best = (score, c, cov)
     gm = GaussianMixture(best[1], covariance_type=best[2], reg_covar=reg, random_state=args.seed, max_iter=200).fit(x)
-    cov = gm.covariances_ if best[2] == "full" else np.broadcast_to(gm.covariances_, (best[1],) + gm.covariances_.shape)
-    chol = np.linalg.cholesky(cov)
+    # tied: one covariance shared by all components, stored once as a (1, D, D) factor
+    chol = np.linalg.cholesky(gm.covariances_ if best[2] == "full" else gm.covariances_[None])
     real = dataset_difficulty(x.astype(np.float32), queries=min(200, len(x) // 10), seed=args.seed)
     # the same measures on as many samples of the fitted mixture: is the generator as hard as the data?
     sys.path.insert(0, str(HERE))

@@ -37,7 +37,7 @@ def data():
 
 def test_auto_kind_grows_with_catalog_size():
     assert choose_kind(1_000) == "exact"
-    assert choose_kind(1_000_000) == "ivf"
+    assert choose_kind(1_000_000) == "ivfpq"  # IVF-PQ + exact re-ranking (docs/scale.md)
     assert choose_kind(50_000_000) == "ivfpq"
 
 

@@ -57,8 +57,8 @@ def test_nlist_grows_with_the_catalog():
     from galaxalign.search.faiss_index import resolve_params
 
     small, large = resolve_params("ivf", 100_000, 64)["nlist"], resolve_params("ivf", 10_000_000, 64)["nlist"]
-    assert large > 8 * small and resolve_params("ivfpq", 10_000_000, 256)["pq_m"] == 128
-    assert choose_kind(50_000) == "exact" and choose_kind(2_000_000) == "ivf" and choose_kind(10**7) == "ivfpq"
+    assert large > 8 * small and resolve_params("ivfpq", 10_000_000, 256)["pq_m"] == 256
+    assert choose_kind(50_000) == "exact" and choose_kind(2_000_000) == "ivfpq" and choose_kind(10**7) == "ivfpq"
 
 
 def test_ivfpq_reranks_exactly_from_the_memory_mapped_store(tmp_path, data):

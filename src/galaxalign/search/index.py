@@ -13,7 +13,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -46,11 +46,13 @@ KEY_COLUMN = "key"
 CHUNK = 262_144
 
 # OUR CHOICE: exact search (IndexFlatIP) up to 100k vectors: brute force there costs a few ms per
-# query on one core and has perfect recall. IVF-Flat up to 5M. IVF-PQ (4-bit fast-scan codes)
-# with exact re-ranking from a memory-mapped float store beyond 5M, where the float vectors (1 KB
-# each at D=256) stop fitting in memory. bench/bench_index.py measures each; docs/scale.md.
+# query on one core and has perfect recall. Beyond, IVF-PQ with 4-bit fast-scan codes (D/2 bytes
+# per vector) whose short list is re-ranked exactly from the memory-mapped float store: on
+# bench/bench_index.py's data (a mixture fitted to real embeddings, 200k x 256) it reached recall@10
+# 0.986 at 19x exact search where IVF-Flat needed 4x the probes and reached 8.5x. IVF-Flat stays
+# available (`--kind ivf`). See docs/scale.md.
 AUTO_EXACT_MAX = 100_000
-AUTO_IVF_MAX = 5_000_000
+AUTO_IVF_MAX = 0  # no size range picks IVF-Flat by default any more
 
 
 class IndexMismatchError(ValueError):
@@ -74,7 +76,8 @@ class Hit:
     row: int
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"rank": self.rank, "id": self.id, "score": self.score, "label": self.label,
+                "label_name": self.label_name, "source": self.source, "row": self.row}
 
 
 def choose_kind(count: int) -> str:
@@ -83,7 +86,7 @@ def choose_kind(count: int) -> str:
         return "exact"
     if count <= AUTO_IVF_MAX:
         return "ivf"
-    return "ivfpq"
+    return "ivfpq"  # IVF-PQ fast-scan, re-ranked from the memory-mapped exact vectors
 
 
 def _as_matrix(vectors: np.ndarray, dim: int | None = None, what: str = "vectors") -> np.ndarray:
@@ -246,6 +249,7 @@ class SearchIndex:
         self.store = store
         self.class_names = list(class_names) if class_names is not None else _class_names_from(info)
         self._ids: pd.Index | None = None
+        self._hit_columns: tuple | None = None
         self._check()
 
     # -- loading ---------------------------------------------------------------------------------
@@ -333,10 +337,10 @@ class SearchIndex:
     def row_of(self, galaxy_id: str) -> int:
         if self._ids is None:
             self._ids = pd.Index(self.table["id"].astype(str))
-        pos = self._ids.get_indexer([str(galaxy_id)])[0]
-        if pos < 0:
-            raise UnknownGalaxyError(f"unknown galaxy id {galaxy_id!r}: not in this index ({len(self)} galaxies)")
-        return int(pos)
+        try:
+            return int(self._ids.get_loc(str(galaxy_id)))
+        except KeyError:
+            raise UnknownGalaxyError(f"unknown galaxy id {galaxy_id!r}: not in this index ({len(self)} galaxies)") from None
 
     def record(self, galaxy_id: str) -> dict:
         """The id-table row of a galaxy as a plain dict."""
@@ -415,18 +419,25 @@ class SearchIndex:
             raise ValueError(f"offset must be at least 0, got {offset}")
         skip = {str(e) for e in exclude}
         scores, rows = self.search_vectors(query, k + offset + len(skip), where=where)
+        valid = rows[0] >= 0
+        scores, rows = scores[0][valid], rows[0][valid]
+        # one vectorised read per column for the candidates (not one pandas lookup per cell)
+        if self._hit_columns is None:  # the arrays behind the columns, looked up once per table
+            self._hit_columns = tuple(self.table[c].array for c in ("id", "label", "source"))
+        id_col, label_col, source_col = self._hit_columns
+        ids = [str(v) for v in id_col.take(rows).tolist()]
+        labels = label_col.take(rows).tolist()
+        sources = [str(v) for v in source_col.take(rows).tolist()]
         hits: list[Hit] = []
-        ids, labels, sources = self.table["id"], self.table["label"], self.table["source"]
         seen = 0
-        for score, row in zip(scores[0], rows[0]):
-            if row < 0 or str(ids.iat[row]) in skip:
+        for i, row in enumerate(rows.tolist()):
+            if ids[i] in skip:
                 continue
             seen += 1
             if seen <= offset:
                 continue
-            label = int(labels.iat[row])
-            hits.append(Hit(offset + len(hits) + 1, str(ids.iat[row]), float(score), label, self.label_name(label),
-                            str(sources.iat[row]), int(row)))
+            label = int(labels[i])
+            hits.append(Hit(offset + len(hits) + 1, ids[i], float(scores[i]), label, self.label_name(label), sources[i], row))
             if len(hits) == k:
                 break
         return hits
@@ -489,7 +500,7 @@ class SearchIndex:
             assert stored[0] == keys[0], "vector store and keys out of step"
         self.table = pd.concat([self.table, t], ignore_index=True)
         self._keys = np.concatenate([self._keys, keys])
-        self._ids = None
+        self._ids = self._hit_columns = None
         self.info["count"] = len(self)
         return keys
 
@@ -518,7 +529,7 @@ class SearchIndex:
         keep[rows] = False
         self.table = self.table[keep].reset_index(drop=True)
         self._keys = self._keys[keep]
-        self._ids = None
+        self._ids = self._hit_columns = None
         self.info["count"] = len(self)
         return removed
 

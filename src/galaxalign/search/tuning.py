@@ -14,6 +14,7 @@ from galaxalign.search.difficulty import recall_at_k
 
 # OUR CHOICE: 256 calibration queries (recall measured to about +-0.01), values 1, 2, 3, 4, 6, 8, ...
 CALIBRATION_QUERIES = 256
+PLATEAU = 0.003  # recall gained over two steps below which widening the search stops
 KNOB_VALUES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 4096)
 
 
@@ -60,7 +61,11 @@ def calibrate(search, base: np.ndarray, keys: np.ndarray, knob: str, target: flo
         if rec >= target:
             chosen = value
             break
+        if len(tried) >= 3 and tried[-1][1] - tried[-3][1] < PLATEAU:
+            break  # recall has stopped rising (e.g. PQ codes, not the lists, limit it): widening costs only
     if chosen is None:
-        chosen = tried[-1][0]  # the target is out of reach: the widest value tried
+        # the target is out of reach: the smallest value within PLATEAU of the best recall seen
+        best = max(r for _, r in tried)
+        chosen = next(v for v, r in tried if r >= best - PLATEAU)
     return {knob: int(chosen), "calibration": {"target_recall_at_10": target, "queries": int(len(q)),
                                                "tried": tried, "reached": bool(tried[-1][1] >= target)}}

@@ -132,13 +132,14 @@ class Searcher:
             # The catalog points at an image that is gone or broken: this galaxy has no thumbnail.
             raise HTTPException(404, f"image of galaxy {galaxy_id!r} is unavailable: {exc}") from None
 
-    def hits_json(self, hits: list[Hit], query: dict, k: int, offset: int = 0) -> dict:
-        return {
+    def hits_json(self, hits: list[Hit], query: dict, k: int, offset: int = 0) -> JSONResponse:
+        # Plain JSON types already: a JSONResponse skips FastAPI's (slow) jsonable_encoder walk.
+        return JSONResponse({
             "query": {key: v for key, v in query.items() if v is not None},
             "k": k,
             "offset": offset,
             "results": [{**h.to_dict(), "thumb_url": f"/api/thumb/{h.id}.png"} for h in hits],
-        }
+        })
 
 
 class BodyLimit:
