@@ -212,3 +212,22 @@ def test_difficulty_tells_tight_clusters_from_diffuse_data():
     easy, hard = dataset_difficulty(norm(tight), 100), dataset_difficulty(norm(diffuse), 100)
     assert easy["ivf_nprobe1_recall_at_10"] > 0.9 > 0.5 > hard["ivf_nprobe1_recall_at_10"]
     assert easy["rc_1"] > 10 * hard["rc_1"] and hard["rc_1"] < 2
+
+
+def test_a_shard_filled_elsewhere_from_the_trained_file_joins_the_index(tmp_path, data):
+    from galaxalign.search.shards import TRAINED_FILE, combine, fill_shard, read_shards
+
+    x, table = data
+    out = build_index(x[:2000], table.iloc[:2000], tmp_path / "ivf", kind="ivf", shards=2, progress=False)
+    trained = out / "shards" / TRAINED_FILE
+    assert trained.is_file()
+    # "another machine": fills a third shard with the rest of the catalog under its global keys
+    third = fill_shard(trained, x[2000:], np.arange(2000, len(x)))
+    import faiss
+
+    two = read_shards(out, 2, x.shape[1])
+    merged = combine([faiss.downcast_index(two.at(i)) for i in range(2)] + [third], x.shape[1])
+    for ivf in [faiss.extract_index_ivf(faiss.downcast_index(merged.at(i))) for i in range(3)]:
+        ivf.nprobe = 8
+    _, keys = merged.search(x[2500:2510], 1)
+    assert (keys[:, 0] == np.arange(2500, 2510)).all()

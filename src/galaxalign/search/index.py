@@ -187,7 +187,7 @@ def build_index(
         if int(shards) > 1:
             from galaxalign.search.shards import build_shards
 
-            index = build_shards(kind, x, keys, p, int(shards), seed=seed, progress=progress)
+            index = build_shards(kind, x, keys, p, int(shards), seed=seed, progress=progress, folder=tmp)
         else:
             index = create_faiss_index(kind, x, p, seed=seed, progress=progress, keys=keys)
         seconds = time.perf_counter() - t0
@@ -557,7 +557,7 @@ class SearchIndex:
         if isinstance(self.index, faiss.IndexShards):
             from galaxalign.search.shards import write_shards
 
-            write_shards(self.index, folder)
+            write_shards(self.index, folder, trained=self.path / "shards" / "trained.faiss" if self.path else None)
             self.info["shards"] = int(self.index.count())
         else:
             faiss.write_index(self.index, str(folder / INDEX_FILE))

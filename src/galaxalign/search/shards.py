@@ -67,17 +67,32 @@ def combine(parts: list, dim: int):
 
 
 def build_shards(kind: str, vectors: np.ndarray, keys: np.ndarray, params: dict, shards: int, seed: int = 0,
-                 progress: bool = False):
-    """Train once, fill ``shards`` shards with contiguous slices of ``vectors``, combine them."""
+                 progress: bool = False, folder: Path | None = None):
+    """Train once, fill ``shards`` shards with contiguous slices of ``vectors``, combine them.
+
+    With ``folder``, the trained empty index is kept as ``shards/trained.faiss``: more shards can
+    then be filled elsewhere (:func:`fill_shard`) and dropped in beside the others.
+    """
+    import faiss
+
     trained = train_empty(kind, vectors, params, seed=seed)
+    if folder is not None:
+        (Path(folder) / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+        faiss.write_index(trained, str(Path(folder) / SHARD_DIR / TRAINED_FILE))
     parts = [fill_shard(trained, vectors[a:b], keys[a:b], progress) for a, b in shard_bounds(len(vectors), shards)]
     return combine(parts, vectors.shape[1])
 
 
-def write_shards(index, folder: Path) -> None:
+def write_shards(index, folder: Path, trained: Path | None = None) -> None:
+    """Write each shard of ``index`` into ``folder/shards/`` (and copy ``trained`` beside them)."""
+    import shutil
+
     import faiss
 
     (Path(folder) / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    target = Path(folder) / SHARD_DIR / TRAINED_FILE
+    if trained is not None and Path(trained).is_file() and Path(trained).resolve() != target.resolve():
+        shutil.copyfile(trained, target)
     for s in range(index.count()):
         faiss.write_index(faiss.downcast_index(index.at(s)), str(shard_file(folder, s)))
 
