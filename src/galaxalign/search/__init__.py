@@ -4,6 +4,7 @@ the index by image, galaxy id, text, Galaxy Zoo answers (composed symbols) or a 
     from galaxalign.search import embed_survey, build_index_from_embeddings, SearchIndex, query_text
 """
 from galaxalign.search.embed import embed_survey, read_embeddings, read_manifest, write_embedding_shards
+from galaxalign.search.filters import CatalogFilter, FilterError, parse_filter
 from galaxalign.search.index import (
     Hit,
     IndexMismatchError,
@@ -21,10 +22,12 @@ from galaxalign.search.query import (
     query_sketch,
     query_symbol,
     query_text,
+    query_vector,
     render_query_symbol,
 )
 
 __all__ = [
+    "CatalogFilter", "FilterError", "parse_filter", "query_vector",
     "Hit", "IndexMismatchError", "QueryError", "SearchIndex", "build_index", "build_index_from_embeddings",
     "choose_kind", "embed_survey", "load_image", "parse_answers", "query_id", "query_image", "query_sketch",
     "query_symbol", "query_text", "read_embeddings", "read_manifest", "render_query_symbol",
