@@ -57,7 +57,7 @@ def test_nlist_grows_with_the_catalog():
     from galaxalign.search.faiss_index import resolve_params
 
     small, large = resolve_params("ivf", 100_000, 64)["nlist"], resolve_params("ivf", 10_000_000, 64)["nlist"]
-    assert large > 8 * small and resolve_params("ivfpq", 10_000_000, 256)["pq_m"] == 128
+    assert large > 8 * small and resolve_params("ivfpq", 10_000_000, 256)["pq_m"] == 256
     assert choose_kind(50_000) == "exact" and choose_kind(2_000_000) == "ivfpq" and choose_kind(10**7) == "ivfpq"
 
 

@@ -20,7 +20,7 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "exact": {},
     "hnsw": {"M": 32, "ef_construction": 80, "ef_search": None, "target_recall": 0.98},
     "ivf": {"nlist": None, "nprobe": None, "target_recall": 0.98},
-    "ivfpq": {"nlist": None, "nprobe": None, "pq_m": None, "pq_bits": 4, "rerank_factor": 64, "target_recall": 0.98},
+    "ivfpq": {"nlist": None, "nprobe": None, "pq_m": None, "pq_bits": 4, "rerank_factor": 32, "target_recall": 0.98},
 }
 # the search-time knob calibration tunes, per kind, and its value when calibration is skipped
 SEARCH_KNOB = {"hnsw": "ef_search", "ivf": "nprobe", "ivfpq": "nprobe"}
@@ -61,13 +61,13 @@ def resolve_params(kind: str, count: int, dim: int, params: dict | None = None) 
         if int(p["pq_bits"]) not in (4, 8):
             raise ValueError(f"ivfpq: pq_bits must be 4 (fast-scan) or 8, got {p['pq_bits']}")
         if p["pq_m"] is None:
-            # OUR CHOICE: 2 dimensions per 4-bit sub-quantizer (D/2 codes = D/4 bytes: 64 B at D=256),
-            # 4 per 8-bit one (D/4 bytes too); the short list (k * rerank_factor = 640) is then
-            # re-ranked with the exact vectors. On bench/bench_index.py's data (200k) this reached
-            # recall@10 0.986 at the same nprobe as 1-dimension codes with re-ranking x32, at half
-            # the memory and a quarter of the encoding time (faiss encodes 1-d sub-quantizers at
-            # ~80 us/vector, 2-d at ~14); with re-ranking x16 it plateaued at 0.943.
-            per = 2 if int(p["pq_bits"]) == 4 else 4
+            # OUR CHOICE: 1 dimension per 4-bit sub-quantizer (D codes = D/2 bytes: 128 B at D=256),
+            # 4 per 8-bit one (D/4 bytes); the short list (k * rerank_factor = 320) is then re-ranked
+            # with the exact vectors. Re-ranking reads dominate a query (one random 1 KB read per
+            # candidate), so finer codes that need a shorter list win: on bench/bench_index.py's
+            # data 2-d codes needed x64 re-ranking and reached recall@10 0.972 at 1M, plateauing
+            # there. The price is build time: faiss encodes 1-d sub-quantizers at ~80 us/vector.
+            per = 1 if int(p["pq_bits"]) == 4 else 4
             p["pq_m"] = next(m for m in (dim // per, dim // 2, dim, 1) if m >= 1 and dim % m == 0)
         if dim % int(p["pq_m"]):
             raise ValueError(f"ivfpq: pq_m={p['pq_m']} must divide the dimension {dim}")

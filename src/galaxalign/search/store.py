@@ -51,20 +51,21 @@ class VectorStore:
         return np.asarray(self.data[np.asarray(keys, dtype=np.int64)])
 
     def rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact inner products of each query with its candidate keys (-1 = none); the best ``k``."""
+        """Exact inner products of each query with its candidate keys (-1 = none); the best ``k``.
+
+        The cost is the gather: each candidate is one random read of D*4 bytes (~1 us from the
+        page cache), so the re-ranking depth, not the PQ scan, sets the query rate.
+        """
         q, c = np.asarray(queries, np.float32), np.asarray(candidates, np.int64)
-        scores = np.full(c.shape, -np.inf, dtype=np.float32)
+        kk = min(int(k), c.shape[1])
+        best = np.full((len(q), kk), -1, dtype=np.int64)
+        best_scores = np.full((len(q), kk), -np.inf, dtype=np.float32)
         for i in range(len(q)):
-            valid = c[i] >= 0
-            if valid.any():
-                keys = c[i][valid]
-                order = np.argsort(keys)  # sorted reads are kinder to the page cache
-                vecs = self.data[keys[order]]
-                s = np.empty(len(keys), np.float32)
-                s[order] = vecs @ q[i]
-                scores[i][valid] = s
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        best_scores = np.take_along_axis(scores, top, axis=1)
-        best = np.take_along_axis(c, top, axis=1)
-        best[~np.isfinite(best_scores)] = -1
+            keys = c[i][c[i] >= 0]
+            if len(keys) == 0:
+                continue
+            s = self.data[keys] @ q[i]
+            top = np.argpartition(-s, kk - 1)[:kk] if len(keys) > kk else np.arange(len(keys))
+            top = top[np.argsort(-s[top], kind="stable")]
+            best[i, : len(top)], best_scores[i, : len(top)] = keys[top], s[top]
         return best_scores, best
