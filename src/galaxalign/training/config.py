@@ -217,14 +217,11 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
     th = c["threads"]
     _check(th is None or (isinstance(th, int) and th > 0), "threads", f"must be null or a positive integer, got {th!r}", source)
     amp = c["amp"]
-    if amp is False or amp is None:
-        th = c["threads"]
-    _check(th is None or (isinstance(th, int) and th > 0), "threads", f"must be null or a positive integer, got {th!r}", source)
-    amp = c["amp"] = "off"
-    if amp is True:
-        th = c["threads"]
-    _check(th is None or (isinstance(th, int) and th > 0), "threads", f"must be null or a positive integer, got {th!r}", source)
-    amp = c["amp"] = "auto"
+    # YAML reads a bare `amp: off` as False (and `on` as True): both are meant as modes.
+    if amp is False:
+        amp = c["amp"] = "off"
+    elif amp is True:
+        amp = c["amp"] = "auto"
     _check(amp in AMP_MODES, "amp", f"must be one of {list(AMP_MODES)}, got {amp!r}", source)
     _check(isinstance(c["seed"], int), "seed", f"must be an integer, got {c['seed']!r}", source)
     ce = c["checkpoint_every_steps"]
