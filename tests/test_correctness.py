@@ -67,3 +67,16 @@ def test_contrastive_loss_under_bf16_autocast_equals_the_float32_loss():
     exact_inputs = contrastive_loss(a.bfloat16().float(), b.bfloat16().float(), 100.0, labels)
     assert low.item() == pytest.approx(exact_inputs.item(), rel=1e-5)
     assert low.item() == pytest.approx(ref.item(), rel=0.05)
+
+
+# ------------------------------------------------------------------ overrides YAML would cut
+@pytest.mark.parametrize("text", ["out=runs/my run #2", "data.source=/data/a: b.h5"])
+def test_an_override_yaml_would_truncate_is_an_error_not_a_silent_cut(text):
+    with pytest.raises(ConfigError, match="quote"):
+        load_config("default", [text])
+
+
+def test_quoted_and_dict_overrides_keep_the_whole_path():
+    assert load_config("default", ['out="runs/my run #2"'])["out"] == "runs/my run #2"
+    assert load_config("default", [{"out": "runs/a: b #2"}])["out"] == "runs/a: b #2"
+    assert load_config("default", ["stages=[2]", "model.backbone={kind: tiny}"])["stages"] == [2]
