@@ -36,6 +36,7 @@ __all__ = [
     "SymbolPlan",
     "load_symbol_book",
     "symbol_book",
+    "book_of",
     "compose_symbol",
     "render_symbol",
     "render_class_symbol",
@@ -156,6 +157,23 @@ def symbol_book() -> SymbolBook:
     """The shipped symbols.yaml."""
     text = resources.files(KNOWLEDGE).joinpath("symbols.yaml").read_text()
     return book_from_dict(yaml.safe_load(text), "symbols.yaml")
+
+
+_BOOKS: dict[str, SymbolBook] = {}
+
+
+def book_of(taxonomy: Taxonomy) -> SymbolBook:
+    """The symbol book a taxonomy carries (a user's, or the one saved with a model); the shipped one
+    when it carries none."""
+    data = getattr(taxonomy, "symbol_data", None)
+    if data is None:
+        return symbol_book()
+    import json
+
+    key = json.dumps(data, sort_keys=True, default=str)
+    if key not in _BOOKS:
+        _BOOKS[key] = book_from_dict(data, f"symbol book of taxonomy {taxonomy.name!r} ({taxonomy.source})")
+    return _BOOKS[key]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -582,8 +600,11 @@ def render_symbol(
     seed: int | Sequence[int] | np.random.Generator | None = None,
     augment: bool = False,
     book: SymbolBook | None = None,
+    tree: DecisionTree | None = None,
 ) -> np.ndarray:
     """Draw the symbol composed from ``answers`` as uint8 RGB ``(size, size, 3)``.
+
+    ``book`` / ``tree``: the symbol book and decision tree (default: the shipped ones).
 
     ``augment=False`` gives the clean canonical pictogram (``seed`` unused); ``augment=True`` draws a
     random variant (rotation, mirror, scale, shift, stroke width, blur, brightness, small shape
@@ -592,7 +613,7 @@ def render_symbol(
     if int(size) < 8:
         raise SymbolError(f"symbol size must be at least 8 pixels, got {size}")
     book = book or symbol_book()
-    plan = _compose(tuple(sorted(set(_as_answer_list(answers)))), book, decision_tree())
+    plan = _compose(tuple(sorted(set(_as_answer_list(answers)))), book, tree or decision_tree())
     return _draw_plan(plan, int(size), book, _rng(seed) if augment else None)
 
 
@@ -603,6 +624,7 @@ def render_class_symbol(
     seed: int | None = None,
     augment: bool = False,
     book: SymbolBook | None = None,
+    tree: DecisionTree | None = None,
 ) -> np.ndarray:
     """Draw one of a class's symbols: ``spec.symbols[variant % len(spec.symbols)]``.
 
@@ -613,7 +635,7 @@ def render_class_symbol(
     answers = spec.symbols[variant % len(spec.symbols)]
     try:
         rng = None if not augment else _rng(None if seed is None else (int(seed), int(variant)))
-        return render_symbol(answers, size=size, seed=rng, augment=augment, book=book)
+        return render_symbol(answers, size=size, seed=rng, augment=augment, book=book, tree=tree)
     except SymbolError as exc:
         raise SymbolError(f"class {spec.id} {spec.name!r}: {exc}") from None
 
@@ -629,9 +651,11 @@ def class_symbol_bank(
     """Every class's symbol variants: uint8 ``(C*n, size, size, 3)`` and int64 class ids ``(C*n,)``.
 
     Rows are class-major (class c's variants at ``c*n .. c*n+n-1``). Variant 0 is the clean canonical
-    symbol; the others are augmented, cycling through the class's alternative symbols.
+    symbol; the others are augmented, cycling through the class's alternative symbols. Drawn with the
+    taxonomy's own symbol book and decision tree unless ``book`` is given.
     """
     taxonomy = load_taxonomy(taxonomy)
+    book = book or book_of(taxonomy)
     if int(n_variants) < 1:
         raise SymbolError(f"n_variants must be at least 1, got {n_variants}")
     n = int(n_variants)
@@ -649,7 +673,7 @@ def class_symbol_bank(
         rng = None if v == 0 else _rng((int(seed), c, v))
         answers = spec.symbols[v % len(spec.symbols)]
         try:
-            images[c * n + v] = render_symbol(answers, size=size, seed=rng, augment=v > 0, book=book)
+            images[c * n + v] = render_symbol(answers, size=size, seed=rng, augment=v > 0, book=book, tree=taxonomy.tree)
         except SymbolError as exc:
             raise SymbolError(f"{taxonomy.name}: class {c} {spec.name!r}: {exc}") from None
     return images, ids
@@ -658,23 +682,27 @@ def class_symbol_bank(
 def symbol_sheet(taxonomy: Taxonomy | str | Path, out_png: str | Path, size: int = 128, book: SymbolBook | None = None) -> Path:
     """A labelled PNG sheet of every class symbol, a class's alternative symbols side by side."""
     taxonomy = load_taxonomy(taxonomy)
+    book = book or book_of(taxonomy)
     cells = []
     for spec in taxonomy.classes:
         for k, answers in enumerate(spec.symbols):
             title = f"{spec.id}: {spec.name}" + (f" (alt {k + 1}/{len(spec.symbols)})" if len(spec.symbols) > 1 else "")
-            cells.append((title, answers, lambda spec=spec, k=k: render_class_symbol(spec, size=size, variant=k, book=book)))
+            cells.append((title, answers, lambda spec=spec, k=k: render_class_symbol(spec, size=size, variant=k, book=book,
+                                                                            tree=taxonomy.tree)))
     return _sheet(cells, f"GalaxAlign class symbols: {taxonomy.name}", out_png)
 
 
-def answer_sheet(out_png: str | Path, size: int = 96, book: SymbolBook | None = None) -> Path:
+def answer_sheet(out_png: str | Path, size: int = 96, book: SymbolBook | None = None,
+                 tree: DecisionTree | None = None) -> Path:
     """A labelled PNG sheet of the pictogram of every answer in the symbols file, one by one."""
     book = book or symbol_book()
-    question_of, requires = _tree_index(decision_tree())
+    tree = tree or decision_tree()
+    question_of, requires = _tree_index(tree)
     cells = []
     for a in book.answers:
         implied = _implied(a, question_of, requires)[1:]
         caption = ("implies " + ", ".join(implied),) if implied else ()
-        cells.append((a, caption, lambda a=a: render_symbol([a], size=size, book=book)))
+        cells.append((a, caption, lambda a=a: render_symbol([a], size=size, book=book, tree=tree)))
     return _sheet(cells, "GalaxAlign pictogram of each decision-tree answer (with the answers it implies)", out_png)
 
 
