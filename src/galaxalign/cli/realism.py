@@ -5,8 +5,6 @@ import argparse
 import json
 from pathlib import Path
 
-HELP = "compare rendered galaxies with real ones; sim-to-real accuracy"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--survey", type=Path, help="rendered survey HDF5 (Galaxy10 layout); default: the cached default survey (500 at 128 px)")

@@ -155,12 +155,6 @@ def sim_to_real_hook(checkpoint: str | Path) -> dict | None:
     return dict(result) if result is not None else None
 
 
-def expand_backbone_overrides(base: str, overrides: Sequence[str | dict]) -> list[str | dict]:
-    """The overrides as given: ``load_config`` now merges ``model.backbone.KEY=VALUE`` into the base
-    config's backbone spec itself (a spec of another ``kind`` replaces it). Kept for callers."""
-    return list(overrides)
-
-
 class _Table:
     """Trains the runs of one table and evaluates them on shared splits."""
 
@@ -169,7 +163,7 @@ class _Table:
         from galaxalign.training import load_config
 
         self.out, self.base = out, base
-        self.overrides = expand_backbone_overrides(base, overrides)
+        self.overrides = list(overrides)
         self.progress, self.n_resamples = progress, n_resamples
         # The base config is read once: every run of the table starts from the same dict, even if the
         # YAML file changes while the table trains.
