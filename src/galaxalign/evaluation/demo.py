@@ -141,13 +141,11 @@ def _find_exemplars() -> Path | None:
 def sim_to_real_hook(checkpoint: str | Path) -> dict | None:
     """Sim-to-real accuracy of the GalaxAlign checkpoint on real GZ2 exemplars, when both exist.
 
-    Calls ``galaxalign.realism.sim_to_real(checkpoint, real_source)`` if that function is provided;
-    returns None when the function or ../shared/data/gz2-exemplars is absent.
+    Calls ``galaxalign.evaluation.sim2real.sim_to_real(checkpoint, real_source)``; returns None when
+    ../shared/data/gz2-exemplars is absent.
     """
-    try:
-        from galaxalign.realism import sim_to_real  # provided by the realism engineer, optional here
-    except ImportError:
-        return None
+    from galaxalign.evaluation.sim2real import sim_to_real
+
     real = _find_exemplars()
     if real is None:
         return None
