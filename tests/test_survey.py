@@ -299,15 +299,17 @@ def test_artefacts_are_drawn_recorded_and_seeded():
     assert math.isnan(p["jpeg_quality"]) and math.isnan(p["bright_star_peak"])
 
 
-def test_default_artefact_rates_are_small():
-    config = load_survey_config()
+def test_artefacts_appear_at_the_rates_the_classes_file_sets():
+    # The shipped rates are data (users widen them); the renderer must honour whatever they are.
+    rates = {"artefact_bright_star": 0.3, "artefact_satellite_trail": 0.15, "artefact_masked_region": 0.1, "jpeg_prob": 0.5}
+    config = load_survey_config(observing=rates)
     n = 300
     rng = np.random.default_rng(0)
     params = [render_galaxy(int(c), 32, rng, config=config)[1] for c in rng.integers(0, 10, n)]
-    for key, expected in (("bright_star_peak", 0.04), ("satellite_trail_peak", 0.03), ("masked_fraction", 0.03)):
-        rate = np.mean([np.isfinite(p[key]) for p in params])
-        assert rate < 3 * expected + 0.02, (key, rate)
-    assert 0.35 < np.mean([np.isfinite(p["jpeg_quality"]) for p in params]) < 0.65
+    for key, param in (("artefact_bright_star", "bright_star_peak"), ("artefact_satellite_trail", "satellite_trail_peak"),
+                       ("artefact_masked_region", "masked_fraction"), ("jpeg_prob", "jpeg_quality")):
+        rate, p = np.mean([np.isfinite(q[param]) for q in params]), rates[key]
+        assert abs(rate - p) < 4 * math.sqrt(p * (1 - p) / n), (key, rate)
 
 
 def test_a_wider_field_of_view_shows_the_galaxy_smaller():
