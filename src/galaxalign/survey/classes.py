@@ -1,7 +1,8 @@
 """Per-class generating distributions of the synthetic survey, read from ``survey_classes.yaml``.
 
 The distributions are data so that a user can copy the file, widen the observing ranges for domain
-randomisation, or add a class, without touching the renderer.
+randomisation, or add a class, without touching the renderer. The file's ``taxonomy`` names the
+label scheme: class ids follow its order and its class keys index ``classes`` (``survey_class_keys``).
 """
 from __future__ import annotations
 
