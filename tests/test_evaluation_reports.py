@@ -143,3 +143,13 @@ def test_paired_comparison_refuses_runs_tested_on_different_galaxies():
     b["per_query"]["id"] = ["0", "2", "1"]
     with pytest.raises(ValueError, match="same galaxies"):
         compare_to_reference([a, b], "galaxalign")
+
+
+def test_backbone_key_overrides_update_the_base_spec_instead_of_replacing_it():
+    from galaxalign.training import load_config
+
+    base = load_config("default")["model"]["backbone"]
+    cfg = load_config("default", ["seed=1", "model.backbone.image_size=32"])
+    assert cfg["seed"] == 1 and cfg["model"]["backbone"] == {**base, "image_size": 32}
+    tiny = load_config("default", ["model.backbone.kind=tiny"])
+    assert tiny["model"]["backbone"] == {"kind": "tiny"}

@@ -2,8 +2,6 @@
 term (the shipped `ablate` run grid)."""
 from __future__ import annotations
 
-HELP = "ablations: no symbols, no stage 1, shared encoder, stock loss, loss terms"
-
 
 def add_arguments(parser) -> None:
     from galaxalign.cli.reproduction_table import add_common_arguments

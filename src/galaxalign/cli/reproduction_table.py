@@ -2,8 +2,6 @@
 every method at every label fraction and seed)."""
 from __future__ import annotations
 
-HELP = "the reproduction table on the embedded survey (all methods, label fractions)"
-
 
 def add_common_arguments(parser, grid: str, out: str) -> None:
     """Arguments shared by `galaxalign demo` and `galaxalign ablate` (both run a grid)."""

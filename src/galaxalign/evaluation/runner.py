@@ -61,7 +61,7 @@ def sim_to_real_hook(checkpoint: str | Path, exemplars: str | Path | None) -> di
     exemplars = Path(exemplars)
     if not exemplars.exists():
         raise FileNotFoundError(f"exemplars {exemplars} do not exist (pass an existing folder or catalog, or leave it out)")
-    from galaxalign.realism import sim_to_real
+    from galaxalign.evaluation.sim2real import sim_to_real
 
     result = sim_to_real(checkpoint, exemplars)
     return dict(result) if result is not None else None
