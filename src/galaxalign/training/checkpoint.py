@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from galaxalign.model_files import CHECKPOINT_FORMAT, ModelFileError, read_checkpoint
 from galaxalign.runtime import atomic_path
 
-FORMAT = "galaxalign-checkpoint"
+FORMAT = CHECKPOINT_FORMAT
 REQUIRED = ("model", "model_config", "taxonomy", "optimizer", "scheduler", "step", "epoch", "stage", "config", "rng", "method")
 
 
@@ -49,17 +50,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """A training checkpoint, read safely (``weights_only=True``, see :mod:`galaxalign.model_files`)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        # weights_only=False: the checkpoint holds RNG states (numpy arrays, tuples) and the config.
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # a truncated or foreign file: say which, not a pickle traceback
-        raise ValueError(f"{path}: not a readable training checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a GalaxAlign training checkpoint (no format={FORMAT!r} key)")
+    state = read_checkpoint(path, map_location=map_location)
+    if state.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a GalaxAlign training checkpoint (no format={FORMAT!r} key)")
     missing = [k for k in REQUIRED if k not in state]
     if missing:
-        raise ValueError(f"{path}: checkpoint lacks keys {missing}")
+        raise ModelFileError(f"{path}: checkpoint lacks keys {missing}")
     return state
