@@ -59,3 +59,42 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing:
         raise ModelFileError(f"{path}: checkpoint lacks keys {missing}")
     return state
+
+
+# What a run writes into its ``out`` folder (the trainer's names); their presence marks a run folder.
+RUN_ARTEFACTS = ("checkpoints", "model", "train_log.csv", "val_log.csv", "tensorboard")
+
+
+class RunExistsError(ValueError):
+    """A new run would write into the folder of an earlier one."""
+
+
+def run_artefacts(out: str | Path) -> list[str]:
+    """Names of an earlier run's artefacts in ``out`` (empty for a new or unrelated folder)."""
+    out = Path(out)
+    return [name for name in RUN_ARTEFACTS if (out / name).exists()]
+
+
+def claim_run_folder(out: str | Path, resume: bool = False, overwrite: bool = False, is_main: bool = True) -> None:
+    """Make sure a new run does not silently destroy an earlier one in ``out``.
+
+    An ``out`` that holds a run is refused unless the run is resumed (``resume``) or explicitly
+    replaced (``overwrite``: the earlier run's artefacts are deleted first, on the main process, so
+    old exports and logs never sit beside new checkpoints).
+    """
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in the folder and --overwrite deletes it: pass one of them")
+    present = run_artefacts(out)
+    if resume or not present:
+        return
+    if not overwrite:
+        raise RunExistsError(
+            f"{out}: holds an earlier run ({', '.join(present)}); pass --resume to continue it, --overwrite to "
+            "delete and replace it, or --out for a new folder"
+        )
+    if is_main:
+        import shutil
+
+        for name in present:
+            path = Path(out) / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
