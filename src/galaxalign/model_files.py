@@ -46,17 +46,18 @@ def _numpy_safe_globals() -> list:
     return [_reconstruct, np.ndarray, np.dtype, *dtypes]
 
 
-def _refusal(path: Path, exc: Exception) -> str:
-    text = str(exc)
-    detail = next((line.strip() for line in text.splitlines() if "Unsupported global" in line or "GLOBAL" in line), "")
-    if not detail:
-        detail = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
-    return (
-        f"{path}: refused: the file holds Python objects that a GalaxAlign checkpoint never contains "
-        f"({detail}). It was not unpickled, because unpickling an untrusted file can run arbitrary code. "
-        "Pass a training checkpoint written by `galaxalign train` or an exported model folder "
-        f"({CONFIG_NAME} + {WEIGHTS_NAME})"
-    )
+def _unpickling_error(path: Path, exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    wants_code = next((line for line in lines if "Unsupported global" in line), None)
+    if wants_code:
+        return (
+            f"{path}: refused: the file holds Python objects that a GalaxAlign checkpoint never contains "
+            f"({wants_code}). It was not unpickled, because unpickling an untrusted file can run arbitrary "
+            f"code. Pass a training checkpoint written by `galaxalign train` or an exported model folder "
+            f"({CONFIG_NAME} + {WEIGHTS_NAME})"
+        )
+    detail = next((line for line in lines if line.startswith("Unsupported")), lines[0][:200] if lines else "")
+    return f"{path}: not a readable training checkpoint (not a torch file, or a damaged one: {detail})"
 
 
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
@@ -79,7 +80,7 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ModelFileError(_refusal(path, exc)) from None
+        raise ModelFileError(_unpickling_error(path, exc)) from None
     except Exception as exc:  # truncated zip, not a torch file at all, ...: one line, no pickle traceback
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise ModelFileError(f"{path}: not a readable training checkpoint ({type(exc).__name__}: {first})") from None
