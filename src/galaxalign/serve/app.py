@@ -10,6 +10,7 @@ are named, not located). Galaxy ids travel in URLs percent-encoded and may hold 
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import threading
@@ -21,10 +22,13 @@ from urllib.parse import quote
 
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, Field
 
 from galaxalign.search import query as q
@@ -195,8 +199,30 @@ class BodyLimit:
         return f"request body of {size}+ bytes is over the upload limit ({self.limit} bytes with the form envelope)"
 
 
-def _error(status: int, detail: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": detail})
+class SafeJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a lone surrogate that a request smuggled in (and
+    that an error message echoes back) cannot make the response unencodable, i.e. a 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            text = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        except ValueError:  # NaN / Infinity (Python's JSON parser accepts them in requests): null
+            text = json.dumps(_finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        return text.encode("ascii")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _error(status: int, detail: Any, headers: dict | None = None) -> JSONResponse:
+    return SafeJSONResponse(status_code=status, content={"detail": detail}, headers=headers)
 
 
 def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = None, *, model=None,
@@ -209,6 +235,7 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
         description="Find galaxies by image, catalog id, description, Galaxy Zoo symbols or a sketch.",
         version="1",
         docs_url=None,  # served below from local files: the page works offline
+        default_response_class=SafeJSONResponse,
     )
     app.state.searcher = searcher
     static = resources.files("galaxalign.serve").joinpath("static")
@@ -221,6 +248,14 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
     @app.exception_handler(UnknownGalaxyError)
     async def _unknown_id(_request: Request, exc: UnknownGalaxyError):
         return _error(404, str(exc.args[0]) if exc.args else "not found")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_request: Request, exc: RequestValidationError):
+        return _error(422, jsonable_encoder(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, exc.detail, getattr(exc, "headers", None))
 
     app.add_middleware(BodyLimit, limit=max_upload_bytes + 64 * 1024)  # room for the multipart envelope
 
