@@ -164,3 +164,20 @@ def test_data_skip_bad_is_a_config_key_that_reaches_the_loader(tmp_path):
     with pytest.warns(UserWarning, match="skipped 1 bad row"):
         _, train_cat, _, _ = prepare_data(load_config("default", base + ["data.skip_bad=true"]), init_distributed("cpu"), False)
     assert not any("broken" in str(f) for f in train_cat["file_loc"])
+
+
+def test_a_transparent_pictogram_classifies_like_the_same_pictogram_on_black(fx, tmp_path, capsys):
+    """Issue 10, item 4, through `galaxalign classify --modality symbol`."""
+    y, x = np.mgrid[:64, :64] - 31.5
+    disk = np.hypot(x, y) < 20
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., :3] = 255
+    rgba[disk, 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "transparent.png")
+    on_black = np.zeros((64, 64, 3), np.uint8)
+    on_black[disk] = 255
+    Image.fromarray(on_black).save(tmp_path / "black.png")
+    assert main(["classify", "--checkpoint", str(fx["model"]), "--modality", "symbol",
+                 str(tmp_path / "transparent.png"), str(tmp_path / "black.png")]) == 0
+    a, b = (json.loads(line) for line in capsys.readouterr().out.strip().splitlines())
+    assert a["predicted_class"] == b["predicted_class"] and a["scores"] == b["scores"]
