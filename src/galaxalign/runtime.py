@@ -123,7 +123,10 @@ def recover_path(final: str | os.PathLike) -> bool:
     return False
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int) -> bool | None:
+    """Whether process ``pid`` runs on this machine; None where that cannot be asked safely."""
+    if os.name == "nt":
+        return None  # os.kill(pid, 0) would send CTRL_C_EVENT on Windows
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -158,8 +161,9 @@ def stale_temporaries(final: str | os.PathLike, now: float | None = None) -> lis
         owned = _OWNED.match(middle)
         if owned:
             pid = int(owned["pid"])
-            if owned["host"] == _HOST:
-                if pid != os.getpid() and not _pid_alive(pid):
+            if owned["host"] == _HOST and pid != os.getpid():
+                alive = _pid_alive(pid)
+                if alive is False or (alive is None and age > STALE_FOREIGN_SECONDS):
                     stale.append(p)
             elif age > STALE_FOREIGN_SECONDS:
                 stale.append(p)

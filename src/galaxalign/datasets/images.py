@@ -120,6 +120,8 @@ def _image_shape(header) -> tuple[int, ...] | None:
 def _fits_plane(shape: tuple[int, ...]) -> tuple[int, int]:
     """(height, width) of a FITS image of numpy ``shape``: 2-D, or 3-D with bands first or last."""
     shape = tuple(n for n in shape if n != 1) if len(shape) > 3 else shape
+    if len(shape) < 2:  # a degenerate cube, (1, 1, N) and the like: a single row
+        return 1, (shape[0] if shape else 1)
     if len(shape) == 3 and shape[0] not in (1, 3) and shape[-1] in (1, 3):
         return shape[0], shape[1]
     return shape[-2], shape[-1]
