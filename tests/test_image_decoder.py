@@ -199,3 +199,16 @@ def test_folders_and_missing_files_are_named():
         decode_image(".")
     with pytest.raises(ImageReadError, match="image file not found"):
         decode_image("no/such/file.png")
+
+
+def test_a_folder_catalog_flags_an_extreme_image_up_front(tmp_path):
+    from galaxalign.datasets import load_catalog
+    from galaxalign.datasets.catalog import CatalogError
+
+    (tmp_path / "round_smooth").mkdir()
+    Image.new("RGB", (16, 16)).save(tmp_path / "round_smooth" / "ok.png")
+    Image.new("1", (1, 20_000)).save(tmp_path / "round_smooth" / "strip.png")
+    with pytest.raises(CatalogError, match="strip.png: image is 1x20000 pixels, an aspect ratio above the limit"):
+        load_catalog(tmp_path)
+    with pytest.warns(UserWarning, match="skipped 1 bad row"):
+        assert len(load_catalog(tmp_path, skip_bad=True)) == 1

@@ -283,6 +283,7 @@ def check_image(path: str | os.PathLike) -> None:
 
     JPEG: start-of-image and end-of-image markers (catches truncation without decoding) plus
     PIL's header verify; PNG: PIL verify (chunk CRCs); FITS: a full read (cutouts are small).
+    The size limits of :func:`decode_image` (pixels, aspect ratio) are checked from the header.
     """
     path = Path(path)
     if not path.is_file():
@@ -294,7 +295,12 @@ def check_image(path: str | os.PathLike) -> None:
         _check_jpeg_markers(path)
     try:
         with Image.open(path) as img:
+            check_size(img.width, img.height, str(path))
             img.verify()
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"{path}: refused as a decompression bomb ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: cannot read image ({exc}); the file is corrupt or truncated") from None
 
