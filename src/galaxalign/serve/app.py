@@ -263,7 +263,8 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
         data = await file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"{file.filename or 'upload'}: over the upload limit of {max_upload_bytes} bytes")
-        return q.load_image(data, max_pixels=max_image_pixels, name=file.filename or "upload")
+        # Decoding (up to 25 megapixels) runs in the thread pool: it must not stall the event loop.
+        return await run_in_threadpool(q.load_image, data, max_image_pixels, file.filename or "upload")
 
     # -- page ------------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
