@@ -134,5 +134,5 @@ def read_model_files(path: str | Path) -> tuple[dict, dict, dict]:
     ckpt = read_checkpoint(path)
     missing = [k for k in MODEL_KEYS if k not in ckpt]
     if missing:
-        raise ModelFileError(f"{path}: checkpoint lacks key(s) {missing} (has {sorted(map(str, ckpt))})")
+        raise ModelFileError(f"{path}: checkpoint lacks key {missing[0]!r} (missing {missing}; has {sorted(map(str, ckpt))})")
     return ckpt["model_config"], ckpt["taxonomy"], ckpt["model"]
