@@ -71,16 +71,14 @@ build_index(v, t, {str(index_dir)!r}, kind="exact", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
 
 
-def test_a_crash_between_the_renames_of_a_model_export_is_recovered(tmp_path):
-    from test_search_helpers import write_model
-
+def test_a_crash_between_the_renames_of_a_model_export_is_recovered(tmp_path, make_model):
     from galaxalign.inference import load_model
 
-    model_dir = write_model(tmp_path / "model")
+    model_dir = make_model(tmp_path / "model")
     proc = run_killed_between_the_renames(f"""
 import sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-from test_search_helpers import write_model
+from conftest import write_model
 write_model(__import__("pathlib").Path({str(model_dir)!r}))
 """)
     assert proc.returncode == 9, proc.stderr

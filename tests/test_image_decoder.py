@@ -4,8 +4,6 @@ decoding."""
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -19,26 +17,6 @@ from galaxalign.datasets.images import (
     read_image,
 )
 from galaxalign.search.query import QueryError, load_image
-
-
-def write_png(path, array: np.ndarray, bit_depth: int = 8) -> bytes:
-    """A PNG written by hand (Pillow cannot write 16-bit RGBA / LA): grey, LA, RGB or RGBA."""
-    a = np.asarray(array)
-    if a.ndim == 2:
-        a = a[:, :, None]
-    h, w, c = a.shape
-    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
-    dtype = ">u2" if bit_depth == 16 else "u1"
-    raw = b"".join(b"\x00" + a[y].astype(dtype).tobytes() for y in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bit_depth, colour_type, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-    if path is not None:
-        path.write_bytes(data)
-    return data
 
 
 def disk(size: int = 32, radius: float = 9) -> np.ndarray:
@@ -72,7 +50,7 @@ def test_a_white_disk_on_transparent_reads_as_the_disk_on_black(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["LA", "P", "RGBA16", "LA16", "L-colour-key"])
-def test_every_kind_of_transparency_is_composited_onto_black(tmp_path, kind):
+def test_every_kind_of_transparency_is_composited_onto_black(tmp_path, kind, write_png):
     inside = disk()
     path = tmp_path / f"{kind}.png"
     if kind == "LA":
@@ -149,7 +127,7 @@ def test_a_gzipped_fits_upload_is_read(tmp_path):
     np.testing.assert_array_equal(load_image(gzip.compress(fits_bytes(data))), load_image(fits_bytes(data)))
 
 
-def test_a_16_bit_grey_png_upload_is_stretched_not_clipped_to_white(tmp_path):
+def test_a_16_bit_grey_png_upload_is_stretched_not_clipped_to_white(tmp_path, write_png):
     grey = (galaxy_light() / 1e-3 * 3000).astype(np.uint16)  # 0..3000 of 65535
     path = tmp_path / "g16.png"
     write_png(path, grey, bit_depth=16)

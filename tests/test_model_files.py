@@ -9,25 +9,7 @@ from galaxalign.model_files import ModelFileError, read_checkpoint, read_model_f
 from galaxalign.training.checkpoint import load_checkpoint
 
 
-class _TouchOnUnpickle:
-    """Unpickling this calls ``open(marker, "w")``: harmless, and proof that code ran."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
-def crafted_checkpoint(tmp_path):
-    marker = tmp_path / "unpickled.marker"
-    path = tmp_path / "evil.pt"
-    torch.save({"model": _TouchOnUnpickle(marker), "model_config": {}, "taxonomy": {},
-                "format": "galaxalign-checkpoint"}, path)
-    return path, marker
-
-
-def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
+def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path, crafted_checkpoint):
     path, marker = crafted_checkpoint(tmp_path)
     with pytest.raises(ModelFileError, match=r"evil\.pt: refused: .*not unpickled.*can run arbitrary code"):
         load_model(path)
@@ -35,14 +17,14 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
 
 
 @pytest.mark.parametrize("reader", [read_checkpoint, read_model_files, load_checkpoint])
-def test_every_reader_refuses_it(tmp_path, reader):
+def test_every_reader_refuses_it(tmp_path, reader, crafted_checkpoint):
     path, marker = crafted_checkpoint(tmp_path)
     with pytest.raises(ModelFileError, match="refused"):
         reader(path)
     assert not marker.exists()
 
 
-def test_the_cli_refuses_it_in_one_line(tmp_path, capsys):
+def test_the_cli_refuses_it_in_one_line(tmp_path, capsys, crafted_checkpoint):
     from galaxalign.cli import main
 
     path, marker = crafted_checkpoint(tmp_path)

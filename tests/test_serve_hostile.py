@@ -18,14 +18,8 @@ from PIL import Image
 
 from galaxalign.datasets import read_image
 from galaxalign.search import query as q
-from test_search_helpers import build_search_fixture, draw_galaxy, png_bytes, write_model
 
 UPLOAD_LIMIT = 300_000
-
-
-@pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    return build_search_fixture(tmp_path_factory.mktemp("hostile"))
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +59,10 @@ def image_bytes(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format=fmt, **kw)
     return buf.getvalue()
+
+
+def image_bytes_of(array: np.ndarray) -> bytes:
+    return image_bytes(Image.fromarray(array))
 
 
 def upload(client, data: bytes, name: str = "x.png", kind: str = "image", **params):
@@ -114,9 +112,7 @@ def test_a_fits_upload_searches_exactly_like_the_catalog_reads_the_file(client, 
     assert [h["score"] for h in got] == pytest.approx([h.score for h in expected], abs=1e-5)
 
 
-def test_a_16_bit_grey_upload_searches_like_the_catalog_reads_it(client, fx, tmp_path):
-    from test_image_decoder import write_png
-
+def test_a_16_bit_grey_upload_searches_like_the_catalog_reads_it(client, fx, tmp_path, write_png):
     grey = (read_image(fx["catalog"].iloc[3])[..., 0].astype(np.uint16) * 12)  # 0..3060 of 65535
     path = tmp_path / "g16.png"
     write_png(path, grey, bit_depth=16)
@@ -136,7 +132,7 @@ def test_a_transparent_sketch_searches_like_the_same_sketch_on_black(client):
     on_black = np.zeros((64, 64, 3), np.uint8)
     on_black[disk] = 255
     transparent = upload(client, image_bytes(Image.fromarray(rgba, "RGBA")), "icon.png", "sketch", k=8).json()["results"]
-    black = upload(client, png_bytes(on_black), "black.png", "sketch", k=8).json()["results"]
+    black = upload(client, image_bytes_of(on_black), "black.png", "sketch", k=8).json()["results"]
     assert [(h["id"], round(h["score"], 5)) for h in transparent] == [(h["id"], round(h["score"], 5)) for h in black]
 
 
@@ -148,7 +144,7 @@ def test_no_response_reveals_a_server_path(client, fx):
         client.get("/api/galaxy/survey-4"),
         client.get("/api/catalog", params={"limit": 5}),
         client.get("/api/search/id/survey-4", params={"k": 3}),
-        upload(client, png_bytes(read_image(fx["catalog"].iloc[4])), "g.png", k=3),
+        upload(client, image_bytes_of(read_image(fx["catalog"].iloc[4])), "g.png", k=3),
     ]
     for r in responses:
         assert r.status_code == 200 and root not in r.text and "/tmp" not in r.text, r.text
@@ -173,9 +169,8 @@ def test_api_docs_load_without_internet(client):
         assert asset in page.text and client.get(asset).status_code == 200
 
 
-def test_a_model_that_cannot_be_loaded_is_503_and_the_server_lives_on(fx, tmp_path):
+def test_a_model_that_cannot_be_loaded_is_503_and_the_server_lives_on(fx, tmp_path, crafted_checkpoint):
     from galaxalign.serve import create_app
-    from test_model_files import crafted_checkpoint
 
     evil, marker = crafted_checkpoint(tmp_path)
     with TestClient(create_app(fx["index"], str(evil)), raise_server_exceptions=False) as c:
@@ -188,7 +183,7 @@ def test_a_model_that_cannot_be_loaded_is_503_and_the_server_lives_on(fx, tmp_pa
 
 # -- a folder catalog: ids are relative paths, with any characters -------------------------------------
 @pytest.fixture(scope="module")
-def folder_client(tmp_path_factory):
+def folder_client(tmp_path_factory, fx):
     from galaxalign.datasets import load_catalog
     from galaxalign.inference import load_model
     from galaxalign.search.embed import embed_survey
@@ -196,14 +191,13 @@ def folder_client(tmp_path_factory):
     from galaxalign.serve import create_app
 
     root = tmp_path_factory.mktemp("folder")
-    rng = np.random.default_rng(0)
     names = ["barred_spiral/b3.png", "barred_spiral/deep/b 4.png", "round_smooth/odd #1?%&+.png",
              "round_smooth/ü-ñ.png", "loose_spiral/x.png.png", "cigar_smooth/c;1=2.png"]
     for i, name in enumerate(names):
         path = root / "galaxies" / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(draw_galaxy(i % 10, 32, rng)).save(path)
-    model_dir = write_model(root / "model")
+        Image.fromarray(read_image(fx["catalog"].iloc[i])).save(path)
+    model_dir = fx["model"]
     model, taxonomy = load_model(model_dir)
     catalog = load_catalog(root / "galaxies", taxonomy)
     embed_survey(model, catalog, root / "emb", checkpoint=str(model_dir), data_source=str(root / "galaxies"),
@@ -417,5 +411,5 @@ def test_fuzzed_uploads_queries_and_json_never_give_a_5xx(client, fx):
     assert n >= 100 and statuses.get(200, 0) > 0 and sum(v for s, v in statuses.items() if 400 <= s < 500) > 0
     # ... and the server is alive and right afterwards.
     assert client.get("/api/info").status_code == 200
-    r = upload(client, png_bytes(read_image(fx["catalog"].iloc[9])), "g9.png", k=1)
+    r = upload(client, image_bytes_of(read_image(fx["catalog"].iloc[9])), "g9.png", k=1)
     assert r.status_code == 200 and r.json()["results"][0]["id"] == "survey-9"

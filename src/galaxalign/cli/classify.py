@@ -5,8 +5,6 @@ import json
 import sys
 from pathlib import Path
 
-HELP = "classify images or symbol sketches with a checkpoint; one JSON line each"
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("--checkpoint", required=True, help="training checkpoint (.pt) or exported model folder")
