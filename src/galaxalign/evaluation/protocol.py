@@ -392,7 +392,7 @@ def resolve_data(data_cfg: dict, taxonomy, data: str | Path | None = None) -> tu
         source = path
     else:
         info["path"] = str(source)
-    catalog = load_catalog(source, taxonomy)
+    catalog = load_catalog(source, taxonomy, skip_bad=bool(data_cfg.get("skip_bad", False)))
     splits = split_catalog(
         catalog, float(data_cfg.get("val_fraction", 0.1)), float(data_cfg.get("test_fraction", 0.2)),
         int(data_cfg.get("split_seed", 0)),

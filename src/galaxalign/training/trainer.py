@@ -123,7 +123,7 @@ def prepare_data(cfg: dict, env: DistEnv, progress: bool):
         barrier(env)
         if not env.is_main:
             source = default_survey(d["num"], d["size"], d["seed"], progress=False)
-    catalog = load_catalog(source, taxonomy)
+    catalog = load_catalog(source, taxonomy, skip_bad=bool(d.get("skip_bad", False)))
     splits = split_catalog(catalog, d["val_fraction"], d["test_fraction"], d["split_seed"])
     train_cat = splits["train"]
     train_cat = train_cat[train_cat["label"] >= 0]
