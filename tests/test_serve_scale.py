@@ -9,12 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from galaxalign.serve.embedding_cache import EmbeddingCache, MicroBatcher
-from test_search_helpers import build_search_fixture
 
-
-@pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    return build_search_fixture(tmp_path_factory.mktemp("serve-scale"))
+# ``fx`` (survey, model, embeddings, exact index) comes from conftest.py
 
 
 @pytest.fixture(scope="module")

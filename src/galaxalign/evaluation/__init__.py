@@ -1,4 +1,4 @@
-"""Evaluation: classification and search metrics, classifiers on embeddings, reports, the demo table.
+"""Evaluation: classification and search metrics, classifiers on embeddings, reports, run tables.
 
 The metric modules are plain numpy and import nothing heavy; ``evaluate``, ``run_demo`` and
 ``run_ablations`` load the model stack only when called.
@@ -29,16 +29,23 @@ def evaluate_model(*args, **kwargs):
     return _evaluate_model(*args, **kwargs)
 
 
+def sim_to_real(*args, **kwargs):
+    """See :func:`galaxalign.evaluation.sim2real.sim_to_real`."""
+    from galaxalign.evaluation.sim2real import sim_to_real as _sim_to_real
+
+    return _sim_to_real(*args, **kwargs)
+
+
 def run_demo(*args, **kwargs):
-    """See :func:`galaxalign.evaluation.demo.run_demo`."""
-    from galaxalign.evaluation.demo import run_demo as _run_demo
+    """See :func:`galaxalign.evaluation.runner.run_demo`."""
+    from galaxalign.evaluation.runner import run_demo as _run_demo
 
     return _run_demo(*args, **kwargs)
 
 
 def run_ablations(*args, **kwargs):
-    """See :func:`galaxalign.evaluation.demo.run_ablations`."""
-    from galaxalign.evaluation.demo import run_ablations as _run_ablations
+    """See :func:`galaxalign.evaluation.runner.run_ablations`."""
+    from galaxalign.evaluation.runner import run_ablations as _run_ablations
 
     return _run_ablations(*args, **kwargs)
 
@@ -46,5 +53,6 @@ def run_ablations(*args, **kwargs):
 __all__ = [
     "accuracy", "macro_f1", "per_class_accuracy", "confusion_matrix", "classification_report",
     "rank_gallery", "retrieval_metrics", "RetrievalResult", "bootstrap_ci", "bootstrap_mean_ci",
-    "prototype_classify", "knn_classify", "LinearProbe", "evaluate", "evaluate_model", "run_demo", "run_ablations",
+    "prototype_classify", "knn_classify", "LinearProbe", "evaluate", "evaluate_model", "sim_to_real", "run_demo",
+    "run_ablations",
 ]

@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from galaxalign.runtime import atomic_path
+from galaxalign.runtime import atomic_path, recover_path
 from galaxalign.search.faiss_index import (  # noqa: F401  (re-exported: the index API's one front door)
     DEFAULT_PARAMS,
     KINDS,
@@ -139,6 +139,7 @@ class SearchIndex:
         import faiss
 
         path = Path(path)
+        recover_path(path)  # a crash in the middle of replacing this folder: bring the last version back
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: no such index folder (build one with `galaxalign index`)")
         for name in (TABLE_FILE, INFO_FILE):

@@ -7,19 +7,18 @@ modalities GalaxAlign aligns, so every kind of query lands in the same embedding
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
+# Size limits of query images are those of the one image decoder.
+from galaxalign.datasets.images import MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS
 from galaxalign.search.index import Hit, SearchIndex
 
-# OUR CHOICE: refuse images above 25 megapixels (a 5000x5000 upload) before decoding them; survey
-# cut-outs are a few hundred pixels wide, and the check stops decompression bombs cheaply.
-MAX_IMAGE_PIXELS = 25_000_000
 # OUR CHOICE: query symbols are drawn at 224 px, the encoders' usual input size.
 SYMBOL_SIZE = 224
+# OUR CHOICE: descriptions up to 1000 characters, far more than any text encoder reads.
 MAX_TEXT_CHARS = 1000
 
 
@@ -28,44 +27,76 @@ class QueryError(ValueError):
 
 
 def load_image(data: bytes | str | Path, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None) -> np.ndarray:
-    """Decode an image file (bytes or a path) to uint8 (H, W, 3) RGB, refusing non-images and bombs."""
-    from PIL import Image, UnidentifiedImageError
+    """Decode an image file (bytes or a path) to uint8 (H, W, 3) RGB, refusing non-images and bombs.
 
-    where = name or (str(data) if isinstance(data, (str, Path)) else "upload")
+    The catalog's decoder (:func:`galaxalign.datasets.images.decode_image`): FITS and 16-bit files
+    are stretched as in a catalog, transparency is composited onto black, and sizes are checked
+    (pixels, aspect ratio) before anything is decoded.
+    """
+    from galaxalign.datasets.images import ImageReadError, decode_image
+
     if isinstance(data, (str, Path)):
         path = Path(data)
+        if path.is_dir():
+            raise QueryError(f"{path}: is a folder; pass one image file")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such image file")
-        data = path.read_bytes()
-    if not data:
-        raise QueryError(f"{where}: empty file, expected an image (PNG, JPEG, ...)")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size  # read from the header; the pixels are not decoded yet
-            if w * h > max_pixels:
-                raise QueryError(f"{where}: image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels}")
-            im.draft("RGB", (1024, 1024))  # JPEG: decode at reduced scale when large
-            rgb = im.convert("RGB")
-            return np.asarray(rgb, dtype=np.uint8).copy()
-    except Image.DecompressionBombError as exc:
-        raise QueryError(f"{where}: refused as a decompression bomb ({exc})") from None
-    except UnidentifiedImageError:
-        raise QueryError(f"{where}: not an image file that Pillow can read (PNG, JPEG, GIF, TIFF, WebP, ...)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, QueryError):
-            raise
-        raise QueryError(f"{where}: broken or truncated image ({exc})") from None
+        return decode_image(data, name, max_pixels=max_pixels)
+    except ImageReadError as exc:
+        raise QueryError(str(exc)) from None
 
 
-def parse_answers(answers: str | Iterable[str]) -> tuple[str, ...]:
-    """Galaxy Zoo answer ids (``smooth-or-featured_smooth,how-rounded_round``) checked against the tree."""
+def check_text(text: str, what: str = "description") -> str:
+    """``text`` stripped, or a QueryError when it is empty, too long or not encodable as UTF-8."""
+    if not isinstance(text, str):
+        raise QueryError(f"{what} must be a string, got {type(text).__name__}")
+    text = text.strip()
+    if not text:
+        raise QueryError(f"empty {what}; type a few words, e.g. 'a barred spiral galaxy'")
+    if len(text) > MAX_TEXT_CHARS:
+        raise QueryError(f"{what} is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start : exc.end]
+        raise QueryError(f"{what} holds {bad!r} at position {exc.start}, which is not a character "
+                         "(a lone UTF-16 surrogate or undecodable byte); remove it") from None
+    return text
+
+
+def index_taxonomy(index):
+    """The label scheme an index was embedded with (index.json ``taxonomy``), with the decision tree
+    and symbol book the model was trained with; None when the index records none."""
+    cached = getattr(index, "_galaxalign_taxonomy", False)
+    if cached is not False:
+        return cached
+    tax = None
+    data = (getattr(index, "info", None) or {}).get("taxonomy")
+    if data is not None:
+        from galaxalign.taxonomy import load_taxonomy
+
+        try:
+            tax = load_taxonomy(data)
+        except (FileNotFoundError, ValueError):
+            tax = None
+    try:
+        index._galaxalign_taxonomy = tax
+    except AttributeError:
+        pass
+    return tax
+
+
+def parse_answers(answers: str | Iterable[str], tree=None) -> tuple[str, ...]:
+    """Galaxy Zoo answer ids (``smooth-or-featured_smooth,how-rounded_round``) checked against the tree
+    (``tree``: a model's own decision tree; default the shipped one)."""
     from galaxalign.taxonomy import decision_tree
 
     items = answers.split(",") if isinstance(answers, str) else list(answers)
     items = [str(a).strip() for a in items if str(a).strip()]
     if not items:
         raise QueryError("no Galaxy Zoo answers given; pass answer ids such as 'smooth-or-featured_smooth'")
-    tree = decision_tree()
+    tree = tree or decision_tree()
     known = tree.answers
     bad = [a for a in items if a not in known]
     if bad:
@@ -79,12 +110,15 @@ def parse_answers(answers: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def render_query_symbol(answers: Sequence[str], size: int = SYMBOL_SIZE) -> np.ndarray:
-    """The composed Galaxy Zoo pictogram of a set of answers (deterministic, no augmentation)."""
-    from galaxalign.symbols import SymbolError, render_symbol
+def render_query_symbol(answers: Sequence[str], size: int = SYMBOL_SIZE, taxonomy=None) -> np.ndarray:
+    """The composed Galaxy Zoo pictogram of a set of answers (deterministic, no augmentation), drawn
+    with ``taxonomy``'s symbol book and decision tree (a model's own; default the shipped ones)."""
+    from galaxalign.symbols import SymbolError, book_of, render_symbol
 
+    tree = taxonomy.tree if taxonomy is not None else None
+    book = book_of(taxonomy) if taxonomy is not None else None
     try:
-        return render_symbol(tuple(parse_answers(answers)), size=size, seed=0, augment=False)
+        return render_symbol(tuple(parse_answers(answers, tree)), size=size, seed=0, augment=False, book=book, tree=tree)
     except SymbolError as exc:
         raise QueryError(f"cannot draw a symbol for these answers: {exc}") from None
 
@@ -105,13 +139,8 @@ def embed_image(model, image: np.ndarray, modality: str = "image") -> np.ndarray
 
 
 def clean_text(text: str) -> str:
-    """A description stripped and checked (not empty, not over the limit)."""
-    text = (text or "").strip()
-    if not text:
-        raise QueryError("empty description; type a few words, e.g. 'a barred spiral galaxy'")
-    if len(text) > MAX_TEXT_CHARS:
-        raise QueryError(f"description is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
-    return text
+    """A description stripped and checked (see :func:`check_text`); the service's cache key."""
+    return check_text(text if text is not None else "")
 
 
 def embed_text(model, text: str) -> np.ndarray:
@@ -163,8 +192,10 @@ def query_sketch(index: SearchIndex, model, image: np.ndarray, k: int = 10, wher
 
 def query_symbol(index: SearchIndex, model, answers: str | Sequence[str], k: int = 10, where=None,
                  offset: int = 0) -> list[Hit]:
-    """Galaxies matching the pictogram composed from Galaxy Zoo answers (symbol encoder)."""
-    return query_sketch(index, model, render_query_symbol(parse_answers(answers)), k, where, offset)
+    """Galaxies matching the pictogram composed from Galaxy Zoo answers (symbol encoder), drawn with the
+    symbol book and decision tree the index's model was trained with."""
+    tax = index_taxonomy(index)
+    return query_sketch(index, model, render_query_symbol(answers, taxonomy=tax), k, where, offset)
 
 
 def query_text(index: SearchIndex, model, text: str, k: int = 10, where=None, offset: int = 0) -> list[Hit]:
