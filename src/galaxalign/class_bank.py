@@ -84,6 +84,15 @@ class ClassBank:
         self.symbol_rows = [np.flatnonzero(class_ids == c) for c in range(self.num_classes)]
         self.train_symbol_transform = model.symbol_transform(train=True)
         self.eval_symbol_transform = model.symbol_transform(train=False)
+        self.symbol_views: np.ndarray | None = None
+
+    def use_pooled_symbols(self, tower, transform) -> None:
+        """Serve symbols as cached pooled trunk features (``galaxalign.features``) of each variant's 8
+        dihedral views instead of augmented images: a training draw picks a variant and a view, the
+        canonical draw variant 0, view 0. Valid while the symbol tower's trunk stays frozen."""
+        from galaxalign.features import pooled_views_arrays
+
+        self.symbol_views = pooled_views_arrays(tower, list(self.symbol_pool), transform, use_cache=True)
 
     def _check_labels(self, labels) -> torch.Tensor:
         labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
@@ -114,7 +123,11 @@ class ClassBank:
             symbol_rows = [int(self.symbol_rows[c][0]) for c in cls]
             transform = self.eval_symbol_transform
         tokens = _select_tokens(self.tokens, torch.tensor(prompt_rows))
-        symbols = torch.stack([transform(self.symbol_pool[r]) for r in symbol_rows])
+        if self.symbol_views is not None:
+            views = [int(self.rng.integers(self.symbol_views.shape[1])) if train else 0 for _ in symbol_rows]
+            symbols = torch.from_numpy(self.symbol_views[symbol_rows, views])
+        else:
+            symbols = torch.stack([transform(self.symbol_pool[r]) for r in symbol_rows])
         return ClassBankBatch(
             text_tokens=tokens,
             text_index=inverse,

@@ -49,13 +49,9 @@ def primary_classifier(method: str | None, model) -> str:
 
 def head_scores(model, images: list[np.ndarray]) -> np.ndarray:
     """Class probabilities of the image-only baseline's head (``model.classify``) for uint8 images."""
-    import torch
+    from galaxalign.inference import encode_images
 
-    device = next(model.parameters()).device
-    transform = model.eval_transform()
-    x = torch.stack([transform(img) for img in images]).to(device)
-    with torch.no_grad():
-        return softmax(model.classify(x).float().cpu().numpy())
+    return encode_images(model, images, "image", output="head")
 
 
 def _labelled(catalog):
@@ -198,16 +194,9 @@ def evaluate_model(
 
 def head_scores_catalog(model, catalog, batch_size: int = 64, progress: bool = True) -> np.ndarray:
     """:func:`head_scores` over a catalog, in batches."""
-    from tqdm.auto import tqdm
+    from galaxalign.inference import encode_images
 
-    from galaxalign.datasets import ImageReader
-
-    reader = ImageReader()
-    rows = catalog.to_dict("records")
-    out = []
-    for s in tqdm(range(0, len(rows), batch_size), desc="classifier head", disable=not progress, leave=False):
-        out.append(head_scores(model, [reader(r) for r in rows[s : s + batch_size]]))
-    return np.concatenate(out)
+    return encode_images(model, catalog, "image", output="head", batch_size=batch_size, progress=progress)
 
 
 def _write_plots(out_dir, result, taxonomy, test, gallery, r, title) -> dict:

@@ -46,6 +46,19 @@ SCHEMA: dict[str, Any] = {
         "freeze_bn_stats": False,  # every batch norm (trainable groups too) keeps its running statistics
         "lock_text": False,
         "lock_text_unlocked_layers": 0,
+        "tta": "none",  # "dihedral": classify and embed with the mean of the 8 rotations/flips
+    },
+    # The self-choosing recipe (training/recipe.py); off in the bare schema, on in configs/default.yaml.
+    "recipe": {
+        "enabled": False,
+        "image_size": "auto",
+        "taps": "auto",
+        "cache": "auto",
+        "epochs": "auto",
+        "batch_size": "auto",
+        "tta": "auto",
+        "steps": 1200,
+        "cache_max_galaxies": 20000,
     },
     "loss": {
         "image_text": 1.0,
@@ -231,6 +244,11 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
     _check(isinstance(ce, int) and ce >= 0, "checkpoint_every_steps", f"must be an integer >= 0, got {ce!r}", source)
     ms = c["max_steps"]
     _check(ms is None or (isinstance(ms, int) and ms > 0), "max_steps", f"must be null or a positive integer, got {ms!r}", source)
+    _check(c["model"]["tta"] in ("none", "dihedral"), "model.tta", f"must be 'none' or 'dihedral', got {c['model']['tta']!r}", source)
+    _check(isinstance(c["recipe"]["enabled"], bool), "recipe.enabled", f"must be true or false, got {c['recipe']['enabled']!r}", source)
+    for k in ("steps", "cache_max_galaxies"):
+        v = c["recipe"][k]
+        _check(isinstance(v, int) and v > 0, f"recipe.{k}", f"must be a positive integer, got {v!r}", source)
     hs = c["optimizer"]["head_lr_scale"]
     _check(isinstance(hs, (int, float)) and hs > 0, "optimizer.head_lr_scale", f"must be a number > 0, got {hs!r}", source)
     _check(isinstance(c["symbols"]["variants"], int) and c["symbols"]["variants"] > 0, "symbols.variants", "must be a positive integer", source)

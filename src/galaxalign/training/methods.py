@@ -70,16 +70,22 @@ def _freeze(params) -> None:
 
 
 def _val_features(model, catalog, batch_size: int = 128):
-    """(raw image features, labels) of a catalog, eval transform, no augmentation."""
+    """(raw image features (N,V,D), labels) of the validation set, V views: a catalog gives the eval
+    transform's single view; cached views (``features.PooledSet``) give all 8 (test-time averaging)."""
     from galaxalign.datasets import GalaxyDataset
+    from galaxalign.features import PooledSet
 
-    loader = torch.utils.data.DataLoader(GalaxyDataset(catalog, model.eval_transform()), batch_size=batch_size, shuffle=False)
     device = model.logit_scale.device
+    if isinstance(catalog, PooledSet):
+        v = torch.from_numpy(catalog.views).to(device)
+        raw = model.image_encoder(v.reshape(-1, v.shape[-1])).float().reshape(v.shape[0], v.shape[1], -1)
+        return raw, torch.from_numpy(catalog.labels).to(device)
+    loader = torch.utils.data.DataLoader(GalaxyDataset(catalog, model.eval_transform()), batch_size=batch_size, shuffle=False)
     feats, labels = [], []
     for x, y in loader:
         feats.append(model.encode_image(x.to(device), normalize=False).float())
         labels.append(torch.as_tensor(y))
-    return torch.cat(feats), torch.cat(labels).to(device)
+    return torch.cat(feats)[:, None], torch.cat(labels).to(device)
 
 
 def _gather(*features, labels):
@@ -127,12 +133,16 @@ class ContrastiveObjective:
         from galaxalign.inference import class_prototypes
 
         raw, labels = _val_features(model, catalog)
-        feats = F.normalize(raw, dim=-1)
+        feats = F.normalize(F.normalize(raw, dim=-1).mean(1), dim=-1)
         out = {}
         modalities = ["text", "symbol"] if self.use_symbols else ["text"]
+        protos = {}
         for modality in modalities:
-            protos = torch.as_tensor(class_prototypes(model, taxonomy, modality=modality)).to(feats.device).float()
-            pred = (feats @ protos.T).argmax(dim=1)
+            protos[modality] = torch.as_tensor(class_prototypes(model, taxonomy, modality=modality)).to(feats.device).float()
+        if self.use_symbols:  # fused, as inference.class_prototypes(modality="both")
+            protos["both"] = F.normalize(protos["text"] + protos["symbol"], dim=-1)
+        for modality, p in protos.items():
+            pred = (feats @ p.T).argmax(dim=1)
             out[f"val_acc_{modality}"] = round(float((pred == labels).float().mean()), 4)
         return out
 
@@ -159,7 +169,7 @@ class ClassifierObjective:
     @torch.no_grad()
     def validate(self, model: nn.Module, taxonomy, catalog) -> dict:
         raw, labels = _val_features(model, catalog)
-        pred = model.classifier(raw).argmax(dim=1)
+        pred = model.classifier(raw).float().mean(1).argmax(dim=1)
         return {"val_acc_classifier": round(float((pred == labels).float().mean()), 4)}
 
 

@@ -107,35 +107,26 @@ class SeededSamples(Dataset):
 
 
 def prepare_data(cfg: dict, env: DistEnv, progress: bool):
-    """Catalog -> taxonomy, train/val splits (train restricted to the labelled fraction)."""
-    from galaxalign.datasets import apply_label_fraction, load_catalog, split_catalog
+    """Catalog -> taxonomy, labelled train (label fraction applied) and val splits, source path.
+
+    The splits come from :func:`galaxalign.datasets.splits_from_config`, the same function
+    evaluation calls, so the evaluated test split is exactly what this run held out."""
+    from galaxalign.datasets import splits_from_config
     from galaxalign.taxonomy import load_taxonomy
 
     d = cfg["data"]
     taxonomy = load_taxonomy(d["taxonomy"])
-    source = d["source"]
-    if source == "survey":
+    if d["source"] == "survey":
         from galaxalign.survey import default_survey
 
         # Rank 0 renders (cached); the others wait and then read the cached file.
         if env.is_main:
-            source = default_survey(d["num"], d["size"], d["seed"], progress=progress)
+            default_survey(d["num"], d["size"], d["seed"], progress=progress)
         barrier(env)
-        if not env.is_main:
-            source = default_survey(d["num"], d["size"], d["seed"], progress=False)
-    catalog = load_catalog(source, taxonomy)
-    splits = split_catalog(catalog, d["val_fraction"], d["test_fraction"], d["split_seed"])
-    train_cat = splits["train"]
-    train_cat = train_cat[train_cat["label"] >= 0]
-    if d["label_fraction"] < 1:
-        train_cat = apply_label_fraction(train_cat, d["label_fraction"], d["label_seed"])
-        train_cat = train_cat[train_cat["label"] >= 0]
-    if len(train_cat) == 0:
+    splits, info = splits_from_config(d, taxonomy)
+    if len(splits["train_labelled"]) == 0:
         raise ValueError(f"data.source {d['source']!r}: no labelled training galaxies after split and label_fraction")
-    val_cat = splits.get("val")
-    if val_cat is not None:
-        val_cat = val_cat[val_cat["label"] >= 0]
-    return taxonomy, train_cat.reset_index(drop=True), (val_cat.reset_index(drop=True) if val_cat is not None else None), str(source)
+    return taxonomy, splits["train_labelled"], splits["val"], info["path"]
 
 
 def build_model(cfg: dict, taxonomy, model_config: dict | None = None):
@@ -149,6 +140,7 @@ def build_model(cfg: dict, taxonomy, model_config: dict | None = None):
             "backbone": spec,
             "symbol_encoder_shared": True,
             "num_classes": taxonomy.num_classes if cfg["method"] == "image_only" else None,
+            "tta": cfg["model"]["tta"],
         }
     return GalaxAlignModel.from_config(model_config)
 
@@ -294,6 +286,74 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# model selection
+
+
+def selection_metric(method: str) -> str:
+    """The validation metric that picks a stage's best epoch: each method's primary classifier."""
+    return {"galaxalign": "val_acc_both", "image_text": "val_acc_text", "image_only": "val_acc_classifier"}.get(method, "val_acc_text")
+
+
+class BestEpoch:
+    """The best validation epoch of a stage: its trainable weights (and normaliser buffers), kept in
+    memory and in a small safetensors file (score and epoch in its metadata) so that a resumed run
+    still knows it."""
+
+    def __init__(self, path: Path, metric: str):
+        self.path = path
+        self.metric = metric
+        self.score: float | None = None
+        self.epoch: int | None = None
+        self.state: dict | None = None
+        self._read()
+
+    def _read(self) -> None:
+        if not self.path.is_file():
+            return
+        from safetensors import safe_open
+
+        with safe_open(str(self.path), framework="pt") as f:
+            meta = f.metadata() or {}
+            self.state = {k: f.get_tensor(k) for k in f.keys()}
+        self.score, self.epoch = float(meta["score"]), int(meta["epoch"])
+
+    def reset(self) -> None:
+        self.score = self.epoch = self.state = None
+        self.path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _trainable(model: nn.Module) -> dict:
+        names = {n for n, p in model.named_parameters() if p.requires_grad}
+        return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()
+                if k in names or k.endswith(("feature_mean", "feature_std"))}
+
+    def offer(self, model: nn.Module, row: dict, epoch: int) -> None:
+        value = row.get(self.metric)
+        if value is None or (self.score is not None and float(value) <= self.score):
+            return
+        from safetensors.torch import save_file
+
+        from galaxalign.runtime import atomic_path
+
+        self.score, self.epoch, self.state = float(value), int(epoch), self._trainable(model)
+        with atomic_path(self.path) as tmp:
+            save_file(self.state, str(tmp), metadata={"score": repr(self.score), "epoch": str(self.epoch)})
+
+    def restore(self, model: nn.Module) -> int | None:
+        """Load the best epoch's weights into ``model`` (every rank); returns that epoch or None."""
+        if self.state is None:
+            self._read()
+        if self.state is None:
+            return None
+        device = next(model.parameters()).device
+        missing = set(self.state) - set(model.state_dict())
+        if missing:
+            raise RuntimeError(f"{self.path}: best-epoch weights name parameters the model lacks: {sorted(missing)[:5]}")
+        model.load_state_dict({**model.state_dict(), **{k: v.to(device) for k, v in self.state.items()}})
+        return self.epoch
+
+
+# ---------------------------------------------------------------------------------------------
 # the loop
 
 
@@ -301,9 +361,17 @@ class Trainer:
     """Holds the state of one run; ``run()`` executes the stage plan from wherever it stands."""
 
     def __init__(self, cfg: dict, progress: bool = True, resume: str | Path | None = None):
-        self.cfg = cfg
+        from galaxalign.training.recipe import describe_choices, resolve_recipe
+
         self.progress = progress
         self.env = init_distributed(cfg["device"])
+        self.taxonomy, self.train_cat, self.val_cat, self.source = prepare_data(cfg, self.env, progress)
+        # The recipe's choices are written into the config itself (it stays a valid, reproducible config).
+        cfg, self.recipe = resolve_recipe(cfg, self.train_cat, self.env.device.type, self.env.world_size)
+        if progress and self.env.is_main and self.recipe.get("enabled"):
+            print(describe_choices(self.recipe), flush=True)
+        self.cfg = cfg
+        self.cached = bool(cfg["recipe"].get("enabled")) and cfg["recipe"].get("cache") is True
         self.out = Path(cfg["out"])
         self.ckpt_dir = self.out / "checkpoints"
         self.resume_state = None
@@ -332,13 +400,20 @@ class Trainer:
             torch.set_num_threads(int(cfg["threads"]))
         seed_everything(cfg["seed"])
         torch.set_float32_matmul_precision("high")
-        self.taxonomy, self.train_cat, self.val_cat, self.source = prepare_data(cfg, env, self.progress)
         model_config = self.resume_state["model_config"] if self.resume_state else None
         self.model = build_model(cfg, self.taxonomy, model_config)
         if self.resume_state:
             self.model.load_state_dict(self.resume_state["model"])
         apply_locks(self.model, cfg)
         self.model.to(env.device)
+        self.train_views = self.val_input = None
+        if self.cached:
+            self.train_views, self.val_input = self.cache_features()
+        elif self.val_cat is not None:
+            self.val_input = self.val_cat
+        if not self.resume_state:
+            self.fit_normalizer()
+            self.warm_start()
         # Ranks differ from here on (dropout); data order and augmentations are seeded per sample.
         seed_everything(cfg["seed"] + env.rank)
         self.autocast_dtype, use_scaler = amp_settings(cfg, env.device)
@@ -348,8 +423,63 @@ class Trainer:
     def dataset(self):
         from galaxalign.datasets import GalaxyDataset
 
+        if self.cached:
+            from galaxalign.features import CachedViews
+
+            return SeededSamples(CachedViews(self.train_views, self.train_cat["label"].to_numpy(np.int64)))
         transform = self.model.train_transform(strength=float(self.cfg["data"]["augment"]))
         return SeededSamples(GalaxyDataset(self.train_cat, transform))
+
+    # -- frozen-trunk features, normaliser, warm start -----------------------------------------------
+
+    def cache_features(self):
+        """Pooled 8-view trunk features of the training and validation galaxies (rank 0 computes and
+        stores them, the others read the store)."""
+        from galaxalign import features as FT
+
+        tower, transform, env = self.model.image_encoder, self.model.eval_transform(), self.env
+        if not (FT.supports_cache(tower) and FT.trunk_is_frozen(tower)):
+            raise ValueError("recipe.cache=true needs an image tower with taps whose trunk is frozen")
+        def views():
+            return [FT.pooled_views_catalog(tower, cat, transform, device=env.device, progress=self.progress and env.is_main)
+                    if cat is not None and len(cat) else None for cat in (self.train_cat, self.val_cat)]
+
+        out = views() if env.is_main else None
+        barrier(env)
+        if out is None:
+            out = views()
+        train_views = torch.from_numpy(out[0])
+        val = None if out[1] is None else FT.PooledSet(out[1], self.val_cat["label"].to_numpy(np.int64))
+        return train_views, val
+
+    def fit_normalizer(self) -> None:
+        """Standardise the tapped trunk features with statistics of this run's training galaxies."""
+        from galaxalign import features as FT
+
+        tower = self.model.image_encoder
+        if not FT.supports_cache(tower):
+            return
+        if self.train_views is not None:
+            pooled = self.train_views
+        else:  # fine-tuned trunk: statistics of the pretrained trunk on (a sample of) the training set
+            cat = self.train_cat.sample(n=min(len(self.train_cat), 512), random_state=int(self.cfg["seed"]))
+            pooled = torch.from_numpy(FT.pooled_views_catalog(tower, cat, self.model.eval_transform(), device=self.env.device,
+                                                              use_cache=False, progress=False))
+        tower.fit_feature_normalizer(pooled.to(tower.feature_mean.device))
+
+    def warm_start(self) -> None:
+        """OUR CHOICE (LP-FT style warm start): before contrastive training, the text projection is set
+        so that each class's prompts land on the mean image embedding of its labelled galaxies (ridge
+        least squares, text tower otherwise untouched), so training starts from prototypes that
+        already classify like nearest-class-mean instead of aligning random ones."""
+        if self.cfg["method"] not in ("galaxalign", "image_text") or self.train_views is None:
+            return
+        from galaxalign.features import embed_pooled_views
+        from galaxalign.training.warm_start import warm_start_text_projection
+
+        emb = torch.from_numpy(embed_pooled_views(self.model.image_encoder, self.train_views, tta=True))
+        labels = torch.from_numpy(self.train_cat["label"].to_numpy(np.int64).copy())
+        warm_start_text_projection(self.model, self.taxonomy, emb, labels)
 
     def loader(self, dataset, sampler: ResumableSampler) -> DataLoader:
         g = torch.Generator()
@@ -424,13 +554,13 @@ class Trainer:
     # -- validation -----------------------------------------------------------------------------
 
     def validate(self, objective, stage: StagePlan | None, epoch: int) -> dict:
-        if not self.cfg["validate"] or self.val_cat is None or len(self.val_cat) == 0:
+        if not self.cfg["validate"] or self.val_input is None or len(self.val_input) == 0:
             return {}
         row: dict = {}
         if self.env.is_main:
             self.model.eval()
             with torch.no_grad(), self.autocast():
-                metrics = objective.validate(self.model, self.taxonomy, self.val_cat)
+                metrics = objective.validate(self.model, self.taxonomy, self.val_input)
             self.train_mode()
             row = {"kind": "val", "step": self.global_step, "epoch": epoch, "stage": stage.number if stage else 0, **metrics, "seconds": round(self.elapsed(), 2)}
             self.log.val_row(row)
@@ -498,6 +628,10 @@ class Trainer:
             model.separate_symbol_encoder()
             model.to(env.device)
         objective = build_objective(cfg, model, self.taxonomy, env)
+        if self.cached and getattr(objective, "bank", None) is not None and objective.use_symbols:
+            objective.bank.use_pooled_symbols(model.symbol_encoder, model.symbol_transform(train=False))
+        if self.cached and stage.number == 2 and pos is None and objective.use_symbols and not model.symbol_encoder_shared:
+            self.warm_start_symbols(objective)
         module: nn.Module = objective.forward_module
         if env.distributed:
             module = nn.parallel.DistributedDataParallel(module, device_ids=[env.device.index] if env.device.type == "cuda" else None)
@@ -532,6 +666,12 @@ class Trainer:
         clip = cfg["optimizer"]["grad_clip_norm"]
         max_steps = cfg["max_steps"]
         every = cfg["checkpoint_every_steps"]
+        # With the cache an epoch takes a second or two: checkpoint about 4 times a stage, and keep the
+        # stage's best validation epoch (restored at the stage's end).
+        save_every = max(1, stage.epochs // 4) if self.cached else 1
+        best = BestEpoch(self.ckpt_dir / f"best_stage{stage.number}.safetensors", selection_metric(cfg["method"])) if self.cached else None
+        if best is not None and pos is None:
+            best.reset()
         for epoch in range(start_epoch, stage.epochs):
             skip_steps = start_batch if epoch == start_epoch else 0
             sampler.set_position(epoch, skip_steps * accum * cfg["batch_size"])
@@ -602,13 +742,43 @@ class Trainer:
                 t_step = time.time()
             if bar is not None:
                 bar.close()
-            self.validate(objective, stage, epoch)
-            self.save(state_at(epoch + 1, 0), tag=f"stage{stage.number}_epoch{epoch + 1}")
-            if max_steps is not None and self.global_step >= max_steps:
+            row = self.validate(objective, stage, epoch)
+            if best is not None and env.is_main:
+                best.offer(model, row, epoch + 1)
+            last_epoch = epoch + 1 == stage.epochs
+            stopping = max_steps is not None and self.global_step >= max_steps
+            if last_epoch and best is not None:
+                barrier(env)
+                chosen = best.restore(model)
+                if chosen is not None and env.is_main:
+                    self.log.val_row({"kind": "val", "step": self.global_step, "epoch": epoch, "stage": stage.number,
+                                      "selected_epoch": chosen, "seconds": round(self.elapsed(), 2)})
+            if (epoch + 1) % save_every == 0 or last_epoch or stopping:
+                self.save(state_at(epoch + 1, 0), tag=f"stage{stage.number}_epoch{epoch + 1}")
+            if stopping:
                 return si == len(stage_plan(cfg)) - 1 and epoch + 1 == stage.epochs
         if stage.epochs == 0:
             self.save(state_at(0, 0))
         return True
+
+    def warm_start_symbols(self, objective) -> None:
+        """Stage 2: the separate symbol encoder's projection starts with each class's symbols pointing
+        at its labelled galaxies' mean image embedding (see :meth:`warm_start`)."""
+        from galaxalign.features import embed_pooled_views
+        from galaxalign.training.warm_start import class_means, ridge_projection
+
+        model, bank = self.model, objective.bank
+        emb = torch.from_numpy(embed_pooled_views(model.image_encoder, self.train_views, tta=True))
+        labels = torch.from_numpy(self.train_cat["label"].to_numpy(np.int64).copy())
+        means = class_means(emb, labels, len(self.taxonomy.classes))
+        present = set(labels.unique().tolist())
+        tower = model.symbol_encoder
+        rows = [(r, c) for c in sorted(present) for r in bank.symbol_rows[c]]
+        views = bank.symbol_views[[r for r, _ in rows]]  # (n, 8, F)
+        inputs = torch.as_tensor(views.reshape(-1, views.shape[-1]), dtype=torch.float32, device=tower.feature_mean.device)
+        inputs = (inputs - tower.feature_mean) / tower.feature_std
+        targets = torch.stack([means[c] for _, c in rows for _ in range(views.shape[1])]).to(inputs.device)
+        ridge_projection(tower.proj, inputs, targets)
 
 
 def train(config: dict | str | Path, progress: bool = True, resume: str | Path | None = None) -> TrainResult:
