@@ -261,18 +261,3 @@ def class_prototypes(model: GalaxAlignModel, taxonomy: Taxonomy, modality: str =
     return F.normalize(torch.stack(protos).mean(0), dim=-1)
 
 
-def zero_shot_logits(model: GalaxAlignModel, image_embeddings, prototypes) -> torch.Tensor:
-    """Cosine similarities scaled by the model's temperature: (N,C)."""
-    e = torch.as_tensor(np.asarray(image_embeddings), dtype=torch.float32)
-    return float(model.scale()) * e @ torch.as_tensor(prototypes, dtype=torch.float32).T
-
-
-def describe(model: GalaxAlignModel) -> dict[str, Any]:
-    """Small JSON-safe summary (for logs and the service's /health)."""
-    return {
-        "backbone": model.config["backbone"],
-        "symbol_encoder_shared": model.symbol_encoder_shared,
-        "embed_dim": model.embed_dim,
-        "image_size": model.image_size,
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }

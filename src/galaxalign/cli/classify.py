@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import sys
 
-HELP = "classify images or symbol sketches with a checkpoint; one JSON line each"
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("--checkpoint", required=True, help="training checkpoint (.pt) or exported model folder")

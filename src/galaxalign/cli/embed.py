@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import os
-
-HELP = "embed a survey into Parquet shards"
+import sys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,24 +20,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import torch
-
-    from galaxalign.datasets import load_catalog
+    from galaxalign.datasets import describe_catalog, load_catalog
     from galaxalign.inference import load_model
-    from galaxalign.runtime import pick_device
-    from galaxalign.search.embed import distributed_context, embed_survey
+    from galaxalign.search.embed import embed_survey
     from galaxalign.taxonomy import load_taxonomy
+    from galaxalign.training.distributed import env_rank_world, rank_device
 
     if args.batch_size < 1 or args.shard_size < 1:
         raise ValueError("--batch-size and --shard-size must be at least 1")
-    rank, world = distributed_context()
-    device = pick_device(args.device)
-    if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    rank, _world = env_rank_world()
+    device = rank_device(args.device)
     model, model_taxonomy = load_model(args.checkpoint)
     model.to(device)
     tax = load_taxonomy(args.taxonomy) if args.taxonomy else model_taxonomy
     catalog = load_catalog(args.data, tax)
+    if rank == 0 and not args.no_progress:
+        print(describe_catalog(catalog, tax), file=sys.stderr)
     manifest = embed_survey(model, catalog, args.out, checkpoint=str(args.checkpoint), data_source=str(args.data),
                             taxonomy=tax, batch_size=args.batch_size, shard_size=args.shard_size,
                             num_workers=args.num_workers, device=device, progress=not args.no_progress)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "HTTP API and web page for similarity search"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", default=None, help="index folder (default: build/serve the `make demo` one)")

@@ -5,8 +5,6 @@ import argparse
 import json
 import sys
 
-HELP = "fine-tune (stage 1, stage 2, or a baseline) from a YAML config"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="default", help="a shipped config name (default, paper) or a YAML file")

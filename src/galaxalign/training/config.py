@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from galaxalign.survey.classes import DEFAULT_SURVEY_NUM, DEFAULT_SURVEY_SIZE
+
 CONFIGS = "galaxalign.configs"
 METHODS = ("galaxalign", "image_text", "image_only", "zero_shot")
 AMP_MODES = ("auto", "fp16", "bf16", "off")
@@ -26,8 +28,8 @@ SCHEMA: dict[str, Any] = {
     "stages": [1, 2],
     "data": {
         "source": "survey",  # "survey": the embedded rendered survey; otherwise a path for load_catalog
-        "num": 3000,  # survey only: number of galaxies
-        "size": 96,  # survey only: rendered image size (px)
+        "num": DEFAULT_SURVEY_NUM,  # survey only: number of galaxies
+        "size": DEFAULT_SURVEY_SIZE,  # survey only: rendered image size (px)
         "seed": 0,  # survey only: rendering seed
         "taxonomy": "galaxy10_decals",
         "val_fraction": 0.1,

@@ -1,14 +1,16 @@
-"""Shared builders for the search / serve / browser tests (no tests here).
+"""Fixtures shared by the search / serve / browser tests.
 
 A small Galaxy10-layout HDF5 survey written by hand (drawn blobs, one look per class) and a tiny
 random-initialised model exported with ``save_pretrained``: enough to run the real pipeline
-(embed -> index -> query) in a second or two.
+(embed -> index -> query) in a second or two. ``fx`` is that pipeline built once per test module;
+``make_survey``, ``make_model`` and ``png_bytes`` hand the builders to tests that need their own.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 N_GALAXIES = 60
 IMAGE_SIZE = 48
@@ -79,3 +81,27 @@ def png_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory):
+    """Survey, model, embeddings and an exact index (``build_search_fixture``), once per module."""
+    return build_search_fixture(tmp_path_factory.mktemp("search"))
+
+
+@pytest.fixture
+def make_survey():
+    """``make_survey(path, n=60, size=48, seed=0) -> path``: a hand-drawn Galaxy10-layout survey."""
+    return write_survey
+
+
+@pytest.fixture
+def make_model():
+    """``make_model(folder) -> folder``: a tiny random model, exported."""
+    return write_model
+
+
+@pytest.fixture(name="png_bytes")
+def png_bytes_fixture():
+    """``png_bytes(image) -> bytes``: a uint8 (H, W, 3) image encoded as PNG."""
+    return png_bytes
