@@ -223,8 +223,39 @@ class MiniLMTextTower(LockableTower):
         mask = tokens["attention_mask"].unsqueeze(-1).to(out.dtype)
         return (out * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
+    def lock(self, unlocked_groups: int = 0, freeze_bn_stats: bool = False) -> None:
+        super().lock(unlocked_groups, freeze_bn_stats)
+        self._memo: dict = {}
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._memo = {}  # new weights: memoised sentence embeddings are stale
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    def _encoder_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.bert.parameters())
+
     def forward(self, tokens: dict) -> torch.Tensor:
-        return self.proj(self.sentence_embedding(tokens))
+        if not self._encoder_frozen():
+            return self.proj(self.sentence_embedding(tokens))
+        # A frozen sentence encoder is a fixed function of the prompt: memoise its (dropout-free)
+        # output per prompt, so training steps with a locked encoder run only the projection. The
+        # class bank draws from a few hundred prompts at most.
+        memo = self.__dict__.setdefault("_memo", {})
+        ids, mask = tokens["input_ids"], tokens["attention_mask"]
+        keys = [tuple(r[m.bool()].tolist()) for r, m in zip(ids.cpu(), mask.cpu())]
+        todo = [i for i, k in enumerate(keys) if k not in memo]
+        if todo:
+            was = self.bert.training
+            self.bert.eval()
+            with torch.no_grad():
+                sub = {"input_ids": ids[todo], "attention_mask": mask[todo]}
+                for i, e in zip(todo, self.sentence_embedding(sub)):
+                    memo[keys[i]] = e
+            self.bert.train(was)
+            if len(memo) > 100_000:  # free text queries (the service) must not grow it without bound
+                memo.clear()
+                return self.forward(tokens)
+        return self.proj(torch.stack([memo[k] for k in keys]).to(self.proj.weight.device))
 
 
 class BertTokenizer:

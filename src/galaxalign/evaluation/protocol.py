@@ -119,6 +119,23 @@ def classify_embeddings(
     return predictions
 
 
+def fuse_predictions(predictions: dict) -> tuple[np.ndarray, np.ndarray]:
+    """OUR CHOICE: ``fused`` = the mean of the class probabilities of the fused label prototypes (text
+    and symbol, or text alone), the linear probe, k-NN and the head, whichever exist."""
+    names = [n for n in ("zero_shot_both", "linear_probe", "knn", "head") if n in predictions]
+    if "zero_shot_both" not in predictions and "zero_shot_text" in predictions:
+        names.append("zero_shot_text")
+    scores = np.mean([predictions[n][1] for n in names], axis=0)
+    return scores.argmax(axis=1), scores
+
+
+def select_primary(val_accuracy: dict[str, float], default: str) -> str:
+    """The classifier with the best validation accuracy; ties go to ``default``, then by name."""
+    best = max(val_accuracy.values())
+    tied = sorted(k for k, v in val_accuracy.items() if v >= best - 1e-12)
+    return default if default in tied else tied[0]
+
+
 def _labelled(catalog):
     return catalog[catalog["label"] >= 0].reset_index(drop=True)
 
@@ -147,8 +164,14 @@ def evaluate_model(
     plots: bool = True,
     progress: bool = True,
     embeddings: dict | None = None,
+    val=None,
 ) -> dict:
     """Every metric of one model on one test set; plots go to ``out_dir`` when given.
+
+    ``val``: labelled validation galaxies. When given, every classifier (and ``fused``, the mean of
+    the label-prototype, probe, k-NN and head probabilities) is also scored on them and the primary
+    classifier is the one with the best validation accuracy (ties: the method's default first);
+    the test set never takes part in that choice. Without it, the method's default is primary.
 
     ``test``: labelled catalog of query galaxies. ``gallery``: catalog searched (labels define
     relevance; an item with a query's id is excluded from that query's ranking). ``train_labelled``:
@@ -195,9 +218,21 @@ def evaluate_model(
     predictions = classify_embeddings(model, taxonomy, q, tr, ytr, head=head, linear_probe=linear_probe, knn_k=knn_k,
                                       knn_exclude=self_index, seed=seed, cache=cache)
 
-    primary = primary_classifier(method, model)
-    if primary not in predictions:
-        raise ValueError(f"method {method!r} reports classifier {primary!r}, which this model cannot provide")
+    predictions["fused"] = fuse_predictions(predictions)
+    default = primary_classifier(method, model)
+    if default not in predictions:
+        raise ValueError(f"method {method!r} reports classifier {default!r}, which this model cannot provide")
+    primary, val_scores = default, {}
+    val = None if val is None else _labelled(val)
+    if val is not None and len(val):
+        vq = embed(val)
+        vhead = head_scores_catalog(model, val, batch_size, progress) if head is not None else None
+        vpred = classify_embeddings(model, taxonomy, vq, tr, ytr, head=vhead, linear_probe=linear_probe, knn_k=knn_k,
+                                    seed=seed, cache=cache)
+        vpred["fused"] = fuse_predictions(vpred)
+        yv = val["label"].to_numpy(np.int64)
+        val_scores = {k: float(np.mean(v[0] == yv)) for k, v in vpred.items() if k in predictions}
+        primary = select_primary(val_scores, default)
 
     classification = {}
     for name, (pred, _scores) in predictions.items():
@@ -218,6 +253,8 @@ def evaluate_model(
     result = {
         "method": method,
         "primary_classifier": primary,
+        "primary_selected_on": "val" if val_scores else "method default",
+        "val_accuracy": val_scores,
         "n_test": int(len(test)),
         "n_gallery": int(len(gallery)),
         "n_train_labelled": int(len(train_labelled)),
@@ -319,32 +356,16 @@ def training_config_of(checkpoint: str | Path) -> dict | None:
 
 
 def resolve_data(data_cfg: dict, taxonomy, data: str | Path | None = None) -> tuple[dict, dict]:
-    """Splits (``train``/``val``/``test`` catalogs) and a JSON description of the data.
+    """Splits (``train``/``val``/``test``/``train_labelled``) and a JSON description of the data:
+    :func:`galaxalign.datasets.splits_from_config`, the derivation the trainer uses.
 
-    ``data_cfg`` is a training config's ``data`` section; ``data`` overrides its source.
-    """
-    from galaxalign.datasets import load_catalog, split_catalog
+    ``data_cfg`` is a training config's ``data`` section completed from the training schema;
+    ``data`` overrides its source."""
+    from galaxalign.datasets import splits_from_config
+    from galaxalign.training.config import default_schema
 
-    source = str(data) if data is not None else data_cfg.get("source", "survey")
-    info: dict[str, Any] = {"source": source}
-    if source == "survey":
-        from galaxalign.survey import default_survey
-
-        path = default_survey(int(data_cfg["num"]), int(data_cfg["size"]), int(data_cfg.get("seed", 0)))
-        info.update(path=str(path), num=int(data_cfg["num"]), size=int(data_cfg["size"]), seed=int(data_cfg.get("seed", 0)))
-        source = path
-    else:
-        info["path"] = str(source)
-    catalog = load_catalog(source, taxonomy)
-    splits = split_catalog(
-        catalog, float(data_cfg.get("val_fraction", 0.1)), float(data_cfg.get("test_fraction", 0.2)),
-        int(data_cfg.get("split_seed", 0)),
-    )
-    info["splits"] = {k: int(len(v)) for k, v in splits.items()}
-    info["split_seed"] = int(data_cfg.get("split_seed", 0))
-    info["val_fraction"] = float(data_cfg.get("val_fraction", 0.1))
-    info["test_fraction"] = float(data_cfg.get("test_fraction", 0.2))
-    return splits, info
+    full = {**default_schema()["data"], **(data_cfg or {})}
+    return splits_from_config(full, taxonomy, source=data)
 
 
 def evaluate(
@@ -381,20 +402,21 @@ def evaluate(
     data_cfg = {**default_schema()["data"], **(train_cfg.get("data") or {})}
     if data is None and not train_cfg:
         raise ValueError(f"checkpoint {checkpoint} carries no training config: pass --data SOURCE")
+    if label_fraction is not None:
+        data_cfg["label_fraction"] = float(label_fraction)
     splits, info = resolve_data(data_cfg, tax, data)
     for name in (split, gallery_split):
         if name not in splits:
             raise ValueError(f"unknown split {name!r}; the data has splits {sorted(splits)}")
-    train_labelled = None
-    lf = label_fraction if label_fraction is not None else float(data_cfg.get("label_fraction", 1.0))
-    if gallery_split == "train" and lf < 1.0:
-        from galaxalign.datasets import apply_label_fraction
-
-        train_labelled = apply_label_fraction(splits["train"], lf, int(data_cfg.get("label_seed", 0)))
+    lf = float(data_cfg.get("label_fraction", 1.0))
+    # The probe and k-NN only ever learn from the labelled training galaxies (the label fraction),
+    # whatever is searched; the primary classifier is chosen on the validation split.
+    train_labelled = splits["train_labelled"]
     method = train_cfg.get("method")
     result = evaluate_model(
         model, tax, splits[split], splits[gallery_split], train_labelled, out_dir, method=method,
         title=Path(checkpoint).name, knn_k=knn_k, n_resamples=n_resamples, progress=progress,
+        val=splits["val"] if split != "val" else None,
     )
     report = {"checkpoint": str(checkpoint), "dataset": info, "split": split, "gallery_split": gallery_split,
               "label_fraction": lf, "taxonomy": tax.name, **result}

@@ -14,7 +14,7 @@ Choices (``resolve_recipe``):
   ``backbones.offline.EfficientNetImageTower``). ``auto``: stages 5, 6 and 7.
 - ``cache``: train on the frozen-trunk feature cache (``galaxalign.features``): the whole image trunk
   frozen, its pooled features of the 8 dihedral views of every galaxy computed once; the projections,
-  the temperature and the unlocked text layers train. ``auto``: on when the backbone supports it and
+  the temperature train (the text tower's sentence encoder is locked too and memoised per prompt). ``auto``: on when the backbone supports it and
   the labelled training set is small (<= ``cache_max_galaxies``) or there is no GPU, where
   fine-tuning the trunk on few labels does not beat frozen features (measured, docs/training.md).
 - ``epochs``: with the cache, optimiser steps are cheap, so the stage epochs follow a step budget
@@ -122,6 +122,11 @@ def resolve_recipe(cfg: dict, train_cat, device_type: str, world_size: int = 1) 
         m["lock_image_unlocked_groups"] = 1  # the projection only: everything before it is cached
         m["lock_image_freeze_bn_stats"] = True
         m["freeze_bn_stats"] = True
+        # OUR CHOICE: the text tower trains its projection only (its sentence encoder memoises each
+        # prompt), so a cached step costs milliseconds; with K classes the projection alone can place
+        # the K prototypes anywhere, and the warm start places them on the class means.
+        m["lock_text"] = True
+        m["lock_text_unlocked_layers"] = 1
 
     bs = int(cfg["batch_size"])
     if _auto(r["batch_size"]):
