@@ -105,3 +105,60 @@ def make_model():
 def png_bytes_fixture():
     """``png_bytes(image) -> bytes``: a uint8 (H, W, 3) image encoded as PNG."""
     return png_bytes
+
+
+# -- hostile files (tests/test_image_decoder.py, test_model_files.py, test_serve_hostile.py) --------
+def write_png(path, array: np.ndarray, bit_depth: int = 8) -> bytes:
+    """A PNG written by hand (Pillow cannot write 16-bit RGBA / LA): grey, LA, RGB or RGBA."""
+    import struct
+    import zlib
+
+    a = np.asarray(array)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    h, w, c = a.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    dtype = ">u2" if bit_depth == 16 else "u1"
+    raw = b"".join(b"\x00" + a[y].astype(dtype).tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bit_depth, colour_type, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    if path is not None:
+        Path(path).write_bytes(data)
+    return data
+
+
+class _TouchOnUnpickle:
+    """Unpickling this calls ``open(marker, "w")``: harmless, and proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def write_crafted_checkpoint(folder: Path) -> tuple[Path, Path]:
+    """``(evil.pt, marker)``: a checkpoint-shaped file whose unpickling would create ``marker``."""
+    import torch
+
+    marker = Path(folder) / "unpickled.marker"
+    path = Path(folder) / "evil.pt"
+    torch.save({"model": _TouchOnUnpickle(marker), "model_config": {}, "taxonomy": {},
+                "format": "galaxalign-checkpoint"}, path)
+    return path, marker
+
+
+@pytest.fixture(name="write_png")
+def write_png_fixture():
+    """``write_png(path_or_None, array, bit_depth=8) -> bytes``: PNGs Pillow cannot write (16-bit RGBA, LA)."""
+    return write_png
+
+
+@pytest.fixture
+def crafted_checkpoint():
+    """``crafted_checkpoint(folder) -> (path, marker)``: a .pt that would run code if unpickled."""
+    return write_crafted_checkpoint

@@ -117,7 +117,7 @@ def splits_from_config(data_cfg: dict, taxonomy, source=None, progress: bool = F
         path = default_survey(int(data_cfg["num"]), int(data_cfg["size"]), int(data_cfg["seed"]), progress=progress)
         info.update(num=int(data_cfg["num"]), size=int(data_cfg["size"]), seed=int(data_cfg["seed"]))
     info["path"] = str(path)
-    catalog = load_catalog(path, taxonomy)
+    catalog = load_catalog(path, taxonomy, skip_bad=bool(data_cfg.get("skip_bad", False)))
     splits = split_catalog(catalog, float(data_cfg["val_fraction"]), float(data_cfg["test_fraction"]),
                            int(data_cfg["split_seed"]))
     train = splits["train"]

@@ -38,6 +38,7 @@ SCHEMA: dict[str, Any] = {
         "label_fraction": 1.0,
         "label_seed": 0,
         "augment": 1.0,  # strength passed to the model's train transform; 0 = no augmentation
+        "skip_bad": False,  # True: drop catalog rows whose image or label is bad (warned, listed) instead of stopping
     },
     "model": {
         "backbone": {"kind": "offline"},
@@ -213,6 +214,7 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
     lf = c["data"]["label_fraction"]
     _check(isinstance(lf, (int, float)) and 0 < lf <= 1, "data.label_fraction", f"must be in (0, 1], got {lf!r}", source)
     _check(isinstance(c["data"]["source"], str) and c["data"]["source"], "data.source", "must be 'survey' or a path", source)
+    _check(isinstance(c["data"]["skip_bad"], bool), "data.skip_bad", f"must be true or false, got {c['data']['skip_bad']!r}", source)
     for k in ("num", "size"):
         v = c["data"][k]
         _check(isinstance(v, int) and v > 0, f"data.{k}", f"must be a positive integer, got {v!r}", source)
