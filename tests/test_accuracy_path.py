@@ -260,3 +260,14 @@ def test_primary_classifier_is_chosen_on_validation_with_ties_to_the_default():
     pred, scores = fuse_predictions(p)
     np.testing.assert_allclose(scores, [[0.5, 0.5], [0.3, 0.7]])
     assert pred.tolist() == [0, 1]
+
+
+def test_a_key_set_on_the_command_line_pins_the_recipe_choice(tmp_path):
+    from galaxalign.training.recipe import resolve_recipe
+
+    cfg = _cfg(**{"model.backbone.image_size": 128, "stage1.epochs": 2, "batch_size": 4})
+    assert cfg["recipe"]["image_size"] == 128 and cfg["recipe"]["epochs"] == [2, cfg["stage2"]["epochs"]]
+    cat = _png_catalog(tmp_path / "big", [np.zeros((424, 424, 3), np.uint8)] * 8)
+    out, _ = resolve_recipe(cfg, cat, "cpu")
+    assert out["model"]["backbone"]["image_size"] == 128
+    assert out["stage1"]["epochs"] == 2 and out["batch_size"] == 4

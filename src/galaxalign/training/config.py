@@ -278,8 +278,37 @@ def load_config(path_or_name: str | Path | dict | None = "default", overrides: l
         data, source = _read_yaml(path_or_name)
     _merge(cfg, _numbers(data), SCHEMA, source)
     for ov in overrides or ():
-        if isinstance(ov, dict):
-            _merge(cfg, ov, SCHEMA, "override")
-        else:
-            _merge(cfg, parse_override(ov), SCHEMA, f"override {ov!r}")
+        parsed = ov if isinstance(ov, dict) else parse_override(ov)
+        _merge(cfg, parsed, SCHEMA, "override" if isinstance(ov, dict) else f"override {ov!r}")
+        _pin_recipe(cfg, parsed)
     return validate_config(cfg, source)
+
+
+# A key a user sets explicitly on the command line is a choice the recipe must not undo: it pins the
+# recipe's matching choice to that value.
+_RECIPE_PINS = {
+    ("model", "backbone", "image_size"): "image_size",
+    ("model", "backbone", "taps"): "taps",
+    ("batch_size",): "batch_size",
+    ("model", "tta"): "tta",
+}
+
+
+def _pin_recipe(cfg: dict, override: dict) -> None:
+    def get(node, path):
+        for k in path:
+            if not isinstance(node, dict) or k not in node:
+                return None
+            node = node[k]
+        return node
+
+    recipe = cfg.get("recipe")
+    if not isinstance(recipe, dict):
+        return
+    for path, key in _RECIPE_PINS.items():
+        value = get(override, path)
+        if value is not None and recipe.get(key) == "auto":
+            recipe[key] = value
+    epochs = [get(override, (s, "epochs")) for s in ("stage1", "stage2")]
+    if any(e is not None for e in epochs) and recipe.get("epochs") == "auto":
+        recipe["epochs"] = [int(e if e is not None else cfg[s]["epochs"]) for e, s in zip(epochs, ("stage1", "stage2"))]
