@@ -221,7 +221,7 @@ def test_recipe_follows_the_cutout_size_and_prints_its_choices(tmp_path):
     assert cfg["model"]["tta"] == "dihedral"
     assert cfg["batch_size"] == 5  # never more than the labelled galaxies
     e1, e2 = cfg["stage1"]["epochs"], cfg["stage2"]["epochs"]
-    assert (e1, e2) == (800, 400)  # 1200 steps at one step per epoch, split 2:1
+    assert (e1, e2) == (100, 50)  # 900 steps at one step per epoch, capped at 150 epochs, split 2:1
     text = describe_choices(choices)
     for key in ("image_size", "taps", "cache", "epochs", "batch_size", "tta"):
         assert key in text

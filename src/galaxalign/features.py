@@ -286,9 +286,18 @@ class PooledSet:
         return len(self.labels)
 
 
+def _mix(seed: int) -> int:
+    """splitmix64: a well-spread integer from a sample seed (cheap, unlike reseeding an RNG)."""
+    z = (int(seed) + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return z ^ (z >> 31)
+
+
 class CachedViews(torch.utils.data.Dataset):
-    """Training samples from cached views: item i is (views[i, v], label) with v drawn uniformly
-    from the 8 dihedral views by torch's RNG (seeded per sample by the trainer)."""
+    """Training samples from cached views, indexed like the trainer's ``SeededSamples`` by
+    ``(index, seed)``: item is (views[index, v], label) with the view v a pure function of the
+    sample's seed (uniform over the 8), so a resumed run or another worker count draws the same."""
 
     def __init__(self, views: torch.Tensor, labels):
         self.views = torch.as_tensor(views, dtype=torch.float32)
@@ -299,8 +308,9 @@ class CachedViews(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int):
-        v = int(torch.randint(N_VIEWS, ()))
+    def __getitem__(self, key):
+        index, seed = key
+        v = _mix(seed) % N_VIEWS
         return self.views[index, v], int(self.labels[index])
 
 

@@ -189,6 +189,9 @@ def encode_texts(model: GalaxAlignModel, texts: Sequence[str], batch_size: int =
     return torch.cat(parts) if parts else torch.zeros(0, model.embed_dim)
 
 
+_SYMBOL_BANKS: dict = {}
+
+
 def class_prototypes(model: GalaxAlignModel, taxonomy: Taxonomy, modality: str = "text",
                      n_symbol_variants: int = 8, seed: int = 0) -> torch.Tensor:
     """(C,D) L2-normalised class embeddings for zero-shot classification.
@@ -208,7 +211,17 @@ def class_prototypes(model: GalaxAlignModel, taxonomy: Taxonomy, modality: str =
     if modality in ("symbol", "both"):
         from galaxalign.symbols import class_symbol_bank
 
-        images, ids = class_symbol_bank(taxonomy, model.image_size, max(1, n_symbol_variants), seed)
+        import hashlib
+
+        # The rendering is a pure function of (taxonomy with its symbol book, size, variants, seed):
+        # memoised, because validation asks for the same prototypes every epoch.
+        key = (hashlib.sha1(json.dumps(taxonomy.to_dict(), sort_keys=True, default=str).encode()).hexdigest(),
+               int(model.image_size), max(1, n_symbol_variants), int(seed))
+        if key not in _SYMBOL_BANKS:
+            if len(_SYMBOL_BANKS) > 16:
+                _SYMBOL_BANKS.clear()
+            _SYMBOL_BANKS[key] = class_symbol_bank(taxonomy, model.image_size, max(1, n_symbol_variants), seed)
+        images, ids = _SYMBOL_BANKS[key]
         feats = torch.from_numpy(encode_images(model, np.asarray(images), "symbol", use_cache=True))
         ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
         rows = [F.normalize(feats[ids == c].mean(0), dim=-1) for c in range(len(taxonomy.classes))]

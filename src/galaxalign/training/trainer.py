@@ -427,7 +427,7 @@ class Trainer:
         if self.cached:
             from galaxalign.features import CachedViews
 
-            return SeededSamples(CachedViews(self.train_views, self.train_cat["label"].to_numpy(np.int64)))
+            return CachedViews(self.train_views, self.train_cat["label"].to_numpy(np.int64))
         transform = self.model.train_transform(strength=float(self.cfg["data"]["augment"]))
         return SeededSamples(GalaxyDataset(self.train_cat, transform))
 
@@ -744,10 +744,12 @@ class Trainer:
                 t_step = time.time()
             if bar is not None:
                 bar.close()
-            row = self.validate(objective, stage, epoch)
+            last_epoch = epoch + 1 == stage.epochs
+            # With the cache, epochs are short: validate about 30 times a stage (and at its end).
+            val_every = max(1, stage.epochs // 30) if self.cached else 1
+            row = self.validate(objective, stage, epoch) if ((epoch + 1) % val_every == 0 or last_epoch) else {}
             if best is not None and env.is_main:
                 best.offer(model, row, epoch + 1)
-            last_epoch = epoch + 1 == stage.epochs
             stopping = max_steps is not None and self.global_step >= max_steps
             if last_epoch and best is not None:
                 barrier(env)
