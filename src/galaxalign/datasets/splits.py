@@ -131,7 +131,8 @@ def splits_from_config(data_cfg: dict, taxonomy, source=None, progress: bool = F
         "val": splits["val"][splits["val"]["label"] >= 0].reset_index(drop=True),
         "test": splits["test"][splits["test"]["label"] >= 0].reset_index(drop=True),
     }
-    info["splits"] = {k: int(len(v)) for k, v in out.items()}
+    info["splits"] = {k: int(len(out[k])) for k in SPLITS}
+    info["n_train_labelled"] = int(len(out["train_labelled"]))
     info.update(split_seed=int(data_cfg["split_seed"]), val_fraction=float(data_cfg["val_fraction"]),
                 test_fraction=float(data_cfg["test_fraction"]), label_fraction=lf, label_seed=int(data_cfg["label_seed"]))
     return out, info
