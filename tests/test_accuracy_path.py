@@ -256,6 +256,7 @@ def test_primary_classifier_is_chosen_on_validation_with_ties_to_the_default():
 
     assert select_primary({"zero_shot_both": 0.7, "linear_probe": 0.8, "knn": 0.8}, "zero_shot_both") == "knn"
     assert select_primary({"zero_shot_both": 0.8, "linear_probe": 0.8}, "zero_shot_both") == "zero_shot_both"
+    assert select_primary({"zero_shot_both": 0.8, "fused": 0.8, "knn": 0.7}, "zero_shot_both") == "fused"
     p = {"zero_shot_both": (None, np.array([[0.9, 0.1], [0.4, 0.6]])), "linear_probe": (None, np.array([[0.1, 0.9], [0.2, 0.8]]))}
     pred, scores = fuse_predictions(p)
     np.testing.assert_allclose(scores, [[0.5, 0.5], [0.3, 0.7]])

@@ -138,10 +138,14 @@ def fuse_predictions(predictions: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def select_primary(val_accuracy: dict[str, float], default: str) -> str:
-    """The classifier with the best validation accuracy; ties go to ``default``, then by name."""
+    """The classifier with the best validation accuracy; ties go to ``fused`` (it averages the
+    others, the safest on a small validation split), then ``default``, then by name."""
     best = max(val_accuracy.values())
     tied = sorted(k for k, v in val_accuracy.items() if v >= best - 1e-12)
-    return default if default in tied else tied[0]
+    for pick in ("fused", default):
+        if pick in tied:
+            return pick
+    return tied[0]
 
 
 def _labelled(catalog):
@@ -261,7 +265,9 @@ def evaluate_model(
                                     linear_probe=linear_probe, probe_c=probe_c, knn_k=knn_k, seed=seed, cache=cache)
         vpred["fused"] = fuse_predictions(vpred)
         yv = val["label"].to_numpy(np.int64)
-        val_scores = {k: float(np.mean(v[0] == yv)) for k, v in vpred.items() if k in predictions}
+        # A zero-shot model is reported by its label prototypes only: it learns nothing from labels.
+        eligible = [k for k in vpred if k in predictions and (method != "zero_shot" or k.startswith("zero_shot"))]
+        val_scores = {k: float(np.mean(vpred[k][0] == yv)) for k in eligible}
         primary = select_primary(val_scores, default)
 
     classification = {}
