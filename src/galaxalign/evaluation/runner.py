@@ -195,7 +195,7 @@ def run_table(
     methods: Sequence[str] | None = None,
     label_fractions: Sequence[float] | None = None,
     seeds: Sequence[int] | None = None,
-    exemplars: str | Path | None = None,
+    exemplars: str | Path | Sequence[str | Path] | None = None,
     n_resamples: int | None = None,
     progress: bool = True,
 ) -> dict:
@@ -245,8 +245,15 @@ def run_table(
     t0 = time.perf_counter()
     ga = [r for r in report["runs"] if r["method"] == "galaxalign"]
     best = max(ga, key=lambda r: r["label_fraction"]) if ga else None
-    report["sim_to_real"] = sim_to_real_hook(best["checkpoint"], exemplars) if best and g.kind == "demo" else None
-    report["exemplars"] = str(exemplars) if exemplars is not None else None
+    # Several exemplar sets (e.g. SDSS and KiDS/GAMA) are reported separately, one result per set.
+    sets = [] if exemplars is None else ([exemplars] if isinstance(exemplars, (str, Path)) else list(exemplars))
+    by_set = {}
+    if best and g.kind == "demo":
+        for ex in sets:
+            by_set[Path(ex).name] = sim_to_real_hook(best["checkpoint"], ex)
+    report["sim_to_real_by_set"] = by_set
+    report["sim_to_real"] = next(iter(by_set.values()), None)
+    report["exemplars"] = [str(e) for e in sets] or None
     runner.timings["sim_to_real_seconds"] = time.perf_counter() - t0
     if g.reference is not None:
         report["comparison"] = compare_to_reference(report["runs"], g.reference, n_resamples=runner.n_resamples)

@@ -165,9 +165,11 @@ def demo_markdown(report: dict) -> str:
         "",
     ]
     s2r = report.get("sim_to_real")
+    by_set = report.get("sim_to_real_by_set") or ({"exemplars": s2r} if s2r else {})
     lines += ["## Sim-to-real", ""]
-    if s2r:
-        lines += [sim_to_real_markdown(s2r), ""]
+    if by_set:
+        for name, res in by_set.items():
+            lines += [f"### {name}", "", sim_to_real_markdown(res), ""]
     else:
         lines += ["Not run (pass the real labelled galaxies with `--exemplars`, e.g. ../shared/data/gz2-exemplars).", ""]
     lines += ["## Plots", ""]
