@@ -362,8 +362,8 @@ def _pin_recipe(cfg: dict, override: dict) -> None:
         return
     for path, key in _RECIPE_PINS.items():
         value = get(override, path)
-        if value is not None and recipe.get(key) == "auto":
+        if value is not None:  # the later of two overrides wins, as for any key
             recipe[key] = value
     epochs = [get(override, (s, "epochs")) for s in ("stage1", "stage2")]
-    if any(e is not None for e in epochs) and recipe.get("epochs") == "auto":
+    if any(e is not None for e in epochs):
         recipe["epochs"] = [int(e if e is not None else cfg[s]["epochs"]) for e, s in zip(epochs, ("stage1", "stage2"))]
