@@ -30,16 +30,16 @@ class ClassBankBatch:
     classes: torch.Tensor            # (K,) class id of each distinct row (same order for text and symbols)
 
     def to(self, device) -> "ClassBankBatch":
-        tokens = ({k: v.to(device) for k, v in self.text_tokens.items()} if isinstance(self.text_tokens, dict)
-                  else self.text_tokens.to(device))
-        return ClassBankBatch(tokens, self.text_index.to(device), self.symbol_images.to(device),
-                              self.symbol_index.to(device), self.texts, self.classes)
+        tokens = ({k: v.to(device, non_blocking=True) for k, v in self.text_tokens.items()} if isinstance(self.text_tokens, dict)
+                  else self.text_tokens.to(device, non_blocking=True))
+        return ClassBankBatch(tokens, self.text_index.to(device, non_blocking=True), self.symbol_images.to(device, non_blocking=True),
+                              self.symbol_index.to(device, non_blocking=True), self.texts, self.classes)
 
 
-def _select_tokens(tokens, rows: torch.Tensor):
+def _select_tokens(tokens, rows: torch.Tensor, trim: bool = True):
     if isinstance(tokens, dict):
         picked = {k: v[rows] for k, v in tokens.items()}
-        if "attention_mask" in picked:  # trim padding that only longer, unselected prompts needed
+        if trim and "attention_mask" in picked:  # trim padding that only longer, unselected prompts needed
             width = int(picked["attention_mask"].sum(1).max())
             picked = {k: v[:, :width] for k, v in picked.items()}
         return picked
@@ -84,6 +84,22 @@ class ClassBank:
         self.symbol_rows = [np.flatnonzero(class_ids == c) for c in range(self.num_classes)]
         self.train_symbol_transform = model.symbol_transform(train=True)
         self.eval_symbol_transform = model.symbol_transform(train=False)
+        self.symbol_size = size
+        # Training symbols live on the device: the pool at the model's size in [0,1], augmented there.
+        from galaxalign.transforms import SymbolAugment, resize_center_crop, to_float_tensor
+
+        self._pool01 = torch.stack([resize_center_crop(to_float_tensor(im), size) for im in images])
+        self._on_device: dict = {}
+        self.symbol_augment = SymbolAugment(model.image_mean, model.image_std)
+
+    def _device_state(self, device):
+        device = torch.device(device)
+        state = self._on_device.get(device)
+        if state is None:
+            tokens = ({k: v.to(device) for k, v in self.tokens.items()} if isinstance(self.tokens, dict)
+                      else self.tokens.to(device))
+            state = self._on_device[device] = (self._pool01.to(device), tokens)
+        return state
 
     def _check_labels(self, labels) -> torch.Tensor:
         labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
@@ -95,26 +111,45 @@ class ClassBank:
                              "be used for contrastive training")
         return labels
 
-    def batch(self, labels, train: bool = True) -> ClassBankBatch:
+    def batch(self, labels, train: bool = True, all_classes: bool = False, device=None) -> ClassBankBatch:
         """Distinct texts and symbols for ``labels`` plus per-sample index tensors.
 
         OUR CHOICE: per batch, each class present draws ONE prompt (uniform over its templates x text
         labels) and ONE symbol variant, shared by all its samples; across batches every prompt and
         variant is seen. ``train=False`` picks the first prompt and the canonical symbol, unaugmented.
+
+        ``all_classes=True`` returns a row for EVERY class of the taxonomy and ``labels`` themselves as
+        the indexes: fixed shapes (``torch.compile``) and no look at the labels' values, so labels on a
+        GPU cause no host sync. Training symbols are gathered and augmented on ``device`` (default:
+        the labels' device), from a generator seeded by this bank's own RNG.
         """
-        labels = self._check_labels(labels)
-        classes, inverse = torch.unique(labels, sorted=True, return_inverse=True)
+        device = torch.device(device) if device is not None else (labels.device if isinstance(labels, torch.Tensor) else torch.device("cpu"))
+        if all_classes:
+            if not isinstance(labels, torch.Tensor) or labels.device.type == "cpu":
+                labels = self._check_labels(labels)
+            classes = torch.arange(self.num_classes)
+            inverse = labels.to(device=device, dtype=torch.long, non_blocking=True)
+        else:
+            labels = self._check_labels(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+            classes, inverse = torch.unique(labels, sorted=True, return_inverse=True)
+            inverse = inverse.to(device, non_blocking=True)
         cls = classes.tolist()
         if train:
             prompt_rows = [int(self.prompt_offsets[c] + self.rng.integers(len(self.prompts[c]))) for c in cls]
             symbol_rows = [int(self.rng.choice(self.symbol_rows[c])) for c in cls]
-            transform = self.train_symbol_transform
+            pool, tokens_dev = self._device_state(device)
+            g = torch.Generator(device=device)
+            g.manual_seed(int(self.rng.integers(2**62)))
+            rows = torch.tensor(symbol_rows).to(device, non_blocking=True)
+            symbols = self.symbol_augment(pool.index_select(0, rows), g)
+            tokens = _select_tokens(tokens_dev, torch.tensor(prompt_rows).to(device, non_blocking=True), trim=not all_classes)
         else:
             prompt_rows = [int(self.prompt_offsets[c]) for c in cls]
             symbol_rows = [int(self.symbol_rows[c][0]) for c in cls]
-            transform = self.eval_symbol_transform
-        tokens = _select_tokens(self.tokens, torch.tensor(prompt_rows))
-        symbols = torch.stack([transform(self.symbol_pool[r]) for r in symbol_rows])
+            tokens = _select_tokens(self.tokens, torch.tensor(prompt_rows), trim=not all_classes)
+            symbols = torch.stack([self.eval_symbol_transform(self.symbol_pool[r]) for r in symbol_rows])
+            tokens = ({k: v.to(device) for k, v in tokens.items()} if isinstance(tokens, dict) else tokens.to(device))
+            symbols = symbols.to(device)
         return ClassBankBatch(
             text_tokens=tokens,
             text_index=inverse,
