@@ -357,8 +357,8 @@ class Trainer:
 
         # The model's train transform supplies the augmentation (its ranges are the model's choice).
         self.augment = self.model.train_transform(strength=float(self.cfg["data"]["augment"])).augment
-        images = GalaxyDataset(self.train_cat, image_size=self.model.image_size, in_memory=self.cfg["data"]["in_memory"])
-        return AugmentedSamples(images, self.augment)
+        self.train_images = GalaxyDataset(self.train_cat, image_size=self.model.image_size, in_memory=self.cfg["data"]["in_memory"])
+        return AugmentedSamples(self.train_images, self.augment)
 
     def loader(self, dataset, sampler: ResumableSampler) -> DataLoader:
         """One loader per stage: persistent workers keep their HDF5 handles across epochs; batches are
