@@ -90,14 +90,14 @@ def test_quarter_turn_and_flip_move_pixels_exactly_where_expected():
 
 # ------------------------------------------------------------------------------------------ the dataset
 
-def test_uint8_samples_batched_read_and_in_memory_give_the_same_pixels(h5_file):
+def test_uint8_samples_on_disk_and_in_memory_give_the_same_pixels(h5_file):
     aug = GalaxyAugment(24, [0.5] * 3, [0.25] * 3)
     on_disk = AugmentedSamples(GalaxyDataset(catalog(h5_file), image_size=24), aug)
     held = AugmentedSamples(GalaxyDataset(catalog(h5_file), image_size=24, in_memory=True), aug)
     assert held.dataset.in_memory and not on_disk.dataset.in_memory
     keys = [(5, 11), (2, 3), (70, 99), (5, 11)]
     one = [on_disk[k] for k in keys]
-    for batch in (on_disk.__getitems__(keys), held.__getitems__(keys)):
+    for batch in ([on_disk[k] for k in keys], [held[k] for k in keys]):
         for (im, label, params), (im1, label1, params1) in zip(batch, one):
             assert im.dtype == torch.uint8 and im.shape == (24, 24, 3)
             assert torch.equal(im, im1) and label == label1 and torch.equal(params, params1)
@@ -171,3 +171,21 @@ def test_gpu_check_runs_in_reduced_mode_on_the_cpu(tmp_path):
     for p in report["phases"]:
         assert p["images_per_s"] > 0 and 0 <= p["data_wait_share"] <= 1 and p["finite"]
     assert report["one_batch_vs_cpu_fp32"]["within_tolerance"]
+
+
+def test_jpeg_training_reads_decode_like_pil_and_refuse_truncated_files(tmp_path):
+    from PIL import Image
+
+    from galaxalign.datasets import ImageReadError, read_image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(tmp_path / "a.jpg", quality=95)
+    data = (tmp_path / "a.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    cat = pd.DataFrame({"id": ["a", "cut"], "source": "test", "file_loc": [str(tmp_path / "a.jpg"), str(tmp_path / "cut.jpg")], "label": [0, 1]})
+    ds = GalaxyDataset(cat, image_size=30)
+    fast = ds.image(0).astype(int)
+    ref = read_image(str(tmp_path / "a.jpg"))[5:35].astype(int)  # PIL, centre 30 x 30 of 40 x 30
+    assert fast.shape == (30, 30, 3) and np.abs(fast - ref).max() <= 8  # decoders may differ by IDCT rounding
+    with pytest.raises(ImageReadError, match="cut.jpg"):
+        ds.image(1)

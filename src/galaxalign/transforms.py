@@ -96,7 +96,9 @@ def resize_center_crop_uint8(image: np.ndarray, size: int) -> np.ndarray:
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
     rgb = image[:, :, :3]
     if (nh, nw) != (h, w):
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
+        if not (rgb.flags.writeable and rgb.flags.c_contiguous):
+            rgb = rgb.copy()  # torch refuses read-only arrays (PIL buffers)
+        x = torch.from_numpy(rgb).permute(2, 0, 1)[None]
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
         rgb = x[0].permute(1, 2, 0).numpy()
     top, left = (nh - size) // 2, (nw - size) // 2
@@ -127,17 +129,16 @@ def geometric_batch(x: torch.Tensor, angle_deg: torch.Tensor, flip: torch.Tensor
 
 
 def _blur_batch(x: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:
-    """Separable Gaussian blur with a per-sample sigma (0: untouched), as shifted weighted sums."""
+    """Separable Gaussian blur with a per-sample sigma (0: a delta kernel, the image unchanged), as
+    two grouped convolutions (one kernel per sample and channel)."""
+    b, c, h, w = x.shape
     t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    sig = sigma.to(x.dtype).clamp(min=1e-3).view(-1, 1)
-    k = torch.exp(-0.5 * (t.view(1, -1) / sig) ** 2)
-    k = k / k.sum(1, keepdim=True)  # sigma 0 -> a delta kernel: the image is unchanged
-    w = k.view(-1, 1, 1, 1, 2 * radius + 1)
-    h, wd = x.shape[-2:]
-    xp = F.pad(x, (radius, radius, 0, 0), mode="reflect")
-    x = sum(w[..., j] * xp[..., j : j + wd] for j in range(2 * radius + 1))
-    xp = F.pad(x, (0, 0, radius, radius), mode="reflect")
-    return sum(w[..., j] * xp[..., j : j + h, :] for j in range(2 * radius + 1))
+    k = torch.exp(-0.5 * (t.view(1, -1) / sigma.to(x.dtype).clamp(min=1e-3).view(-1, 1)) ** 2)
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B*C, K)
+    y = x.reshape(1, b * c, h, w)
+    y = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode="reflect"), k.view(b * c, 1, 1, -1), groups=b * c)
+    y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode="reflect"), k.view(b * c, 1, -1, 1), groups=b * c)
+    return y.view(b, c, h, w)
 
 
 class GalaxyAugment:
@@ -212,13 +213,21 @@ class GalaxyAugment:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False)
         if noise_seed is None and self.strength > 0:
             noise_seed = int(params[:, P_NOISE_SEED].double().sum()) if params.device.type == "cpu" else 0
+        host_blur = params[:, P_BLUR] > 0 if params.device.type == "cpu" else None
         p = params.to(x.device, torch.float32, non_blocking=True)
         x = geometric_batch(x, p[:, P_ANGLE], p[:, P_FLIP], p[:, P_ZOOM])
         if self.strength > 0:
-            x = x * p[:, P_GAIN : P_GAIN + 3].view(-1, 3, 1, 1)
-            mean = x.mean(dim=(1, 2, 3), keepdim=True)
-            x = (x - mean) * p[:, P_CONTRAST].view(-1, 1, 1, 1) + mean * p[:, P_BRIGHTNESS].view(-1, 1, 1, 1)
-            x = _blur_batch(x, p[:, P_BLUR], self.blur_radius)
+            # gains, then contrast about the image mean and brightness, in one pass:
+            # (g*x - m) * c + m * b  with  m = mean(g*x)  =  x * (g*c) + m * (b - c)
+            gains = p[:, P_GAIN : P_GAIN + 3]
+            m = (x.mean(dim=(2, 3)) * gains).mean(1)
+            contrast, brightness = p[:, P_CONTRAST], p[:, P_BRIGHTNESS]
+            x = torch.addcmul((m * (brightness - contrast)).view(-1, 1, 1, 1), x, (gains * contrast[:, None]).view(-1, 3, 1, 1))
+            if host_blur is None:  # parameters already on the device: blur all (sigma 0 = unchanged), no sync
+                x = _blur_batch(x, p[:, P_BLUR], self.blur_radius)
+            elif bool(host_blur.any()):  # known on the host: blur only the samples that draw one
+                idx = torch.nonzero(host_blur).flatten().to(x.device)
+                x = x.index_copy(0, idx, _blur_batch(x.index_select(0, idx), p.index_select(0, idx)[:, P_BLUR], self.blur_radius))
             g = torch.Generator(device=x.device)
             g.manual_seed(int(noise_seed) % (2**63))
             noise = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
