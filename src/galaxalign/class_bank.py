@@ -98,7 +98,17 @@ class ClassBank:
         if state is None:
             tokens = ({k: v.to(device) for k, v in self.tokens.items()} if isinstance(self.tokens, dict)
                       else self.tokens.to(device))
-            state = self._on_device[device] = (self._pool01.to(device), tokens)
+            # Per class: first prompt row and prompt count; first row of its variants (in class order) and count.
+            order = np.concatenate(self.symbol_rows)
+            counts = [len(r) for r in self.symbol_rows]
+            long = dict(dtype=torch.long, device=device)
+            self._pool_order = getattr(self, "_pool_order", {})
+            self._pool_order[device] = torch.as_tensor(order, **long)
+            state = self._on_device[device] = (
+                self._pool01.to(device), tokens,
+                torch.as_tensor(self.prompt_offsets[:-1], **long), torch.as_tensor([len(p) for p in self.prompts], **long),
+                torch.as_tensor(np.cumsum([0] + counts[:-1]), **long), torch.as_tensor(counts, **long),
+            )
         return state
 
     def _check_labels(self, labels) -> torch.Tensor:
@@ -134,10 +144,22 @@ class ClassBank:
             classes, inverse = torch.unique(labels, sorted=True, return_inverse=True)
             inverse = inverse.to(device, non_blocking=True)
         cls = classes.tolist()
+        if train and all_classes:
+            # Drawn on the device: a prompt and a symbol variant per class from a generator seeded by
+            # this bank's RNG; nothing crosses from the host but the seed.
+            pool, tokens_dev, p_off, p_cnt, s_off, s_cnt = self._device_state(device)
+            g = torch.Generator(device=device)
+            g.manual_seed(int(self.rng.integers(2**62)))
+            u = torch.rand(2, self.num_classes, generator=g, device=device, dtype=torch.float64)
+            prompt_rows = p_off + (u[0] * p_cnt).long().clamp_max(p_cnt - 1)
+            symbol_rows = s_off + (u[1] * s_cnt).long().clamp_max(s_cnt - 1)
+            symbols = self.symbol_augment(pool.index_select(0, self._pool_order[device].index_select(0, symbol_rows)), g)
+            tokens = _select_tokens(tokens_dev, prompt_rows, trim=False)
+            return ClassBankBatch(tokens, inverse, symbols, inverse, texts=[], classes=classes)
         if train:
             prompt_rows = [int(self.prompt_offsets[c] + self.rng.integers(len(self.prompts[c]))) for c in cls]
             symbol_rows = [int(self.rng.choice(self.symbol_rows[c])) for c in cls]
-            pool, tokens_dev = self._device_state(device)
+            pool, tokens_dev = self._device_state(device)[:2]
             g = torch.Generator(device=device)
             g.manual_seed(int(self.rng.integers(2**62)))
             rows = torch.tensor(symbol_rows).to(device, non_blocking=True)

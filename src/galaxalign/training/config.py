@@ -82,7 +82,7 @@ SCHEMA: dict[str, Any] = {
     "keep_best_checkpoint": False,  # also keep checkpoints/best.pt: the epoch with the best validation accuracy
     "log_every_steps": None,  # train-log cadence (one host sync per N steps); None: 1 on CPU, 25 on a GPU
     "compile": False,  # torch.compile the towers: false, true (inductor) or a backend name
-    "channels_last": False,  # channels_last memory format for the image batch and towers (convolutional towers)
+    "channels_last": "auto",  # channels_last image batch and towers: true, false, "auto" (on for convolutional image towers)
     "validate": True,
     "max_steps": None,  # debug: stop (with a checkpoint) after this many optimizer steps in total
     "tensorboard": True,
@@ -241,7 +241,7 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
     le = c["log_every_steps"]
     _check(le is None or (isinstance(le, int) and le > 0), "log_every_steps", f"must be null or a positive integer, got {le!r}", source)
     _check(isinstance(c["compile"], (bool, str)), "compile", f"must be true, false or a torch.compile backend name, got {c['compile']!r}", source)
-    _check(isinstance(c["channels_last"], bool), "channels_last", f"must be true or false, got {c['channels_last']!r}", source)
+    _check(c["channels_last"] in (True, False, "auto"), "channels_last", f"must be true, false or 'auto', got {c['channels_last']!r}", source)
     _check(c["data"]["in_memory"] in (True, False, "auto"), "data.in_memory", f"must be true, false or 'auto', got {c['data']['in_memory']!r}", source)
     re_ = c["symbols"]["refresh_every"]
     _check(isinstance(re_, int) and re_ > 0, "symbols.refresh_every", f"must be a positive integer, got {re_!r}", source)
