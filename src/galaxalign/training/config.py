@@ -275,6 +275,8 @@ def derived_runtime(cfg: dict, device_type: str, local_world_size: int = 1, cpu_
             cpu_count = os.cpu_count() or 1
     per_process = max(1, int(cpu_count) // max(1, int(local_world_size)))
     gpu = device_type == "cuda"
+    # OUR CHOICE: on a GPU, workers = the process's cores - 1 (<= 16) and 1-2 torch threads; on the CPU no
+    # workers and all of the process's cores as threads; logs read from a GPU every 25 steps.
     workers = min(per_process - 1, MAX_WORKERS) if gpu else 0
     threads = max(1, per_process - workers) if not gpu else max(1, min(2, per_process - workers))
     out = {
@@ -294,6 +296,7 @@ def derived_checkpoint_every(cfg: dict, steps_per_epoch: int, total_epochs: int)
     epochs (the paper's setting on 2 GPUs) every 54 steps instead of every 27.
     """
     every = cfg["checkpoint_every_steps"]
+    # OUR CHOICE: a null cadence means ~10 checkpoints per run, at most one per epoch, always at stage ends.
     if every is not None:
         return int(every), True
     total = max(1, steps_per_epoch * max(1, total_epochs))

@@ -399,6 +399,7 @@ class Trainer:
         model, cfg = self.model, self.cfg
         towers = [model.image_encoder, model.text_encoder] + ([] if model.symbol_encoder_shared else [model.symbol_encoder])
         self.channels_last = cfg["channels_last"]
+        # OUR CHOICE: channels_last "auto" = on for convolutional image towers (> 1 Conv2d), off for a ViT.
         if self.channels_last == "auto":
             self.channels_last = sum(isinstance(m, nn.Conv2d) for m in model.image_encoder.modules()) > 1
         if self.channels_last:
