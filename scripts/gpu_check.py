@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,16 @@ def run_phase(cfg: dict, name: str, warmup_steps: int) -> dict:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
     trainer = Trainer(cfg, progress=False)
-    result = trainer.run()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if cuda:  # every synchronising CUDA call warns: counts the host syncs of the whole run
+            torch.cuda.set_sync_debug_mode("warn")
+        try:
+            result = trainer.run()
+        finally:
+            if cuda:
+                torch.cuda.set_sync_debug_mode("default")
+    syncs = sum("synchroniz" in str(w.message).lower() for w in caught)
     wall = time.time() - t0
     rows = [r for r in result.history if r.get("kind") == "train"]
     steady = rows[min(warmup_steps, max(0, len(rows) - 2)):]
@@ -159,6 +169,10 @@ def run_phase(cfg: dict, name: str, warmup_steps: int) -> dict:
     }
     if cuda:
         out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        # Expected: one per log flush (every 25 steps), plus checkpoints and set-up; fp16 adds the
+        # GradScaler's inf check every step.
+        out["host_syncs"] = syncs
+        out["host_syncs_per_step"] = round(syncs / max(1, len(rows)), 3)
     return out
 
 
