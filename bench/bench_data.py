@@ -62,7 +62,6 @@ def jpeg_rates(folder: Path, n: int, size: int) -> dict:
     from PIL import Image
 
     from galaxalign.datasets.pytorch import GalaxyDataset
-    from galaxalign.datasets import read_image
     from galaxalign.transforms import resize_center_crop_uint8
 
     rng = np.random.default_rng(0)
@@ -75,7 +74,17 @@ def jpeg_rates(folder: Path, n: int, size: int) -> dict:
         Image.fromarray(img).save(files[-1], quality=90)
     cat = pd.DataFrame({"id": [f.stem for f in files], "source": "bench", "file_loc": [str(f) for f in files], "label": 0})
     ds = GalaxyDataset(cat, image_size=size)
-    readers = {"pil": lambda i: resize_center_crop_uint8(read_image(str(files[i])), size), "torchvision": ds.image}
+
+    def torchvision_read(i: int):  # the alternative measured against the package's one decoder (PIL)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torchvision.io import ImageReadMode, decode_jpeg, read_file
+        image = decode_jpeg(read_file(str(files[i])), mode=ImageReadMode.RGB).permute(1, 2, 0).contiguous().numpy()
+        return resize_center_crop_uint8(image, size)
+
+    readers = {"pil (GalaxyDataset)": ds.image, "torchvision": torchvision_read}
     times: dict[str, list[float]] = {k: [] for k in readers}
     for rep in range(4):  # interleaved, so load drift on a shared machine hits both alike
         for name, read in readers.items():

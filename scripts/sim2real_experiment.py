@@ -3,7 +3,7 @@
 Steps (each skipped when its output exists, so an interrupted run resumes):
   1. render ``--num`` galaxies at ``--size`` px (``observing`` overrides from ``--observing`` JSON);
   2. ``galaxalign train --config default`` on it (extra ``key=value`` overrides after ``--``);
-  3. ``realism.sim_to_real`` on ../shared/data/gz2-exemplars (every classifier);
+  3. ``evaluation.sim_to_real`` on ../shared/data/gz2-exemplars (every classifier);
   4. optionally (``--realism N``) render N galaxies at 128 px and ``realism.compare_survey`` them.
 Writes ``OUT/result.json`` with the accuracies and the distances.
 
@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from galaxalign.realism import compare_survey, sim_to_real
+    from galaxalign.evaluation import sim_to_real
+    from galaxalign.realism import compare_survey
     from galaxalign.survey import generate_survey
 
     args.out.mkdir(parents=True, exist_ok=True)

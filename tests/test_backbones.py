@@ -1,4 +1,6 @@
 """Backbones: one dual-encoder interface, three kinds, pretrained weights really loaded, locks that lock."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -214,3 +216,14 @@ def test_open_clip_quick_gelu_tag_is_resolved_and_remembered_in_the_spec(monkeyp
     rebuilt = create_backbone({**bb.spec, "pretrained": None}, load_weights=False)
     assert any(isinstance(m, QuickGELU) for m in rebuilt.text.modules())
     assert create_backbone(OPEN_CLIP_SPEC, load_weights=False).spec["quick_gelu"] is False
+
+
+def test_building_the_offline_backbone_leaves_the_process_hub_settings_alone(monkeypatch):
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    backbone = create_backbone({**OFFLINE_SPEC, "image_size": 32}, load_weights=False)
+    assert backbone.encode_text(backbone.tokenize(["a spiral galaxy"])).shape == (1, backbone.embed_dim)
+    assert "HF_HUB_OFFLINE" not in os.environ and "TRANSFORMERS_OFFLINE" not in os.environ
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")   # a user's own setting is kept
+    create_backbone({**OFFLINE_SPEC, "image_size": 32}, load_weights=False)
+    assert os.environ["HF_HUB_OFFLINE"] == "0"

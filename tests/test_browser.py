@@ -17,9 +17,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_search_helpers import build_search_fixture, png_bytes  # noqa: E402
-
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -124,12 +121,7 @@ def run_page_session(page, base_url: str, query_png: Path, shot: Path, shot_afte
             "symbol_ids": symbol_ids, "thumbs_loaded": thumbs_loaded, "error_status": status, "page_errors": errors}
 
 
-@pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    return build_search_fixture(tmp_path_factory.mktemp("browser"))
-
-
-def test_search_page_image_and_symbol_queries(fx, tmp_path):
+def test_search_page_image_and_symbol_queries(fx, tmp_path, png_bytes):
     pytest.importorskip("playwright.sync_api")
     from galaxalign.datasets import read_image
 
@@ -174,6 +166,9 @@ if __name__ == "__main__":
     ap.add_argument("--checkpoint")
     ap.add_argument("--image", help="query image (default: a catalog galaxy)")
     a = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from conftest import build_search_fixture, png_bytes  # the test fixtures' builders, as a script
+
     from galaxalign.datasets import read_image
     from galaxalign.search.index import SearchIndex
 

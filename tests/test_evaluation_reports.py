@@ -80,12 +80,10 @@ def test_verdict_says_plainly_when_galaxalign_loses_or_wins_within_noise():
 
 
 def test_backbone_key_overrides_update_the_base_spec_instead_of_replacing_it():
-    from galaxalign.evaluation.demo import expand_backbone_overrides
     from galaxalign.training import load_config
 
     base = load_config("default")["model"]["backbone"]
-    out = expand_backbone_overrides("default", ["seed=1", "model.backbone.image_size=32"])
-    cfg = load_config("default", out)
+    cfg = load_config("default", ["seed=1", "model.backbone.image_size=32"])
     assert cfg["seed"] == 1 and cfg["model"]["backbone"] == {**base, "image_size": 32}
-    tiny = load_config("default", expand_backbone_overrides("default", ["model.backbone.kind=tiny"]))
+    tiny = load_config("default", ["model.backbone.kind=tiny"])
     assert tiny["model"]["backbone"] == {"kind": "tiny"}

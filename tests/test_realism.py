@@ -165,6 +165,33 @@ def test_manifest_reader_maps_labels_and_names_the_bad_row(tmp_path):
         compare.load_real_catalog(folder, tax)
 
 
+def test_real_images_are_read_by_the_hardened_reader(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    from galaxalign.datasets.images import ImageReadError
+
+    folder = tmp_path / "real"
+    write_real_folder(folder)
+    tax = load_taxonomy("galaxy10_decals")
+    data = (folder / "real-1.jpg").read_bytes()
+    (folder / "real-1.jpg").write_bytes(data[: len(data) // 2])   # a download cut short
+    # Even where PIL is told to pad truncated files with grey, the truncated JPEG is refused by name.
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(ImageReadError, match="real-1.jpg: JPEG file is truncated"):
+        compare.read_images(compare.load_real_catalog(folder, tax))
+
+
+def test_survey_sampling_takes_a_catalog_or_a_file_alike(tmp_path):
+    from galaxalign.datasets import load_catalog
+
+    write_survey(tmp_path / "s.h5", per_class=5, size=32)
+    images, labels = compare.sample_survey(tmp_path / "s.h5", max_per_class=2, seed=3)
+    assert images.shape == (4, 32, 32, 3) and sorted(labels.tolist()) == [2, 2, 8, 8]
+    from_catalog = compare.sample_survey(load_catalog(tmp_path / "s.h5"), max_per_class=2, seed=3)
+    np.testing.assert_array_equal(from_catalog[0], images)
+    np.testing.assert_array_equal(from_catalog[1], labels)
+
+
 @pytest.fixture(scope="module")
 def tiny_export(tmp_path_factory):
     """A random tiny image-only model (with a head), exported; a 2-class rendered survey; real folder."""
@@ -260,7 +287,7 @@ def test_real_exemplars_are_measured_with_few_failures():
 
 
 def test_sim_to_real_reports_every_classifier_and_a_consistent_headline(tiny_export):
-    from galaxalign.realism.sim2real import sim_to_real
+    from galaxalign.evaluation.sim2real import sim_to_real
 
     export, survey, real = tiny_export
     r = sim_to_real(export, real, survey=survey, fit_per_class=3)
@@ -277,7 +304,7 @@ def test_sim_to_real_reports_every_classifier_and_a_consistent_headline(tiny_exp
 
 
 def test_sim_to_real_needs_labelled_real_galaxies(tiny_export, tmp_path):
-    from galaxalign.realism.sim2real import centre_crop, sim_to_real
+    from galaxalign.evaluation.sim2real import centre_crop, sim_to_real
 
     export, survey, _ = tiny_export
     folder = tmp_path / "unlabelled"
@@ -289,7 +316,7 @@ def test_sim_to_real_needs_labelled_real_galaxies(tiny_export, tmp_path):
 
 
 def test_sim_to_real_skips_fitted_classifiers_without_a_known_training_survey(tiny_export):
-    from galaxalign.realism.sim2real import sim_to_real
+    from galaxalign.evaluation.sim2real import sim_to_real
 
     export, _, real = tiny_export  # exported with no training config
     r = sim_to_real(export, real, zero_shot=("text",))

@@ -9,12 +9,6 @@ import pytest
 from galaxalign.cli import main
 from galaxalign.search.embed import read_embeddings
 from galaxalign.search.index import SearchIndex
-from test_search_helpers import build_search_fixture, png_bytes, write_model, write_survey
-
-
-@pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    return build_search_fixture(tmp_path_factory.mktemp("cli"))
 
 
 def search(capsys, fx, *args):
@@ -23,9 +17,9 @@ def search(capsys, fx, *args):
     return rc, out.out, out.err
 
 
-def test_embed_index_search_commands(tmp_path, capsys):
-    survey = write_survey(tmp_path / "s.h5", n=30)
-    model = write_model(tmp_path / "m")
+def test_embed_index_search_commands(tmp_path, capsys, make_survey, make_model):
+    survey = make_survey(tmp_path / "s.h5", n=30)
+    model = make_model(tmp_path / "m")
     assert main(["embed", "--checkpoint", str(model), "--data", str(survey), "--out", str(tmp_path / "emb"),
                  "--shard-size", "8", "--batch-size", "4", "--no-progress"]) == 0
     assert main(["index", "--embeddings", str(tmp_path / "emb"), "--out", str(tmp_path / "idx"), "--kind", "hnsw",
@@ -38,11 +32,11 @@ def test_embed_index_search_commands(tmp_path, capsys):
     assert len(json.loads(capsys.readouterr().out)["results"]) == 2
 
 
-def test_embed_resumes_after_a_kill_and_matches_a_straight_run(tmp_path, monkeypatch, capsys):
+def test_embed_resumes_after_a_kill_and_matches_a_straight_run(tmp_path, monkeypatch, capsys, make_survey, make_model):
     from galaxalign.search import embed as embed_mod
 
-    survey = write_survey(tmp_path / "s.h5", n=30)
-    model = write_model(tmp_path / "m")
+    survey = make_survey(tmp_path / "s.h5", n=30)
+    model = make_model(tmp_path / "m")
     real = embed_mod.model_embedder
     embedded: list[str] = []
 
@@ -81,7 +75,7 @@ def test_search_by_id_prints_a_ranked_table(capsys, fx):
     assert "survey.h5#" in lines[2]
 
 
-def test_search_by_image_uses_the_checkpoint_recorded_in_the_index(capsys, fx, tmp_path):
+def test_search_by_image_uses_the_checkpoint_recorded_in_the_index(capsys, fx, tmp_path, png_bytes):
     from galaxalign.datasets import read_image
 
     path = tmp_path / "q.png"
@@ -100,7 +94,7 @@ def test_search_by_text_and_symbol(capsys, fx, args):
     assert rc == 0 and len(results) == 4 and len({r["id"] for r in results}) == 4
 
 
-def test_search_by_sketch(capsys, fx, tmp_path):
+def test_search_by_sketch(capsys, fx, tmp_path, png_bytes):
     sketch = np.zeros((100, 100, 3), np.uint8)
     sketch[45:55, 10:90] = 255
     (tmp_path / "s.png").write_bytes(png_bytes(sketch))

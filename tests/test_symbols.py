@@ -94,13 +94,20 @@ def test_composition_does_not_depend_on_order():
 
 
 def test_more_specific_answers_set_primitive_parameters():
+    # The values are data (symbols.yaml, which users edit): what is tested is that the deeper answer's
+    # value wins over the primitive's default and over its parents', whatever the numbers are.
+    book = symbol_book()
     plan = compose_symbol(["disk-edge-on_no", "has-spiral-arms_yes", "spiral-winding_tight", "spiral-arm-count_3", "bulge-size_dominant"])
     assert plan.base == "disk"
-    assert plan.params["spiral"]["arms"] == 3
-    assert plan.params["spiral"]["pitch_deg"] == 10.0
-    assert plan.params["bulge"]["radius"] == 0.3
+    assert plan.params["spiral"]["arms"] == book.answers["spiral-arm-count_3"]["spiral"]["arms"] != book.primitives["spiral"]["arms"]
+    assert plan.params["spiral"]["pitch_deg"] == book.answers["spiral-winding_tight"]["spiral"]["pitch_deg"]
+    loose = compose_symbol(["spiral-winding_loose"]).params["spiral"]["pitch_deg"]
+    assert plan.params["spiral"]["pitch_deg"] < loose   # tight arms are wound tighter than loose ones
+    assert plan.params["bulge"]["radius"] == book.answers["bulge-size_dominant"]["bulge"]["radius"]
+    assert plan.params["bulge"]["radius"] > compose_symbol(["disk-edge-on_no"]).params["bulge"]["radius"]
     assert compose_symbol(["smooth-or-featured_featured-or-disk", "disk-edge-on_yes"]).base == "edge_on"
-    assert compose_symbol(["how-rounded_cigar"]).params["ellipse"]["axis_ratio"] == 0.22
+    cigar = compose_symbol(["how-rounded_cigar"]).params["ellipse"]["axis_ratio"]
+    assert cigar == book.answers["how-rounded_cigar"]["ellipse"]["axis_ratio"] < compose_symbol(["how-rounded_round"]).params["ellipse"]["axis_ratio"]
 
 
 def test_an_answer_implies_its_parents():
@@ -183,7 +190,8 @@ def test_edge_on_bulge_shapes():
 
 def test_ring_puts_light_on_a_circle():
     x, y = coords()
-    on_ring = np.abs(np.hypot(x, y) - 0.58) < 0.03
+    radius = compose_symbol(["odd-feature_ring"]).params["ring"]["radius"]   # as symbols.yaml sets it
+    on_ring = np.abs(np.hypot(x, y) - radius) < 0.03
     assert light(["odd-feature_ring"])[on_ring].mean() - light(["something-odd_no"])[on_ring].mean() > 0.4
 
 

@@ -96,3 +96,14 @@ def test_round_trip_through_dict():
     again = load_taxonomy(tax.to_dict())
     assert again.classes == tax.classes
     assert again.prompt_templates == tax.prompt_templates
+
+
+def test_class_counts_are_read_and_checked():
+    tax = load_taxonomy("galaxy10_decals")
+    assert tax.class_counts[4] == 334   # cigar-shaped smooth, the rarest Galaxy10 class
+    assert load_taxonomy("gz2").class_counts is None   # no counts in that file
+    assert load_taxonomy(tax.to_dict()).class_counts == tax.class_counts
+    data = tax.to_dict()
+    data["classes"][1]["count"] = -3
+    with pytest.raises(TaxonomyError, match=r"class #1 \('Merging Galaxies'\): count must be a non-negative integer"):
+        load_taxonomy(data)

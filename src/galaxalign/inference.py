@@ -1,8 +1,9 @@
 """Using a trained model: load it, export it, embed images / symbols / texts, class prototypes.
 
 A model is loaded from a training checkpoint (``*.pt``, keys in docs/architecture.md) or an exported
-folder (``config.json`` + ``model.safetensors``). Loading never needs the network: the backbone is
-built without its pretrained weights, which the saved state dict replaces.
+folder (``config.json`` + ``model.safetensors``), both read by :mod:`galaxalign.model_files` (never a
+full unpickle). Loading never needs the network: the backbone is built without its pretrained
+weights, which the saved state dict replaces.
 """
 from __future__ import annotations
 
@@ -15,26 +16,17 @@ import torch
 import torch.nn.functional as F
 
 from galaxalign.model import GalaxAlignModel
+from galaxalign.model_files import CONFIG_NAME, EXPORT_FORMAT, EXPORT_VERSION, WEIGHTS_NAME, read_model_files
 from galaxalign.runtime import atomic_path
 from galaxalign.taxonomy import Taxonomy, load_taxonomy
 from galaxalign.transforms import stack
-
-EXPORT_FORMAT = "galaxalign-model"
-EXPORT_VERSION = 1
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 # --------------------------------------------------------------------------------- load / save
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[GalaxAlignModel, Taxonomy]:
     """Load ``(model, taxonomy)`` from a training checkpoint ``.pt`` or an exported folder; eval mode."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model {path} does not exist (expected a checkpoint .pt or an exported folder)")
-    if path.is_dir():
-        model_config, taxonomy_data, state = _read_export(path)
-    else:
-        model_config, taxonomy_data, state = _read_checkpoint(path)
+    model_config, taxonomy_data, state = read_model_files(path)
     try:
         model = GalaxAlignModel.from_config(model_config, load_weights=False)
     except Exception as exc:
@@ -45,43 +37,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ga
         raise ValueError(f"{path}: weights do not fit the model_config: {exc}") from exc
     model.to(device).eval()
     return model, load_taxonomy(taxonomy_data)
-
-
-def _read_export(folder: Path):
-    cfg_path, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-    for p in (cfg_path, weights):
-        if not p.is_file():
-            raise FileNotFoundError(f"exported model folder {folder} lacks {p.name}")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{cfg_path}: not valid JSON: {exc}") from None
-    if cfg.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{cfg_path}: field 'format' is {cfg.get('format')!r}, expected {EXPORT_FORMAT!r}")
-    if int(cfg.get("version", 0)) > EXPORT_VERSION:
-        raise ValueError(f"{cfg_path}: format version {cfg.get('version')} is newer than this galaxalign "
-                         f"understands ({EXPORT_VERSION}); upgrade galaxalign")
-    for key in ("model_config", "taxonomy"):
-        if key not in cfg:
-            raise ValueError(f"{cfg_path}: missing field {key!r}")
-    from safetensors.torch import load_file
-
-    return cfg["model_config"], cfg["taxonomy"], load_file(str(weights))
-
-
-def _read_checkpoint(path: Path):
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        # Training checkpoints also hold RNG states and the training config (numpy objects); they
-        # are this user's own files, so the full unpickler is acceptable here.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{path}: expected a training checkpoint dict, got {type(ckpt).__name__}")
-    for key in ("model", "model_config", "taxonomy"):
-        if key not in ckpt:
-            raise ValueError(f"{path}: checkpoint lacks key {key!r} (has {sorted(ckpt)})")
-    return ckpt["model_config"], ckpt["taxonomy"], ckpt["model"]
 
 
 def save_pretrained(model: GalaxAlignModel, taxonomy: Taxonomy, out_dir: str | Path,
@@ -203,18 +158,3 @@ def class_prototypes(model: GalaxAlignModel, taxonomy: Taxonomy, modality: str =
     return F.normalize(torch.stack(protos).mean(0), dim=-1)
 
 
-def zero_shot_logits(model: GalaxAlignModel, image_embeddings, prototypes) -> torch.Tensor:
-    """Cosine similarities scaled by the model's temperature: (N,C)."""
-    e = torch.as_tensor(np.asarray(image_embeddings), dtype=torch.float32)
-    return float(model.scale()) * e @ torch.as_tensor(prototypes, dtype=torch.float32).T
-
-
-def describe(model: GalaxAlignModel) -> dict[str, Any]:
-    """Small JSON-safe summary (for logs and the service's /health)."""
-    return {
-        "backbone": model.config["backbone"],
-        "symbol_encoder_shared": model.symbol_encoder_shared,
-        "embed_dim": model.embed_dim,
-        "image_size": model.image_size,
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }

@@ -21,12 +21,17 @@ from torch import nn
 
 from galaxalign import transforms as T
 from galaxalign.backbones import DualEncoder, create_backbone, lock_image, lock_text
+from galaxalign.backbones.base import HoldsNormStats, batch_norms
 
 # CLIP caps the inverse temperature at 100 so logits cannot blow up.
 MAX_LOGIT_SCALE = math.log(100.0)
 
 
-class GalaxAlignModel(nn.Module):
+class GalaxAlignModel(HoldsNormStats, nn.Module):
+    # Training option: every batch norm (the symbol encoder's copy too) keeps its running statistics
+    # in train mode; a setting of the run, not of the architecture, so not in ``config``.
+    freeze_bn_stats: bool = False
+
     def __init__(self, backbone: DualEncoder, symbol_encoder_shared: bool = True, num_classes: int | None = None):
         super().__init__()
         self.config = {
@@ -80,11 +85,6 @@ class GalaxAlignModel(nn.Module):
         # Registered directly: add_module refuses the name because of the property above.
         self._modules["symbol_encoder"] = copy.deepcopy(self.image_encoder)
         self.config["symbol_encoder_shared"] = False
-
-    def share_symbol_encoder(self) -> None:
-        """Back to one visual encoder for images and symbols (drops the separate copy)."""
-        self._modules.pop("symbol_encoder", None)
-        self.config["symbol_encoder_shared"] = True
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Load weights saved with a shared or a separate symbol encoder into either layout.
@@ -172,6 +172,9 @@ class GalaxAlignModel(nn.Module):
         return tokens.to(device)
 
     # ----------------------------------------------------------------------------- locking
+    def held_norms(self) -> list[nn.Module]:
+        return batch_norms(self) if self.freeze_bn_stats else []
+
     def lock_image_tower(self, unlocked_groups: int = 0, freeze_bn_stats: bool = False) -> None:
         """Freeze the visual encoder(s) but their last ``unlocked_groups`` groups (projection is last)."""
         lock_image(self.image_encoder, unlocked_groups, freeze_bn_stats)

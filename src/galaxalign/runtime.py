@@ -5,9 +5,15 @@ Shared by every layer (data, model, trainer, index) so that "atomic" and "cache"
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import socket
+import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -32,34 +38,186 @@ def pick_device(requested: str = "auto") -> "torch.device":  # noqa: F821
     return dev
 
 
+# OUR CHOICE: a temporary left by a writer on another machine (shared filesystem), or in the
+# naming of earlier versions that recorded no writer, counts as stale after these many seconds.
+STALE_FOREIGN_SECONDS = 24 * 3600
+STALE_UNNAMED_SECONDS = 15 * 60
+
+_HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+_OWNED = re.compile(r"^(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[A-Za-z0-9_]+$")
+_UNNAMED = re.compile(r"^[A-Za-z0-9_]{8}$")  # tempfile.mkstemp's names, as written before
+
+
+def _old_name(final: Path) -> Path:
+    return final.with_name(f".{final.name}.old")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a platform without directory handles (Windows): nothing to sync
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def fsync_tree(path: str | os.PathLike) -> None:
+    """Flush a file, or every file and folder under ``path``, to disk (before a rename publishes it)."""
+    path = Path(path)
+    if path.is_dir():
+        for root, _dirs, files in os.walk(path):
+            for name in files:
+                p = Path(root) / name
+                if not p.is_symlink():
+                    _fsync_file(p)
+            _fsync_dir(Path(root))
+    elif path.is_file():
+        _fsync_file(path)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False when unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # no libc symbol (musl before 1.2.5, old glibc)
+        return False
+    renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False  # kernel or filesystem without exchange: the caller swaps in two renames
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def recover_path(final: str | os.PathLike) -> bool:
+    """Repair what a crash in the middle of a folder swap left behind; True when ``final`` was restored.
+
+    The two-rename swap (used where an atomic exchange is not available) moves ``final`` to
+    ``.final.old`` and then the new folder to ``final``. Killed between the two, ``final`` is
+    missing and the previous version waits under ``.final.old``: it is moved back. Killed after
+    the second rename, the leftover ``.final.old`` is removed. Readers call this before opening.
+    """
+    final = Path(final)
+    old = _old_name(final)
+    if not old.exists():
+        return False
+    if not final.exists():
+        os.replace(old, final)
+        _fsync_dir(final.parent)
+        return True
+    shutil.rmtree(old, ignore_errors=True)
+    return False
+
+
+def _pid_alive(pid: int) -> bool | None:
+    """Whether process ``pid`` runs on this machine; None where that cannot be asked safely."""
+    if os.name == "nt":
+        return None  # os.kill(pid, 0) would send CTRL_C_EVENT on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists under another user (or cannot tell): not ours to remove
+    return True
+
+
+def stale_temporaries(final: str | os.PathLike, now: float | None = None) -> list[Path]:
+    """Temporaries of earlier writes of ``final`` whose writer is gone (killed, crashed).
+
+    A temporary is named ``.NAME.HOST-PID-TOKEN.tmp``: stale when HOST is this machine and PID is
+    no longer running; from another machine, or named the old way (``.NAME.XXXXXXXX.tmp``), when
+    older than :data:`STALE_FOREIGN_SECONDS` / :data:`STALE_UNNAMED_SECONDS`.
+    """
+    final = Path(final)
+    folder, prefix = final.parent, f".{final.name}."
+    if not folder.is_dir():
+        return []
+    now = time.time() if now is None else now
+    stale = []
+    for p in folder.iterdir():
+        name = p.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        middle = name[len(prefix) : -len(".tmp")]
+        try:
+            age = now - p.lstat().st_mtime
+        except OSError:
+            continue
+        owned = _OWNED.match(middle)
+        if owned:
+            pid = int(owned["pid"])
+            if owned["host"] == _HOST and pid != os.getpid():
+                alive = _pid_alive(pid)
+                if alive is False or (alive is None and age > STALE_FOREIGN_SECONDS):
+                    stale.append(p)
+            elif age > STALE_FOREIGN_SECONDS:
+                stale.append(p)
+        elif _UNNAMED.match(middle) and age > STALE_UNNAMED_SECONDS:
+            stale.append(p)
+    return sorted(stale)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; on success rename it over ``final`` (atomic on POSIX).
+    """Yield a temporary path beside ``final``; on success publish it under ``final``.
 
-    A crash mid-write leaves the previous file intact and no half-written one under the final name.
-    Works for files and folders (the temporary is a path only; the caller creates it).
+    A crash mid-write leaves the previous version intact and no half-written one under the final
+    name. Works for files and folders (the temporary is a path only; the caller creates it). The
+    temporary is flushed to disk (files and folders) before the rename, and the parent folder
+    after it. A folder replaces a folder in one atomic exchange where the OS offers it, else in two
+    renames that :func:`recover_path` repairs if a crash falls between them. Temporaries left by
+    killed writes of the same ``final`` are removed first (:func:`stale_temporaries`).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    os.unlink(tmp)
-    tmp_path = Path(tmp)
+    recover_path(final)
+    for stale in stale_temporaries(final):
+        _remove(stale)
+    tmp_path = final.with_name(f".{final.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         yield tmp_path
+        fsync_tree(tmp_path)
         if tmp_path.is_dir() and final.is_dir():
-            # Swap folders: move the old one aside first, then rename, then drop the old one.
-            old = final.with_name(f".{final.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(final, old)
-            os.replace(tmp_path, final)
-            shutil.rmtree(old, ignore_errors=True)
+            _swap_folders(tmp_path, final)
         else:
             os.replace(tmp_path, final)
+        _fsync_dir(final.parent)
     finally:
-        if tmp_path.exists():
-            if tmp_path.is_dir():
-                shutil.rmtree(tmp_path, ignore_errors=True)
-            else:
-                tmp_path.unlink(missing_ok=True)
+        if tmp_path.exists() or tmp_path.is_symlink():
+            _remove(tmp_path)
+
+
+def _swap_folders(new: Path, final: Path) -> None:
+    if _exchange(new, final):
+        return  # ``new`` now holds the previous version; the caller's clean-up removes it
+    old = _old_name(final)
+    if old.exists():
+        shutil.rmtree(old)
+    os.replace(final, old)
+    _fsync_dir(final.parent)
+    # A crash here leaves no ``final``: recover_path() moves ``old`` back on the next open or write.
+    os.replace(new, final)
+    _fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)

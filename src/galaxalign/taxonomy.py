@@ -72,6 +72,7 @@ class ClassSpec:
     answers: tuple[str, ...]
     text_labels: tuple[str, ...]
     symbols: tuple[tuple[str, ...], ...]
+    count: int | None = None   # examples of the class in the reference catalog (optional)
 
     def prompts(self, templates: tuple[str, ...]) -> list[str]:
         """Every text label wrapped in every template: the class's text modality."""
@@ -97,6 +98,12 @@ class Taxonomy:
     @property
     def class_names(self) -> list[str]:
         return [c.name for c in self.classes]
+
+    @property
+    def class_counts(self) -> tuple[int, ...] | None:
+        """Each class's ``count`` (examples in the reference catalog), or None if any class lacks one."""
+        counts = tuple(c.count for c in self.classes)
+        return None if any(n is None for n in counts) else counts  # type: ignore[return-value]
 
     def by_id(self, class_id: int) -> ClassSpec:
         return self.classes[class_id]
@@ -136,6 +143,7 @@ class Taxonomy:
                     "answers": list(c.answers),
                     "text_labels": list(c.text_labels),
                     "symbols": [list(s) for s in c.symbols],
+                    **({} if c.count is None else {"count": c.count}),
                 }
                 for c in self.classes
             ],
@@ -188,8 +196,11 @@ def taxonomy_from_dict(data: dict, source: str = "<dict>", tree: DecisionTree | 
             raise TaxonomyError(f"{where} ({c['name']!r}): needs at least one text label")
         if not symbols:
             raise TaxonomyError(f"{where} ({c['name']!r}): needs answers or symbols to draw its symbol")
+        count = c.get("count")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+            raise TaxonomyError(f"{where} ({c['name']!r}): count must be a non-negative integer, got {count!r}")
         classes.append(
-            ClassSpec(cid, str(c["name"]), str(c.get("key") or c["name"]).strip(), answers, tuple(labels), symbols)
+            ClassSpec(cid, str(c["name"]), str(c.get("key") or c["name"]).strip(), answers, tuple(labels), symbols, count)
         )
     if len(classes) < 2:
         raise TaxonomyError(f"{source}: a taxonomy needs at least two classes")

@@ -60,11 +60,7 @@ register_backbone("open_clip", _open_clip)
 register_backbone("offline", _offline)
 register_backbone("tiny", _tiny)
 
-OFFLINE_DEFAULT = {"kind": "offline", "image": "efficientnet-lite0", "text": "all-MiniLM-L6-v2",
-                   "embed_dim": 256, "image_size": 96}
-PAPER_DEFAULT = {"kind": "open_clip", "model": "ViT-B-16", "pretrained": "openai"}
-
 __all__ = [
     "DualEncoder", "LockableTower", "create_backbone", "register_backbone", "list_backbones",
-    "lock_image", "lock_text", "count_trainable", "OFFLINE_DEFAULT", "PAPER_DEFAULT",
+    "lock_image", "lock_text", "count_trainable",
 ]

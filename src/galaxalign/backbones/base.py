@@ -37,7 +37,29 @@ def _modules_of(group: Any) -> list[nn.Module]:
     return [m for item in items if isinstance(item, nn.Module) for m in item.modules()]
 
 
-class LockableTower(nn.Module):
+def batch_norms(*modules: nn.Module) -> list[nn.Module]:
+    """Every batch-norm layer inside ``modules``."""
+    return [m for root in modules for m in root.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+class HoldsNormStats:
+    """Mixin for an ``nn.Module``: ``train()`` leaves the batch norms of ``held_norms()`` in eval mode.
+
+    Their running statistics stay frozen (their scales and shifts still train). The one mechanism
+    behind ``lock(..., freeze_bn_stats=True)`` and the training option ``model.freeze_bn_stats``.
+    """
+
+    def held_norms(self) -> list[nn.Module]:
+        return []
+
+    def train(self, mode: bool = True):
+        super().train(mode)  # type: ignore[misc]
+        for m in self.held_norms():
+            m.eval()
+        return self
+
+
+class LockableTower(HoldsNormStats, nn.Module):
     """A tower whose parameters come in ordered groups (input side first) that ``lock`` can freeze.
 
     Subclasses implement ``lock_groups()``. ``lock(n)`` freezes every group but the last ``n``, like
@@ -67,11 +89,8 @@ class LockableTower(nn.Module):
         )
         self.train(self.training)
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for m in getattr(self, "_frozen_norms", []):
-            m.eval()
-        return self
+    def held_norms(self) -> list[nn.Module]:
+        return getattr(self, "_frozen_norms", [])
 
 
 class DualEncoder(nn.Module):

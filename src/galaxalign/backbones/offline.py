@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -160,6 +161,24 @@ def text_model_dir(name: str) -> str:
     return str(mod.get_model_path())
 
 
+@contextmanager
+def _hub_offline() -> Iterator[None]:
+    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE set (unless the user set them) for this block only.
+
+    The towers load with ``local_files_only`` anyway; this also stops a first import of transformers
+    or huggingface_hub during the load from reaching for the hub. The rest of the process (e.g. an
+    open_clip backbone built later) keeps its own network settings.
+    """
+    added = [k for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if k not in os.environ]
+    for k in added:
+        os.environ[k] = "1"
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
 def build_offline(spec: dict, load_weights: bool = True) -> DualEncoder:
     cfg = {**DEFAULTS, **{k: v for k, v in spec.items() if k != "kind"}}
     unknown = set(cfg) - set(DEFAULTS)
@@ -168,16 +187,16 @@ def build_offline(spec: dict, load_weights: bool = True) -> DualEncoder:
     if int(cfg["image_size"]) < 32:
         raise ValueError(f"backbone spec kind 'offline': image_size must be >= 32, got {cfg['image_size']}")
     # Loading must never reach for the hub: everything comes from installed packages.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    model_dir = text_model_dir(cfg["text"])
-    visual = EfficientNetImageTower(cfg["image"], cfg["embed_dim"], cfg["drop_connect_rate"], load_weights)
-    text = MiniLMTextTower(model_dir, cfg["embed_dim"], load_weights)
+    with _hub_offline():
+        model_dir = text_model_dir(cfg["text"])
+        visual = EfficientNetImageTower(cfg["image"], cfg["embed_dim"], cfg["drop_connect_rate"], load_weights)
+        text = MiniLMTextTower(model_dir, cfg["embed_dim"], load_weights)
+        tokenizer = BertTokenizer(model_dir, cfg["context_length"])
     return DualEncoder(
         {"kind": "offline", **cfg},
         visual,
         text,
-        BertTokenizer(model_dir, cfg["context_length"]),
+        tokenizer,
         image_size=cfg["image_size"],
         embed_dim=cfg["embed_dim"],
         image_mean=EFFICIENTNET_LITE_MEAN,

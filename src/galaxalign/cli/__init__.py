@@ -1,7 +1,7 @@
 """The `galaxalign` command: a thin shell over the Python API.
 
-Each sub-command lives in ``galaxalign/cli/<name>.py`` and defines ``HELP`` (one line),
-``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only for the command that
+Each sub-command lives in ``galaxalign/cli/<name>.py`` and defines ``add_arguments(parser)``
+and ``run(args) -> int``; its one-line summary is in ``SUMMARY`` below (the one place). Modules are imported only for the command that
 runs, so ``galaxalign symbols`` never pays for torch-heavy imports of ``serve``.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ COMMANDS = {
 # One-line help shown without importing the command's module.
 SUMMARY = {
     "generate": "render the embedded synthetic survey (Galaxy10-like classes) to HDF5",
-    "symbols": "draw a labelled sheet of every class symbol of a taxonomy",
+    "symbols": "draw a labelled sheet of every class symbol of a taxonomy, or one symbol from answers",
     "train": "fine-tune (stage 1, stage 2, or a baseline) from a YAML config",
     "classify": "classify images or symbol sketches with a checkpoint; one JSON line each",
     "evaluate": "classification and similarity-search metrics of a checkpoint on a dataset",

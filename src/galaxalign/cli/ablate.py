@@ -1,8 +1,6 @@
 """`galaxalign ablate`: GalaxAlign without symbols, without stage 1, shared encoder, stock loss, each loss term."""
 from __future__ import annotations
 
-HELP = "ablations: no symbols, no stage 1, shared encoder, stock loss, loss terms"
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("--quick", action="store_true", help="the demo's quick sizes")

@@ -1,8 +1,6 @@
 """`galaxalign demo`: the reproduction table on the embedded survey (all methods, label fractions)."""
 from __future__ import annotations
 
-HELP = "the reproduction table on the embedded survey (all methods, label fractions)"
-
 
 def add_arguments(parser) -> None:
     from galaxalign.runtime import DEMO_DIR

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 
-HELP = "classification and similarity-search metrics of a checkpoint on a dataset"
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("--checkpoint", required=True, help="training checkpoint (.pt) or exported model folder")

@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "render the embedded synthetic survey (Galaxy10-like classes) to HDF5"
-
 
 def _weights(text: str):
     """'galaxy10' | 'uniform' | ten comma-separated numbers | 'key=w,key=w' (others 0)."""

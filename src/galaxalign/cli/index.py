@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "build a faiss index over embeddings"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embeddings", required=True, help="folder written by `galaxalign embed`")

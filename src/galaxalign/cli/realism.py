@@ -5,8 +5,6 @@ import argparse
 import json
 from pathlib import Path
 
-HELP = "compare rendered galaxies with real ones; sim-to-real accuracy"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--survey", type=Path, help="rendered survey HDF5 (Galaxy10 layout); default: the cached default survey (500 at 128 px)")
@@ -40,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         fmt = lambda v, f: format(v, f) if v is not None else "-"  # noqa: E731
         print(f"{stat:<20} {fmt(d['median_rendered'], '10.3f')} {fmt(d['median_real'], '11.3f')} {fmt(d['ks'], '6.2f')} {fmt(d['ks_pvalue'], '8.1e')} {fmt(d['wasserstein_norm'], '9.2f')}")
     if args.checkpoint:
-        from galaxalign.realism.sim2real import sim_to_real
+        from galaxalign.evaluation.sim2real import sim_to_real
         from galaxalign.runtime import atomic_path
 
         result = sim_to_real(args.checkpoint, args.real, taxonomy=args.taxonomy, progress=not args.no_progress)

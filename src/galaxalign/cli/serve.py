@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "HTTP API and web page for similarity search"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", default=None, help="index folder (default: build/serve the `make demo` one)")
@@ -19,9 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import uvicorn
-
     from galaxalign.serve.app import create_app
+    from galaxalign.serve.server import serve
 
     index_dir, checkpoint = args.index, args.checkpoint
     if index_dir is None:
@@ -32,7 +29,7 @@ def run(args) -> int:
         checkpoint = checkpoint or demo_checkpoint
     app = create_app(index_dir, checkpoint)
     if app.state.searcher.checkpoint:
-        app.state.searcher.model  # load now: a bad checkpoint fails here, and the first query is fast
+        app.state.searcher.load_model()  # load now: a bad checkpoint fails here in one line, and the first query is fast
     print(f"serving {index_dir} on http://{args.host}:{args.port}/ (API docs at /docs)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    serve(app, host=args.host, port=args.port)
     return 0

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-
-HELP = "fine-tune (stage 1, stage 2, or a baseline) from a YAML config"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,6 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                         help="continue a run: from CKPT, or without a value from OUT/checkpoints/last.pt")
     parser.add_argument("--out", default=None, help="output folder (overrides the config's 'out')")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete an earlier run in the output folder and start afresh (without this, or "
+                        "--resume, a folder holding a run is refused)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--print-config", action="store_true", help="print the merged config as JSON and exit")
 
@@ -28,6 +30,10 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(cfg, indent=2))
         return 0
+    from galaxalign.training.checkpoint import claim_run_folder
+
+    is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 deletes
+    claim_run_folder(cfg["out"], resume=args.resume is not None, overwrite=args.overwrite, is_main=is_main)
     result = train(cfg, progress=not args.quiet, resume=args.resume)
     from galaxalign.training.distributed import init_distributed
 

@@ -44,7 +44,8 @@ class BadRows:
     def __call__(self, location: str, reason: str) -> None:
         message = f"{location}: {reason}"
         if not self.skip_bad:
-            raise CatalogError(message + " (pass skip_bad=True to drop bad rows instead)")
+            raise CatalogError(message + " (to drop bad rows instead: data.skip_bad=true in a training config, "
+                               "--skip-bad for `galaxalign embed`, skip_bad=True for load_catalog)")
         self.skipped.append({"location": location, "reason": reason})
 
     def finish(self, catalog: pd.DataFrame) -> pd.DataFrame:

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import os
-import warnings
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -14,28 +12,11 @@ import torch
 from torch.utils.data import Dataset
 
 from galaxalign.datasets.catalog import image_columns, validate_catalog
-from galaxalign.datasets.images import ImageReader, ImageReadError, _check_jpeg_markers, _to_rgb
+from galaxalign.datasets.images import ImageReader, ImageReadError, _to_rgb
 
 # OUR CHOICE: ``in_memory="auto"`` holds an HDF5 file's images in RAM when they take at most this share
 # of the memory available at start-up (Galaxy10 DECaLS decompressed: 3.5 GB).
 IN_MEMORY_SHARE = 0.25
-
-
-def _decode_jpeg(path) -> np.ndarray | None:
-    """JPEG -> uint8 (H, W, 3) with torchvision's decoder (libjpeg-turbo; measured ~20 % faster than
-    PIL on 424 px GZ2-sized cutouts, bench/bench_data.py); None when it cannot (no torchvision, a
-    broken file: the PIL path then raises the precise ImageReadError)."""
-    try:
-        with warnings.catch_warnings():  # torchvision 0.29 announces a move of its decoders to torchcodec
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from torchvision.io import ImageReadMode, decode_jpeg, read_file
-    except ImportError:
-        return None
-    _check_jpeg_markers(Path(path))  # libjpeg-turbo pads a truncated file with grey: refuse it first
-    try:
-        return decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB).permute(1, 2, 0).contiguous().numpy()
-    except (RuntimeError, ValueError, OSError):
-        return None
 
 
 def _available_bytes() -> int:
@@ -133,12 +114,9 @@ class GalaxyDataset(Dataset):
                     raise ImageReadError(f"{path}#{row}: row out of range (the file holds {held.shape[0]} images)")
                 return self._finish(_to_rgb(held[row], f"{path}#{row}"))
             return self._finish(self._reader.read_h5(path, row))
-        loc = self._file_loc[index]
-        if self.image_size is not None and str(loc).lower().endswith((".jpg", ".jpeg")):
-            fast = _decode_jpeg(loc)
-            if fast is not None:
-                return self._finish(fast)
-        return self._finish(self._reader.read_file(loc))
+        # OUR CHOICE: files go through the one image decoder (PIL, with its size limits and checks);
+        # torchvision's decoder was 25 % faster on 424 px JPEGs (bench/bench_data.py), not worth a second one.
+        return self._finish(self._reader.read_file(self._file_loc[index]))
 
     def __getitem__(self, index: int):
         image = self.image(index)

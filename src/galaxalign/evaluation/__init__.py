@@ -29,6 +29,13 @@ def evaluate_model(*args, **kwargs):
     return _evaluate_model(*args, **kwargs)
 
 
+def sim_to_real(*args, **kwargs):
+    """See :func:`galaxalign.evaluation.sim2real.sim_to_real`."""
+    from galaxalign.evaluation.sim2real import sim_to_real as _sim_to_real
+
+    return _sim_to_real(*args, **kwargs)
+
+
 def run_demo(*args, **kwargs):
     """See :func:`galaxalign.evaluation.demo.run_demo`."""
     from galaxalign.evaluation.demo import run_demo as _run_demo
@@ -46,5 +53,6 @@ def run_ablations(*args, **kwargs):
 __all__ = [
     "accuracy", "macro_f1", "per_class_accuracy", "confusion_matrix", "classification_report",
     "rank_gallery", "retrieval_metrics", "RetrievalResult", "bootstrap_ci", "bootstrap_mean_ci",
-    "prototype_classify", "knn_classify", "LinearProbe", "evaluate", "evaluate_model", "run_demo", "run_ablations",
+    "prototype_classify", "knn_classify", "LinearProbe", "evaluate", "evaluate_model", "sim_to_real", "run_demo",
+    "run_ablations",
 ]

@@ -1,4 +1,4 @@
-"""Classifiers on frozen embeddings: zero-shot prototypes, linear probe, k-nearest neighbours.
+"""Classifiers on frozen embeddings: zero-shot prototypes, linear probe, nearest centroid, k-NN.
 
 All take L2-normalised float embeddings (``inference.embed_catalog`` output) and return predicted
 class ids plus a (N, C) score matrix whose rows sum to 1, so every method reports the same way.
@@ -38,6 +38,17 @@ def prototype_classify(
         raise ValueError(f"embedding dim {e.shape[1]} != prototype dim {p.shape[1]}")
     cos = e @ p.T
     return cos.argmax(axis=1), softmax(scale * cos)
+
+
+def nearest_centroid(train_emb: np.ndarray, train_labels: np.ndarray, query_emb: np.ndarray, num_classes: int):
+    """Cosine nearest class centroid of labelled training embeddings; (pred, scores)."""
+    dim = train_emb.shape[1]
+    centroids = np.zeros((num_classes, dim), np.float32)
+    for c in range(num_classes):
+        members = train_emb[train_labels == c]
+        if len(members):
+            centroids[c] = members.mean(0)
+    return prototype_classify(query_emb, centroids)
 
 
 def knn_classify(

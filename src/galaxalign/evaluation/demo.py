@@ -141,24 +141,16 @@ def _find_exemplars() -> Path | None:
 def sim_to_real_hook(checkpoint: str | Path) -> dict | None:
     """Sim-to-real accuracy of the GalaxAlign checkpoint on real GZ2 exemplars, when both exist.
 
-    Calls ``galaxalign.realism.sim_to_real(checkpoint, real_source)`` if that function is provided;
-    returns None when the function or ../shared/data/gz2-exemplars is absent.
+    Calls ``galaxalign.evaluation.sim2real.sim_to_real(checkpoint, real_source)``; returns None when
+    ../shared/data/gz2-exemplars is absent.
     """
-    try:
-        from galaxalign.realism import sim_to_real  # provided by the realism engineer, optional here
-    except ImportError:
-        return None
+    from galaxalign.evaluation.sim2real import sim_to_real
+
     real = _find_exemplars()
     if real is None:
         return None
     result = sim_to_real(checkpoint, real)
     return dict(result) if result is not None else None
-
-
-def expand_backbone_overrides(base: str, overrides: Sequence[str | dict]) -> list[str | dict]:
-    """The overrides as given: ``load_config`` now merges ``model.backbone.KEY=VALUE`` into the base
-    config's backbone spec itself (a spec of another ``kind`` replaces it). Kept for callers."""
-    return list(overrides)
 
 
 class _Table:
@@ -169,7 +161,7 @@ class _Table:
         from galaxalign.training import load_config
 
         self.out, self.base = out, base
-        self.overrides = expand_backbone_overrides(base, overrides)
+        self.overrides = list(overrides)
         self.progress, self.n_resamples = progress, n_resamples
         # The base config is read once: every run of the table starts from the same dict, even if the
         # YAML file changes while the table trains.

@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 
 from galaxalign.evaluation.bootstrap import N_RESAMPLES, bootstrap_ci, bootstrap_mean_ci
-from galaxalign.evaluation.classifiers import KNN_K, LinearProbe, knn_classify, prototype_classify, softmax
+from galaxalign.evaluation.classifiers import (
+    KNN_K,
+    LinearProbe,
+    knn_classify,
+    nearest_centroid,
+    prototype_classify,
+    softmax,
+)
 from galaxalign.evaluation.metrics import classification_report, macro_f1
 from galaxalign.evaluation.report import fmt, markdown_table, write_json, write_text
 from galaxalign.evaluation.retrieval import rank_gallery
@@ -56,6 +63,64 @@ def head_scores(model, images: list[np.ndarray]) -> np.ndarray:
     x = torch.stack([transform(img) for img in images]).to(device)
     with torch.no_grad():
         return softmax(model.classify(x).float().cpu().numpy())
+
+
+def zero_shot_prototypes(model, taxonomy, modalities=ZERO_SHOT_MODALITIES, cache: dict | None = None) -> dict:
+    """Class prototypes per modality; ``both`` is the normalised mean of the text and symbol ones."""
+    from galaxalign.inference import class_prototypes
+
+    cache = {} if cache is None else cache
+    protos = {}
+    for modality in ("text", "symbol"):
+        if modality in modalities or "both" in modalities:
+            key = ("prototypes", modality)
+            if key not in cache:
+                cache[key] = np.asarray(class_prototypes(model, taxonomy, modality=modality), dtype=np.float32)
+            protos[modality] = cache[key]
+    if "both" in modalities:
+        # Same as class_prototypes(modality="both") (normalised mean of the two), without encoding twice.
+        both = protos["text"] + protos["symbol"]
+        protos["both"] = both / np.linalg.norm(both, axis=1, keepdims=True)
+    return {m: protos[m] for m in modalities}
+
+
+def classify_embeddings(
+    model,
+    taxonomy,
+    query,
+    fit=None,
+    fit_labels=None,
+    *,
+    head: np.ndarray | None = None,
+    zero_shot=ZERO_SHOT_MODALITIES,
+    linear_probe: bool = True,
+    centroid: bool = False,
+    knn_k: int = KNN_K,
+    knn_exclude: np.ndarray | None = None,
+    seed: int = 0,
+    cache: dict | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every classifier of the protocol on query embeddings: name -> (predicted ids, scores (N, C)).
+
+    ``zero_shot_<modality>`` for each of ``zero_shot``; with ``fit`` / ``fit_labels`` (labelled
+    embeddings the classifiers may learn from) ``linear_probe`` (when they hold two classes or more),
+    ``nearest_centroid`` (if ``centroid``) and ``knn`` (``knn_exclude``: each query's own row in
+    ``fit``, or -1); ``head``: the caller's class probabilities of the model's head, if it has one.
+    """
+    C = len(taxonomy.class_names)
+    predictions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for modality, protos in zero_shot_prototypes(model, taxonomy, zero_shot, cache).items():
+        predictions[f"zero_shot_{modality}"] = prototype_classify(query, protos)
+    if fit is not None:
+        if linear_probe and np.unique(fit_labels).size >= 2:
+            predictions["linear_probe"] = LinearProbe(C, seed=seed).fit(fit, fit_labels).predict_scores(query)
+        if centroid:
+            predictions["nearest_centroid"] = nearest_centroid(fit, fit_labels, query, C)
+        exclude = knn_exclude if knn_exclude is not None and (knn_exclude >= 0).any() else None
+        predictions["knn"] = knn_classify(fit, fit_labels, query, C, k=knn_k, exclude=exclude)
+    if head is not None:
+        predictions["head"] = (head.argmax(axis=1), head)
+    return predictions
 
 
 def _labelled(catalog):
@@ -95,7 +160,7 @@ def evaluate_model(
     ``embeddings``: optional cache dict (catalog id -> array) shared between calls on the same model.
     Returns a JSON-safe dict.
     """
-    from galaxalign.inference import class_prototypes, embed_catalog
+    from galaxalign.inference import embed_catalog
 
     t0 = time.perf_counter()
     test = _labelled(test)
@@ -106,7 +171,6 @@ def evaluate_model(
     if len(gallery) == 0:
         raise ValueError("the gallery catalog has no labelled galaxies")
     names = taxonomy.class_names
-    C = len(names)
     model.eval()
 
     cache = embeddings if embeddings is not None else {}
@@ -128,27 +192,12 @@ def evaluate_model(
     y = test["label"].to_numpy(np.int64)
     ytr = train_labelled["label"].to_numpy(np.int64)
 
-    predictions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    protos = {}
-    for modality in ("text", "symbol"):
-        key = ("prototypes", modality)
-        if key not in cache:
-            cache[key] = np.asarray(class_prototypes(model, taxonomy, modality=modality), dtype=np.float32)
-        protos[modality] = cache[key]
-    # Same as class_prototypes(modality="both") (normalised mean of the two), without encoding twice.
-    both = protos["text"] + protos["symbol"]
-    protos["both"] = both / np.linalg.norm(both, axis=1, keepdims=True)
-    for modality in ZERO_SHOT_MODALITIES:
-        predictions[f"zero_shot_{modality}"] = prototype_classify(q, protos[modality])
-    if linear_probe and np.unique(ytr).size >= 2:
-        predictions["linear_probe"] = LinearProbe(C, seed=seed).fit(tr, ytr).predict_scores(q)
     trpos = {v: i for i, v in enumerate(tr_ids)}
-    self_index = np.array([trpos.get(v, -1) for v in test["id"].astype(str)], dtype=np.int64)
     # A test galaxy that is also a labelled training galaxy (--split train) must not vote for itself.
-    predictions["knn"] = knn_classify(tr, ytr, q, C, k=knn_k, exclude=self_index if (self_index >= 0).any() else None)
-    if getattr(model, "classifier", None) is not None:
-        s = head_scores_catalog(model, test, batch_size, progress)
-        predictions["head"] = (s.argmax(axis=1), s)
+    self_index = np.array([trpos.get(v, -1) for v in test["id"].astype(str)], dtype=np.int64)
+    head = head_scores_catalog(model, test, batch_size, progress) if getattr(model, "classifier", None) is not None else None
+    predictions = classify_embeddings(model, taxonomy, q, tr, ytr, head=head, linear_probe=linear_probe, knn_k=knn_k,
+                                      knn_exclude=self_index, seed=seed, cache=cache)
 
     primary = primary_classifier(method, model)
     if primary not in predictions:
@@ -297,7 +346,7 @@ def resolve_data(data_cfg: dict, taxonomy, data: str | Path | None = None) -> tu
         source = path
     else:
         info["path"] = str(source)
-    catalog = load_catalog(source, taxonomy)
+    catalog = load_catalog(source, taxonomy, skip_bad=bool(data_cfg.get("skip_bad", False)))
     splits = split_catalog(
         catalog, float(data_cfg.get("val_fraction", 0.1)), float(data_cfg.get("test_fraction", 0.2)),
         int(data_cfg.get("split_seed", 0)),

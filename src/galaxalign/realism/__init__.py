@@ -1,5 +1,8 @@
-"""Realism of the rendered survey: morphology statistics of rendered versus real galaxies, and the
-accuracy on real galaxies of a model trained only on rendered ones (sim-to-real)."""
+"""Realism of the rendered survey: morphology statistics of rendered versus real galaxies.
+
+It measures images only; the accuracy on real galaxies of a model trained on rendered ones is an
+evaluation (``galaxalign.evaluation.sim_to_real``).
+"""
 from galaxalign.realism.compare import (
     compare_statistics,
     compare_survey,
@@ -8,6 +11,8 @@ from galaxalign.realism.compare import (
     measure_galaxies,
     picture_grid,
     plot_distributions,
+    read_images,
+    sample_catalog,
     sample_survey,
 )
 from galaxalign.realism.morphology import STATISTICS, galaxy_statistics, linear_flux, morphology_statistics
@@ -24,15 +29,7 @@ __all__ = [
     "morphology_statistics",
     "picture_grid",
     "plot_distributions",
+    "read_images",
+    "sample_catalog",
     "sample_survey",
-    "sim_to_real",
 ]
-
-
-def __getattr__(name):
-    # sim_to_real needs torch and the model stack; import it only when asked for.
-    if name == "sim_to_real":
-        from galaxalign.realism.sim2real import sim_to_real
-
-        return sim_to_real
-    raise AttributeError(name)

@@ -69,47 +69,47 @@ def _read_manifest(manifest: Path, taxonomy: Taxonomy) -> pd.DataFrame:
 
 
 def read_images(catalog: pd.DataFrame) -> list[np.ndarray]:
-    """uint8 RGB arrays for every catalog row (files or HDF5 rows)."""
-    if "file_loc" in catalog.columns and catalog["file_loc"].notna().all():
-        from PIL import Image
+    """uint8 RGB arrays for every catalog row (files or HDF5 rows), read by ``datasets.read_image``'s reader."""
+    from galaxalign.datasets import ImageReader
 
-        out = []
-        for path in catalog["file_loc"]:
-            try:
-                with Image.open(path) as im:
-                    out.append(np.asarray(im.convert("RGB")))
-            except OSError as exc:
-                raise OSError(f"cannot read image {path}: {exc}") from None
-        return out
-    from galaxalign.datasets import read_image
-
-    return [read_image(row) for _, row in catalog.iterrows()]
+    reader = ImageReader()
+    try:
+        return [reader(row) for row in catalog.to_dict("records")]
+    finally:
+        reader.close()
 
 
-def sample_survey(path: str | Path, max_per_class: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 (N,H,W,3), labels) from a Galaxy10-layout HDF5, at most ``max_per_class`` each."""
-    import h5py
+def sample_catalog(catalog: pd.DataFrame, max_per_class: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """At most ``max_per_class`` rows of each label, drawn with ``seed``, in catalog order."""
+    labels = catalog["label"].to_numpy(np.int64)
+    rng = np.random.default_rng(seed)
+    keep = [np.zeros(0, np.int64)]
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if max_per_class is not None and idx.size > max_per_class:
+            idx = rng.choice(idx, max_per_class, replace=False)
+        keep.append(idx)
+    return catalog.iloc[np.sort(np.concatenate(keep))]
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"survey: {path} does not exist")
-    with h5py.File(path, "r") as f:
-        for key in ("images", "ans"):
-            if key not in f:
-                raise ValueError(f"{path}: not a Galaxy10-layout file, missing dataset {key!r}")
-        labels = np.asarray(f["ans"][:], dtype=np.int64)
-        rng = np.random.default_rng(seed)
-        keep = []
-        for c in np.unique(labels):
-            idx = np.flatnonzero(labels == c)
-            if max_per_class is not None and idx.size > max_per_class:
-                idx = rng.choice(idx, max_per_class, replace=False)
-            keep.append(idx)
-        rows = np.sort(np.concatenate(keep))
-        images = f["images"][rows] if rows.size else np.zeros((0,) + f["images"].shape[1:], np.uint8)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"{path}: images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
-    return images, labels[rows]
+
+def sample_survey(survey, max_per_class: int | None = None, seed: int = 0, taxonomy: Taxonomy | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (N,H,W,3), labels) of a rendered survey, at most ``max_per_class`` each.
+
+    ``survey``: a catalog, or any source ``datasets.load_catalog`` reads (a Galaxy10-layout HDF5).
+    """
+    from galaxalign.datasets import load_catalog
+
+    if isinstance(survey, (str, Path)) and not Path(survey).exists():
+        raise FileNotFoundError(f"survey: {survey} does not exist")
+    catalog = survey if isinstance(survey, pd.DataFrame) else load_catalog(survey, taxonomy)
+    chosen = sample_catalog(catalog, max_per_class, seed)
+    images = read_images(chosen)
+    if not images:
+        return np.zeros((0, 1, 1, 3), np.uint8), np.zeros(0, np.int64)
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise ValueError(f"survey {survey if not isinstance(survey, pd.DataFrame) else 'catalog'}: images differ in size {sorted(shapes)[:3]}; a rendered survey has one size")
+    return np.stack(images), chosen["label"].to_numpy(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,8 +311,8 @@ def picture_grid(
 
 
 def compare_survey(
-    survey: str | Path,
-    real_source: str | Path,
+    survey: str | Path | pd.DataFrame,
+    real_source: str | Path | pd.DataFrame,
     out_dir: str | Path,
     taxonomy: str | Taxonomy = "galaxy10_decals",
     max_per_class: int | None = 50,
@@ -321,17 +321,20 @@ def compare_survey(
 ) -> dict:
     """Measure a rendered survey and a real set, write the comparison, return the JSON summary.
 
+    ``survey`` and ``real_source``: catalogs, or sources that ``load_catalog`` (``load_real_catalog``
+    for the real set) reads.
+
     Writes ``summary.json``, ``rendered_statistics.csv``, ``real_statistics.csv``,
     ``distributions.png`` (a histogram panel per statistic) and ``grid.png`` into ``out_dir``.
     """
     taxonomy = load_taxonomy(taxonomy) if isinstance(taxonomy, (str, Path)) else taxonomy
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ren_images, ren_labels = sample_survey(survey, max_per_class, seed)
+    ren_images, ren_labels = sample_survey(survey, max_per_class, seed, taxonomy)
     if len(ren_images) == 0:
         raise ValueError(f"survey {survey}: no galaxies")
     size = int(ren_images.shape[1])
-    catalog = load_real_catalog(real_source, taxonomy)
+    catalog = real_source if isinstance(real_source, pd.DataFrame) else load_real_catalog(real_source, taxonomy)
     if max_per_class is not None:
         # Unlabelled real galaxies are kept whole (they feed the overall comparison); labelled ones capped.
         labelled = catalog[catalog["label"] >= 0].groupby("label", group_keys=False).head(max_per_class)
@@ -345,8 +348,8 @@ def compare_survey(
 
     summary = compare_statistics(rendered, real, taxonomy)
     summary["inputs"] = {
-        "survey": str(survey),
-        "real": str(real_source),
+        "survey": "<catalog>" if isinstance(survey, pd.DataFrame) else str(survey),
+        "real": "<catalog>" if isinstance(real_source, pd.DataFrame) else str(real_source),
         "taxonomy": taxonomy.name,
         "n_rendered": int(len(rendered)),
         "n_real": int(len(real)),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -30,8 +29,6 @@ MANIFEST_FORMAT = "galaxalign-embeddings"
 # OUR CHOICE: 8192 rows per shard: ~4-8 MB at D=128..256, a few minutes of CPU work at most, so a
 # crash loses little and a torchrun job has enough shards to spread over its ranks.
 DEFAULT_SHARD_SIZE = 8192
-# Image-location columns: kept in the shards so a server can find a galaxy's pixels by id.
-LOCATION_COLUMNS = ("file_loc", "h5_path", "h5_row")
 
 # embed_fn(shard_catalog, on_batch) -> float32 (rows, D), L2-normalised; calls on_batch(n) as it goes.
 EmbedFn = Callable[[pd.DataFrame, Callable[[int], None]], np.ndarray]
@@ -115,36 +112,6 @@ def _read_json(path: Path) -> dict:
         raise ValueError(f"{path}: not valid JSON ({exc}); delete it to start over") from None
 
 
-def distributed_context() -> tuple[int, int]:
-    """(rank, world_size) from torchrun's environment; (0, 1) when run as one process."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-_OWN_PROCESS_GROUP = False
-
-
-def _barrier(world_size: int) -> None:
-    global _OWN_PROCESS_GROUP
-    if world_size <= 1:
-        return
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        # gloo: the barrier needs no GPU collective; works for CPU and GPU ranks alike.
-        dist.init_process_group("gloo")
-        _OWN_PROCESS_GROUP = True
-    dist.barrier()
-
-
-def _finish_distributed() -> None:
-    global _OWN_PROCESS_GROUP
-    if _OWN_PROCESS_GROUP:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
-        _OWN_PROCESS_GROUP = False
-
-
 def write_embedding_shards(
     catalog: pd.DataFrame,
     out_dir: str | Path,
@@ -158,18 +125,19 @@ def write_embedding_shards(
     rank: int | None = None,
     world_size: int | None = None,
     progress: bool = True,
-    max_shards: int | None = None,
 ) -> Path:
     """Embed ``catalog`` shard by shard into ``out_dir`` (see the module doc); return the manifest path.
 
     ``embed_fn`` does the model work; this function owns sharding, resume, checksums and the
-    manifest. ``max_shards`` stops after writing that many new shards (used to test resume).
+    manifest. ``rank`` / ``world_size`` default to torchrun's.
     """
     from tqdm.auto import tqdm
 
+    from galaxalign.training import distributed
+
     if shard_size < 1:
         raise ValueError(f"shard_size must be at least 1, got {shard_size}")
-    env_rank, env_world = distributed_context()
+    env_rank, env_world = distributed.env_rank_world()
     rank = env_rank if rank is None else rank
     world_size = env_world if world_size is None else world_size
     cat = check_catalog(catalog)
@@ -196,12 +164,9 @@ def write_embedding_shards(
     partial = out / (MANIFEST if world_size == 1 else f"manifest.rank{rank}.json")
     records = {s: r for s, r in done.items() if s in mine}
     rows_todo = sum(min(shard_size, len(cat) - s * shard_size) for s in todo)
-    written = 0
     with tqdm(total=rows_todo, desc=f"embed[{rank}/{world_size}]" if world_size > 1 else "embed",
               unit="img", disable=not progress) as bar:
         for s in todo:
-            if max_shards is not None and written >= max_shards:
-                break
             part = cat.iloc[s * shard_size : (s + 1) * shard_size]
             vectors = np.asarray(embed_fn(part, bar.update), dtype=np.float32)
             if vectors.shape[0] != len(part) or vectors.ndim != 2:
@@ -214,31 +179,33 @@ def write_embedding_shards(
             records[s] = {"index": s, "file": path.name, "start": s * shard_size, "rows": len(part),
                           "dim": int(vectors.shape[1]), "sha256": sha256_file(path)}
             _write_json_atomic(partial, {**base, "complete": False, "shards": [records[k] for k in sorted(records)]})
-            written += 1
-    if max_shards is not None and len(records) < len(mine):
-        return out / MANIFEST  # stopped on request; the recorded shards are resumable
-    _barrier(world_size)
-    if rank == 0:
-        merged = dict(done)
-        merged.update(records)
-        for r in range(1, world_size):
-            p = out / f"manifest.rank{r}.json"
-            if p.exists():
-                merged.update({int(x["index"]): x for x in _read_json(p).get("shards", [])})
-        missing = [s for s in range(num_shards) if s not in merged]
-        if missing:
-            raise RuntimeError(f"{out}: shards {missing[:10]} were not written by any rank")
-        dims = {int(x["dim"]) for x in merged.values()}
-        if len(dims) != 1:
-            raise ValueError(f"{out}: shards disagree on the embedding dimension {sorted(dims)}")
-        manifest = {**base, "complete": True, "dim": dims.pop(), "shards": [merged[s] for s in range(num_shards)]}
-        _write_json_atomic(out / MANIFEST, manifest)
-        if world_size > 1:
-            for r in range(world_size):
-                (out / f"manifest.rank{r}.json").unlink(missing_ok=True)
-    _barrier(world_size)
-    _finish_distributed()
+    with distributed.process_group(world_size) as barrier:
+        barrier()
+        if rank == 0:
+            _merge_manifests(out, base, done, records, num_shards, world_size)
+        barrier()
     return out / MANIFEST
+
+
+def _merge_manifests(out: Path, base: dict, done: dict, records: dict, num_shards: int, world_size: int) -> None:
+    """Rank 0, once every rank has written its shards: the ranks' manifests into one complete manifest."""
+    merged = dict(done)
+    merged.update(records)
+    for r in range(1, world_size):
+        p = out / f"manifest.rank{r}.json"
+        if p.exists():
+            merged.update({int(x["index"]): x for x in _read_json(p).get("shards", [])})
+    missing = [s for s in range(num_shards) if s not in merged]
+    if missing:
+        raise RuntimeError(f"{out}: shards {missing[:10]} were not written by any rank")
+    dims = {int(x["dim"]) for x in merged.values()}
+    if len(dims) != 1:
+        raise ValueError(f"{out}: shards disagree on the embedding dimension {sorted(dims)}")
+    manifest = {**base, "complete": True, "dim": dims.pop(), "shards": [merged[s] for s in range(num_shards)]}
+    _write_json_atomic(out / MANIFEST, manifest)
+    if world_size > 1:
+        for r in range(world_size):
+            (out / f"manifest.rank{r}.json").unlink(missing_ok=True)
 
 
 def _recorded_shards(out: Path, base: dict) -> dict[int, dict]:

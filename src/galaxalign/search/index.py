@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from galaxalign.runtime import atomic_path
+from galaxalign.runtime import atomic_path, recover_path
 
 INDEX_FILE = "index.faiss"
 TABLE_FILE = "table.parquet"
@@ -290,6 +290,7 @@ class SearchIndex:
         import faiss
 
         path = Path(path)
+        recover_path(path)  # a crash in the middle of replacing this folder: bring the last version back
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: no such index folder (build one with `galaxalign index`)")
         for name in (INDEX_FILE, TABLE_FILE, INFO_FILE):

@@ -7,19 +7,18 @@ modalities GalaxAlign aligns, so every kind of query lands in the same embedding
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
+# Size limits of query images are those of the one image decoder.
+from galaxalign.datasets.images import MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS
 from galaxalign.search.index import Hit, SearchIndex
 
-# OUR CHOICE: refuse images above 25 megapixels (a 5000x5000 upload) before decoding them; survey
-# cut-outs are a few hundred pixels wide, and the check stops decompression bombs cheaply.
-MAX_IMAGE_PIXELS = 25_000_000
 # OUR CHOICE: query symbols are drawn at 224 px, the encoders' usual input size.
 SYMBOL_SIZE = 224
+# OUR CHOICE: descriptions up to 1000 characters, far more than any text encoder reads.
 MAX_TEXT_CHARS = 1000
 
 
@@ -28,33 +27,42 @@ class QueryError(ValueError):
 
 
 def load_image(data: bytes | str | Path, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None) -> np.ndarray:
-    """Decode an image file (bytes or a path) to uint8 (H, W, 3) RGB, refusing non-images and bombs."""
-    from PIL import Image, UnidentifiedImageError
+    """Decode an image file (bytes or a path) to uint8 (H, W, 3) RGB, refusing non-images and bombs.
 
-    where = name or (str(data) if isinstance(data, (str, Path)) else "upload")
+    The catalog's decoder (:func:`galaxalign.datasets.images.decode_image`): FITS and 16-bit files
+    are stretched as in a catalog, transparency is composited onto black, and sizes are checked
+    (pixels, aspect ratio) before anything is decoded.
+    """
+    from galaxalign.datasets.images import ImageReadError, decode_image
+
     if isinstance(data, (str, Path)):
         path = Path(data)
+        if path.is_dir():
+            raise QueryError(f"{path}: is a folder; pass one image file")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such image file")
-        data = path.read_bytes()
-    if not data:
-        raise QueryError(f"{where}: empty file, expected an image (PNG, JPEG, ...)")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size  # read from the header; the pixels are not decoded yet
-            if w * h > max_pixels:
-                raise QueryError(f"{where}: image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels}")
-            im.draft("RGB", (1024, 1024))  # JPEG: decode at reduced scale when large
-            rgb = im.convert("RGB")
-            return np.asarray(rgb, dtype=np.uint8).copy()
-    except Image.DecompressionBombError as exc:
-        raise QueryError(f"{where}: refused as a decompression bomb ({exc})") from None
-    except UnidentifiedImageError:
-        raise QueryError(f"{where}: not an image file that Pillow can read (PNG, JPEG, GIF, TIFF, WebP, ...)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, QueryError):
-            raise
-        raise QueryError(f"{where}: broken or truncated image ({exc})") from None
+        return decode_image(data, name, max_pixels=max_pixels)
+    except ImageReadError as exc:
+        raise QueryError(str(exc)) from None
+
+
+def check_text(text: str, what: str = "description") -> str:
+    """``text`` stripped, or a QueryError when it is empty, too long or not encodable as UTF-8."""
+    if not isinstance(text, str):
+        raise QueryError(f"{what} must be a string, got {type(text).__name__}")
+    text = text.strip()
+    if not text:
+        raise QueryError(f"empty {what}; type a few words, e.g. 'a barred spiral galaxy'")
+    if len(text) > MAX_TEXT_CHARS:
+        raise QueryError(f"{what} is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start : exc.end]
+        raise QueryError(f"{what} holds {bad!r} at position {exc.start}, which is not a character "
+                         "(a lone UTF-16 surrogate or undecodable byte); remove it") from None
+    return text
 
 
 def parse_answers(answers: str | Iterable[str]) -> tuple[str, ...]:
@@ -107,12 +115,7 @@ def embed_image(model, image: np.ndarray, modality: str = "image") -> np.ndarray
 def embed_text(model, text: str) -> np.ndarray:
     from galaxalign.inference import encode_texts
 
-    text = (text or "").strip()
-    if not text:
-        raise QueryError("empty description; type a few words, e.g. 'a barred spiral galaxy'")
-    if len(text) > MAX_TEXT_CHARS:
-        raise QueryError(f"description is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
-    return _one(encode_texts(model, [text]))
+    return _one(encode_texts(model, [check_text(text or "")]))
 
 
 def _check_dim(index: SearchIndex, v: np.ndarray) -> np.ndarray:

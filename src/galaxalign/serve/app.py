@@ -3,23 +3,32 @@
 The service is a thin shell over :mod:`galaxalign.search`: every endpoint validates its input,
 calls one query function and returns JSON. User mistakes become a 4xx with a JSON ``detail`` that
 says what is wrong; the server keeps serving. Thumbnails are read only from the indexed catalog,
-looked up by id: no path from a client is ever opened.
+looked up by id: no path from a client is ever opened, and no server path is shown to one (files
+are named, not located). Galaxy ids travel in URLs percent-encoded and may hold any character,
+``/`` included (a folder catalog's ids are relative paths).
 """
 from __future__ import annotations
 
 import io
+import json
+import os
 import random
 import threading
 from collections import OrderedDict
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, Field
 
 from galaxalign.search import query as q
@@ -34,13 +43,36 @@ CACHE_ITEMS = 4096
 
 
 class TextQuery(BaseModel):
-    text: str = Field(..., description="a description, e.g. 'a barred spiral galaxy'")
-    k: int = Field(10, ge=1, le=MAX_K)
+    text: str = Field(..., description="a description, e.g. 'a barred spiral galaxy'", strict=True)
+    # strict: JSON true is not k=1, "10" is not 10
+    k: int = Field(10, ge=1, le=MAX_K, strict=True)
 
 
 class SymbolQuery(BaseModel):
-    answers: list[str] = Field(..., description="Galaxy Zoo answer ids, e.g. ['smooth-or-featured_smooth']")
-    k: int = Field(10, ge=1, le=MAX_K)
+    answers: list[str] = Field(..., description="Galaxy Zoo answer ids, e.g. ['smooth-or-featured_smooth']", strict=True)
+    k: int = Field(10, ge=1, le=MAX_K, strict=True)
+
+
+def thumb_url(galaxy_id: str) -> str:
+    """The thumbnail URL of a galaxy; the id is percent-encoded (any character round-trips)."""
+    return f"/api/thumb/{quote(str(galaxy_id), safe='')}.png"
+
+
+def public_name(value: Any) -> Any:
+    """What a client may see of a server-side path: its file name (``survey.h5#12`` for an HDF5 row).
+
+    Relative ids and labels pass unchanged; absolute paths, ``~`` paths and ones that climb out
+    with ``..`` are cut to their last part, so no response reveals the server's folder layout.
+    """
+    if not isinstance(value, str) or not value:
+        return value
+    from galaxalign.datasets.images import parse_h5_source
+
+    h5 = parse_h5_source(value)
+    path, suffix = (h5[0], f"#{h5[1]}") if h5 else (value, "")
+    if os.path.isabs(path) or path.startswith("~") or ".." in Path(path).parts or "\\" in path:
+        return Path(path.replace("\\", "/")).name + suffix
+    return value
 
 
 class _LRU:
@@ -86,8 +118,8 @@ class Searcher:
         self.thumbs = _LRU(CACHE_ITEMS)
         self.icons = _LRU(512)
 
-    @property
-    def model(self):
+    def load_model(self):
+        """The model, loaded on first use; a missing or refused file raises OSError / ValueError naming it."""
         if self._model is None:
             with self._model_lock:
                 if self._model is None:
@@ -98,6 +130,16 @@ class Searcher:
                     model, _ = load_model(self.checkpoint)
                     self._model = model.eval()
         return self._model
+
+    @property
+    def model(self):
+        try:
+            return self.load_model()
+        except (OSError, ValueError) as exc:
+            # A broken or refused model file: the service lives on, queries that need it fail.
+            name = public_name(str(Path(self.checkpoint).resolve()))
+            message = str(exc).replace(str(Path(self.checkpoint)), name).replace(str(self.checkpoint), name)
+            raise HTTPException(503, f"the model cannot be loaded: {message}") from None
 
     def image_of(self, galaxy_id: str) -> np.ndarray:
         row = self.index.table.iloc[self.index.row_of(galaxy_id)]
@@ -114,7 +156,7 @@ class Searcher:
         return {
             "query": query,
             "k": k,
-            "results": [{**h.to_dict(), "thumb_url": f"/api/thumb/{h.id}.png"} for h in hits],
+            "results": [{**h.to_dict(), "source": public_name(h.source), "thumb_url": thumb_url(h.id)} for h in hits],
         }
 
 
@@ -157,8 +199,30 @@ class BodyLimit:
         return f"request body of {size}+ bytes is over the upload limit ({self.limit} bytes with the form envelope)"
 
 
-def _error(status: int, detail: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": detail})
+class SafeJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a lone surrogate that a request smuggled in (and
+    that an error message echoes back) cannot make the response unencodable, i.e. a 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            text = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        except ValueError:  # NaN / Infinity (Python's JSON parser accepts them in requests): null
+            text = json.dumps(_finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        return text.encode("ascii")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _error(status: int, detail: Any, headers: dict | None = None) -> JSONResponse:
+    return SafeJSONResponse(status_code=status, content={"detail": detail}, headers=headers)
 
 
 def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = None, *, model=None,
@@ -170,6 +234,8 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
         title="GalaxAlign search",
         description="Find galaxies by image, catalog id, description, Galaxy Zoo symbols or a sketch.",
         version="1",
+        docs_url=None,  # served below from local files: the page works offline
+        default_response_class=SafeJSONResponse,
     )
     app.state.searcher = searcher
     static = resources.files("galaxalign.serve").joinpath("static")
@@ -183,13 +249,22 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
     async def _unknown_id(_request: Request, exc: UnknownGalaxyError):
         return _error(404, str(exc.args[0]) if exc.args else "not found")
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_request: Request, exc: RequestValidationError):
+        return _error(422, jsonable_encoder(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, exc.detail, getattr(exc, "headers", None))
+
     app.add_middleware(BodyLimit, limit=max_upload_bytes + 64 * 1024)  # room for the multipart envelope
 
     async def read_upload(file: UploadFile) -> np.ndarray:
         data = await file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"{file.filename or 'upload'}: over the upload limit of {max_upload_bytes} bytes")
-        return q.load_image(data, max_pixels=max_image_pixels, name=file.filename or "upload")
+        # Decoding (up to 25 megapixels) runs in the thread pool: it must not stall the event loop.
+        return await run_in_threadpool(q.load_image, data, max_image_pixels, file.filename or "upload")
 
     # -- page ------------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
@@ -197,6 +272,7 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
         return FileResponse(str(static.joinpath("index.html")), media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    _mount_docs(app)
 
     # -- facts -----------------------------------------------------------------------------------
     @app.get("/api/info", summary="the index: size, kind, model, classes, limits")
@@ -206,10 +282,11 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
             "dim": index.dim,
             "kind": index.kind,
             "params": index.info.get("params", {}),
-            "checkpoint": searcher.checkpoint,
-            "data_source": index.info.get("data_source"),
+            "checkpoint": public_name(str(Path(searcher.checkpoint).resolve())) if searcher.checkpoint else None,
+            "data_source": public_name(index.info.get("data_source")),
             "classes": index.class_names,
-            "limits": {"max_upload_bytes": max_upload_bytes, "max_image_pixels": max_image_pixels, "max_k": MAX_K},
+            "limits": {"max_upload_bytes": max_upload_bytes, "max_image_pixels": max_image_pixels,
+                       "max_aspect_ratio": q.MAX_ASPECT_RATIO, "max_text_chars": q.MAX_TEXT_CHARS, "max_k": MAX_K},
         }
 
     @app.get("/api/symbols", summary="the Galaxy Zoo decision tree with each answer's pictogram URL")
@@ -239,7 +316,7 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
         png = searcher.icons.get((parsed, size), lambda: _png(q.render_query_symbol(parsed, size=size)))
         return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
-    @app.get("/api/thumb/{galaxy_id}.png", summary="a catalog galaxy's thumbnail, by id",
+    @app.get("/api/thumb/{galaxy_id:path}.png", summary="a catalog galaxy's thumbnail, by (percent-encoded) id",
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
     def thumb(galaxy_id: str):
         png = searcher.thumbs.get(galaxy_id, lambda: _png(searcher.image_of(galaxy_id), THUMB_SIZE))
@@ -260,14 +337,16 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
             rec = table.iloc[int(r)]
             lab = int(rec["label"])
             items.append({"id": str(rec["id"]), "label": lab, "label_name": index.label_name(lab),
-                          "source": str(rec["source"]), "thumb_url": f"/api/thumb/{rec['id']}.png"})
+                          "source": public_name(str(rec["source"])), "thumb_url": thumb_url(rec["id"])})
         return {"total": int(len(rows)), "offset": offset, "items": items}
 
-    @app.get("/api/galaxy/{galaxy_id}", summary="a catalog galaxy's record (id, label, source, metadata)")
+    @app.get("/api/galaxy/{galaxy_id:path}", summary="a catalog galaxy's record (id, label, source, metadata)")
     def galaxy(galaxy_id: str) -> dict[str, Any]:
         rec = index.record(galaxy_id)
         rec["label_name"] = index.label_name(int(rec["label"]))
-        return {k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v)) for k, v in rec.items()}
+        rec["thumb_url"] = thumb_url(galaxy_id)
+        return {k: (public_name(v) if k != "id" else v) if isinstance(v, (str, int, float, bool, type(None))) else str(v)
+                for k, v in rec.items()}
 
     # -- search ----------------------------------------------------------------------------------
     @app.post("/api/search/image", summary="galaxies that look like an uploaded image")
@@ -283,7 +362,7 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
         hits = await run_in_threadpool(lambda: q.query_sketch(index, searcher.model, image, k))
         return searcher.hits_json(hits, {"sketch": file.filename}, k)
 
-    @app.get("/api/search/id/{galaxy_id}", summary="neighbours of a catalog galaxy (its stored embedding)")
+    @app.get("/api/search/id/{galaxy_id:path}", summary="neighbours of a catalog galaxy (its stored embedding)")
     def search_id(galaxy_id: str, k: int = Query(10, ge=1, le=MAX_K)):
         return searcher.hits_json(q.query_id(index, galaxy_id, k), {"id": galaxy_id}, k)
 
@@ -298,3 +377,25 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
         return searcher.hits_json(hits, {"answers": list(answers)}, body.k)
 
     return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from the files of the ``swagger-ui-bundle-v2`` package (no CDN).
+
+    Without that package the page falls back to FastAPI's CDN-hosted one, which needs internet
+    access; the schema itself (/openapi.json) is always served.
+    """
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        swagger_ui_path = None
+    if swagger_ui_path is not None and (Path(str(swagger_ui_path)) / "swagger-ui-bundle.js").is_file():
+        app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+        urls = {"swagger_js_url": "/docs-assets/swagger-ui-bundle.js", "swagger_css_url": "/docs-assets/swagger-ui.css",
+                "swagger_favicon_url": "/docs-assets/favicon-32x32.png"}
+    else:
+        urls = {}
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API docs", **urls)

@@ -1,7 +1,8 @@
 """Per-class generating distributions of the synthetic survey, read from ``survey_classes.yaml``.
 
 The distributions are data so that a user can copy the file, widen the observing ranges for domain
-randomisation, or add a class, without touching the renderer.
+randomisation, or add a class, without touching the renderer. The file's ``taxonomy`` names the
+label scheme: class ids follow its order and its class keys index ``classes`` (``survey_class_keys``).
 """
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ import numpy as np
 import yaml
 
 KINDS = ("smooth", "spiral", "edge_on", "merger", "disturbed")
+DEFAULT_TAXONOMY = "galaxy10_decals"  # for survey-classes files written before they named one
+# The one default size of the embedded survey (training config, ``default_survey``).
+DEFAULT_SURVEY_NUM = 2000
+DEFAULT_SURVEY_SIZE = 96
 DISTRIBUTIONS = ("uniform", "normal", "lognormal", "cos_uniform", "choice", "poisson")
 
 
@@ -69,6 +74,9 @@ def sample(spec: Any, rng: np.random.Generator) -> float:
 def validate(config: dict, source: str) -> dict:
     if not isinstance(config, dict) or "observing" not in config or "classes" not in config:
         raise SurveyConfigError(f"{source}: expected a mapping with 'observing' and 'classes'")
+    taxonomy = config.setdefault("taxonomy", DEFAULT_TAXONOMY)
+    if not isinstance(taxonomy, str) or not taxonomy.strip():
+        raise SurveyConfigError(f"{source}: 'taxonomy' must name a taxonomy (shipped name or YAML path), got {taxonomy!r}")
     for key, spec in config["observing"].items():
         _check_spec(spec, f"{source}: observing.{key}")
     for key, cls in config["classes"].items():
@@ -110,3 +118,22 @@ def load_survey_config(path: str | Path | None = None, observing: dict | None = 
             _check_spec(spec, f"observing override {key}")
         config["observing"].update(observing)
     return config
+
+
+@lru_cache(maxsize=8)
+def _taxonomy_keys(name: str) -> tuple[str, ...]:
+    from galaxalign.taxonomy import load_taxonomy
+
+    return tuple(c.key for c in load_taxonomy(name).classes)
+
+
+def survey_class_keys(config: dict) -> tuple[str, ...]:
+    """The survey's class keys in class-id order: those of the taxonomy the classes file names."""
+    return _taxonomy_keys(config.get("taxonomy", DEFAULT_TAXONOMY))
+
+
+def survey_taxonomy(config: dict):
+    """The survey's :class:`~galaxalign.taxonomy.Taxonomy` (names, keys, reference counts)."""
+    from galaxalign.taxonomy import load_taxonomy
+
+    return load_taxonomy(config.get("taxonomy", DEFAULT_TAXONOMY))

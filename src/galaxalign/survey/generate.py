@@ -25,28 +25,45 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from galaxalign.runtime import atomic_path, cache_dir
-from galaxalign.survey.classes import load_survey_config
-from galaxalign.survey.render import PARAM_NAMES, galaxy10_class_keys, render_galaxy
+from galaxalign.survey.classes import (
+    DEFAULT_SURVEY_NUM,
+    DEFAULT_SURVEY_SIZE,
+    DEFAULT_TAXONOMY,
+    load_survey_config,
+    survey_class_keys,
+    survey_taxonomy,
+)
+from galaxalign.survey.render import PARAM_NAMES, render_galaxy
 
 # Bump when a change to the renderer changes the images; the config hash covers the YAML.
 GENERATOR_VERSION = "1.1"
 LABEL_STREAM = 0x6C61626C  # separate seed stream for the class list
 SKY_STREAM = 0x736B79      # separate seed stream for ra/dec
-# Galaxy10 DECaLS class counts (astroNN docs), ids 0..9.
-GALAXY10_COUNTS = (1081, 1853, 2645, 2027, 334, 2043, 1829, 2628, 1423, 1873)
 
 
-def galaxy10_weights() -> np.ndarray:
-    """Default class balance: the Galaxy10 DECaLS proportions."""
-    counts = np.asarray(GALAXY10_COUNTS, dtype=float)
+def reference_weights(config: dict | None = None) -> np.ndarray:
+    """Default class balance: the ``count`` of each class in the survey's taxonomy (a data file)."""
+    taxonomy = survey_taxonomy(config or load_survey_config())
+    counts = taxonomy.class_counts
+    if counts is None:
+        missing = [c.key for c in taxonomy.classes if c.count is None]
+        raise ValueError(f"taxonomy {taxonomy.name!r} ({taxonomy.source}): classes {missing} have no 'count', "
+                         "so there are no default class proportions; give class_weights explicitly")
+    counts = np.asarray(counts, dtype=float)
     return counts / counts.sum()
 
 
-def resolve_class_weights(class_weights: Sequence[float] | Mapping | str | None) -> np.ndarray:
-    """Weights per class id from None/'galaxy10' (default), 'uniform', a list of 10, or {id|key: w}."""
-    keys = galaxy10_class_keys()
+def galaxy10_weights() -> np.ndarray:
+    """Default class balance of the shipped survey: the Galaxy10 DECaLS proportions."""
+    return reference_weights()
+
+
+def resolve_class_weights(class_weights: Sequence[float] | Mapping | str | None, config: dict | None = None) -> np.ndarray:
+    """Weights per class id from None/'galaxy10' (default: the taxonomy's counts), 'uniform', a list, or {id|key: w}."""
+    config = config or load_survey_config()
+    keys = survey_class_keys(config)
     if class_weights is None or (isinstance(class_weights, str) and class_weights == "galaxy10"):
-        return galaxy10_weights()
+        return reference_weights(config)
     if isinstance(class_weights, str) and class_weights == "uniform":
         return np.full(len(keys), 1.0 / len(keys))
     if isinstance(class_weights, str):
@@ -66,7 +83,7 @@ def resolve_class_weights(class_weights: Sequence[float] | Mapping | str | None)
     else:
         w = np.asarray(list(class_weights), dtype=float)
         if w.shape != (len(keys),):
-            raise ValueError(f"class weights: expected {len(keys)} numbers (one per Galaxy10 class), got {len(w)}")
+            raise ValueError(f"class weights: expected {len(keys)} numbers (one per survey class), got {len(w)}")
     if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"class weights must be finite, non-negative and not all zero, got {w.tolist()}")
     return w / w.sum()
@@ -84,6 +101,10 @@ def class_labels(num: int, weights: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _config_hash(config: dict) -> str:
+    # Classes files used to leave the taxonomy implicit; the default one hashes as those files
+    # before did, so identical surveys keep their cache key (any other taxonomy changes the hash).
+    if config.get("taxonomy") == DEFAULT_TAXONOMY:
+        config = {k: v for k, v in config.items() if k != "taxonomy"}
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -138,18 +159,17 @@ def generate_survey(out: str | os.PathLike, num: int, size: int = 128, seed: int
         raise ValueError(f"size must be at least 16 pixels, got {size}")
     num, size, seed = int(num), int(size), int(seed)
     out = Path(out)
-    weights = resolve_class_weights(class_weights)
     config = load_survey_config(observing=observing)  # validates the overrides before any work
+    weights = resolve_class_weights(class_weights, config)
     labels = class_labels(num, weights, seed)
     workers = (os.cpu_count() or 1) if workers is None else max(int(workers), 0)
     workers = min(workers, max(1, math.ceil(num / 8)))
     # OUR CHOICE: chunks of <= 32 galaxies, ~4 per worker, so the progress bar moves and loads balance.
     chunk = max(1, min(32, math.ceil(num / max(1, workers * 4))))
     tasks = _chunks(labels, chunk, size, seed, observing)
-    keys = galaxy10_class_keys()
-    from galaxalign.taxonomy import load_taxonomy
-
-    names = load_taxonomy("galaxy10_decals").class_names
+    keys = survey_class_keys(config)
+    taxonomy = survey_taxonomy(config)
+    names = taxonomy.class_names
 
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         images = h5.create_dataset("images", (num, size, size, 3), dtype=np.uint8, chunks=(1, size, size, 3))
@@ -192,7 +212,7 @@ def generate_survey(out: str | os.PathLike, num: int, size: int = 128, seed: int
             "seed": seed,
             "size": size,
             "num": num,
-            "taxonomy": "galaxy10_decals",
+            "taxonomy": taxonomy.name,
             "class_names": json.dumps(names),
             "class_keys": json.dumps(list(keys)),
             "class_weights": json.dumps([round(float(w), 8) for w in weights]),
@@ -204,7 +224,8 @@ def generate_survey(out: str | os.PathLike, num: int, size: int = 128, seed: int
     return out
 
 
-def default_survey(num: int = 5000, size: int = 128, seed: int = 0, progress: bool = True) -> Path:
+def default_survey(num: int = DEFAULT_SURVEY_NUM, size: int = DEFAULT_SURVEY_SIZE, seed: int = 0,
+                   progress: bool = True) -> Path:
     """The cached embedded survey: rendered once under ``cache_dir()/surveys/``, then reused.
 
     Keyed by (num, size, seed, generator version, hash of the generating distributions).

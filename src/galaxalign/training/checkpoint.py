@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from galaxalign.model_files import CHECKPOINT_FORMAT, ModelFileError, read_checkpoint
 from galaxalign.runtime import atomic_path
 
-FORMAT = "galaxalign-checkpoint"
+FORMAT = CHECKPOINT_FORMAT
 REQUIRED = ("model", "model_config", "taxonomy", "optimizer", "scheduler", "step", "epoch", "stage", "config", "rng", "method")
 
 
@@ -49,17 +50,51 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """A training checkpoint, read safely (``weights_only=True``, see :mod:`galaxalign.model_files`)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        # weights_only=False: the checkpoint holds RNG states (numpy arrays, tuples) and the config.
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # a truncated or foreign file: say which, not a pickle traceback
-        raise ValueError(f"{path}: not a readable training checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a GalaxAlign training checkpoint (no format={FORMAT!r} key)")
+    state = read_checkpoint(path, map_location=map_location)
+    if state.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a GalaxAlign training checkpoint (no format={FORMAT!r} key)")
     missing = [k for k in REQUIRED if k not in state]
     if missing:
-        raise ValueError(f"{path}: checkpoint lacks keys {missing}")
+        raise ModelFileError(f"{path}: checkpoint lacks keys {missing}")
     return state
+
+
+# What a run writes into its ``out`` folder (the trainer's names); their presence marks a run folder.
+RUN_ARTEFACTS = ("checkpoints", "model", "train_log.csv", "val_log.csv", "tensorboard")
+
+
+class RunExistsError(ValueError):
+    """A new run would write into the folder of an earlier one."""
+
+
+def run_artefacts(out: str | Path) -> list[str]:
+    """Names of an earlier run's artefacts in ``out`` (empty for a new or unrelated folder)."""
+    out = Path(out)
+    return [name for name in RUN_ARTEFACTS if (out / name).exists()]
+
+
+def claim_run_folder(out: str | Path, resume: bool = False, overwrite: bool = False, is_main: bool = True) -> None:
+    """Make sure a new run does not silently destroy an earlier one in ``out``.
+
+    An ``out`` that holds a run is refused unless the run is resumed (``resume``) or explicitly
+    replaced (``overwrite``: the earlier run's artefacts are deleted first, on the main process, so
+    old exports and logs never sit beside new checkpoints).
+    """
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in the folder and --overwrite deletes it: pass one of them")
+    present = run_artefacts(out)
+    if resume or not present:
+        return
+    if not overwrite:
+        raise RunExistsError(
+            f"{out}: holds an earlier run ({', '.join(present)}); pass --resume to continue it, --overwrite to "
+            "delete and replace it, or --out for a new folder"
+        )
+    if is_main:
+        import shutil
+
+        for name in present:
+            path = Path(out) / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from galaxalign.survey.classes import DEFAULT_SURVEY_NUM, DEFAULT_SURVEY_SIZE
+
 CONFIGS = "galaxalign.configs"
 METHODS = ("galaxalign", "image_text", "image_only", "zero_shot")
 AMP_MODES = ("auto", "fp16", "bf16", "off")
@@ -28,8 +30,8 @@ SCHEMA: dict[str, Any] = {
     "stages": [1, 2],
     "data": {
         "source": "survey",  # "survey": the embedded rendered survey; otherwise a path for load_catalog
-        "num": 3000,  # survey only: number of galaxies
-        "size": 96,  # survey only: rendered image size (px)
+        "num": DEFAULT_SURVEY_NUM,  # survey only: number of galaxies
+        "size": DEFAULT_SURVEY_SIZE,  # survey only: rendered image size (px)
         "seed": 0,  # survey only: rendering seed
         "taxonomy": "galaxy10_decals",
         "val_fraction": 0.1,
@@ -39,6 +41,7 @@ SCHEMA: dict[str, Any] = {
         "label_seed": 0,
         "augment": 1.0,  # strength passed to the model's train transform; 0 = no augmentation
         "in_memory": "auto",  # HDF5 images held in RAM: true, false, or "auto" (when they fit, see datasets.pytorch)
+        "skip_bad": False,  # True: drop catalog rows whose image or label is bad (warned, listed) instead of stopping
     },
     "model": {
         "backbone": {"kind": "offline"},
@@ -207,6 +210,7 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
     lf = c["data"]["label_fraction"]
     _check(isinstance(lf, (int, float)) and 0 < lf <= 1, "data.label_fraction", f"must be in (0, 1], got {lf!r}", source)
     _check(isinstance(c["data"]["source"], str) and c["data"]["source"], "data.source", "must be 'survey' or a path", source)
+    _check(isinstance(c["data"]["skip_bad"], bool), "data.skip_bad", f"must be true or false, got {c['data']['skip_bad']!r}", source)
     for k in ("num", "size"):
         v = c["data"][k]
         _check(isinstance(v, int) and v > 0, f"data.{k}", f"must be a positive integer, got {v!r}", source)

@@ -6,7 +6,9 @@ and never touches torch.distributed.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -31,21 +33,35 @@ class DistEnv:
         return self.rank == 0
 
 
+def env_rank_world() -> tuple[int, int]:
+    """(rank, world_size) as torchrun's environment gives them; (0, 1) for a plain single process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank_device(device: str = "auto", distributed: bool | None = None) -> torch.device:
+    """This process's device: ``pick_device(device)``; one of several ranks drives the GPU of its LOCAL_RANK.
+
+    ``distributed``: whether this process is one of several (default: torchrun's WORLD_SIZE > 1).
+    """
+    dev = pick_device(device)
+    rank, world = env_rank_world()
+    if dev.type == "cuda" and (world > 1 if distributed is None else distributed):
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", str(rank))))
+        torch.cuda.set_device(dev)
+    return dev
+
+
 def init_distributed(device: str = "auto") -> DistEnv:
     """Join the process group torchrun describes (NCCL on GPU, gloo on CPU), or return world size 1.
 
     Each process drives the GPU of its LOCAL_RANK. If the group is already initialised (a test that
     spawned its own processes), it is reused.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world = env_rank_world()
     if world <= 1 and not (dist.is_available() and dist.is_initialized()):
         return DistEnv(device=pick_device(device))
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
-    dev = pick_device(device)
-    if dev.type == "cuda":
-        dev = torch.device("cuda", local_rank)
-        torch.cuda.set_device(dev)
+    dev = rank_device(device, distributed=True)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     return DistEnv(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=dev)
@@ -56,12 +72,24 @@ def barrier(env: DistEnv) -> None:
         dist.barrier()
 
 
-def all_reduce_mean(value: float, env: DistEnv) -> float:
-    if not env.distributed:
-        return float(value)
-    t = torch.tensor([float(value)], dtype=torch.float64, device=env.device if env.device.type == "cuda" else "cpu")
-    dist.all_reduce(t)
-    return float(t.item()) / env.world_size
+@contextmanager
+def process_group(world_size: int) -> Iterator[Callable[[], None]]:
+    """A block that may wait for the other ranks: yields ``barrier()`` (a no-op for one process).
+
+    Reuses a process group that is already initialised; otherwise joins torchrun's with gloo (a
+    barrier needs no GPU collective, so CPU and GPU ranks alike) and destroys it on leaving.
+    """
+    if world_size <= 1:
+        yield lambda: None
+        return
+    own = not dist.is_initialized()
+    if own:
+        dist.init_process_group("gloo")
+    try:
+        yield dist.barrier
+    finally:
+        if own:
+            dist.destroy_process_group()
 
 
 class ResumableSampler(DistributedSampler):

@@ -7,7 +7,6 @@ front door; ``galaxalign train`` is a thin shell over it.
 from __future__ import annotations
 
 import csv
-import math
 import os
 import shutil
 import random
@@ -22,13 +21,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from galaxalign.model import MAX_LOGIT_SCALE
+from galaxalign.runtime import atomic_path
 from galaxalign.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from galaxalign.training.config import derived_checkpoint_every, derived_runtime, load_config
 from galaxalign.training.distributed import DistEnv, ResumableSampler, barrier, init_distributed
 from galaxalign.training.methods import build_objective
 from galaxalign.training.schedule import build_optimizer, cosine_schedule
 
-MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp of the inverse temperature
 TRAIN_LOG = "train_log.csv"
 VAL_LOG = "val_log.csv"
 
@@ -125,7 +125,7 @@ def prepare_data(cfg: dict, env: DistEnv, progress: bool):
         barrier(env)
         if not env.is_main:
             source = default_survey(d["num"], d["size"], d["seed"], progress=False)
-    catalog = load_catalog(source, taxonomy)
+    catalog = load_catalog(source, taxonomy, skip_bad=bool(d.get("skip_bad", False)))
     splits = split_catalog(catalog, d["val_fraction"], d["test_fraction"], d["split_seed"])
     train_cat = splits["train"]
     train_cat = train_cat[train_cat["label"] >= 0]
@@ -157,6 +157,7 @@ def build_model(cfg: dict, taxonomy, model_config: dict | None = None):
 
 def apply_locks(model: nn.Module, cfg: dict) -> None:
     m = cfg["model"]
+    model.freeze_bn_stats = bool(m["freeze_bn_stats"])   # see Trainer.train_mode
     if m["lock_image"]:
         model.lock_image_tower(unlocked_groups=int(m["lock_image_unlocked_groups"]), freeze_bn_stats=bool(m["lock_image_freeze_bn_stats"]))
     if m["lock_text"]:
@@ -453,9 +454,9 @@ class Trainer:
             self.last_checkpoint = save_checkpoint(self.ckpt_dir / "last.pt", state)
             if tag and self.cfg["keep_epoch_checkpoints"]:
                 save_checkpoint(self.ckpt_dir / f"{tag}.pt", state)
-            if best:
-                shutil.copyfile(self.last_checkpoint, self.ckpt_dir / "best.pt.tmp")
-                os.replace(self.ckpt_dir / "best.pt.tmp", self.ckpt_dir / "best.pt")
+            if best:  # a byte copy of last.pt, written atomically like it (no second serialisation)
+                with atomic_path(self.ckpt_dir / "best.pt") as tmp:
+                    shutil.copyfile(self.last_checkpoint, tmp)
         else:
             self.last_checkpoint = self.ckpt_dir / "last.pt"
         self.saved_step = self.global_step
@@ -521,11 +522,7 @@ class Trainer:
         galaxies of a batch with the class-level symbols encoded beside them (jointly or in their own
         small batch), and the running statistics used at evaluation drift towards a mixture of the
         two; frozen statistics keep the pretrained normalisation (scales and shifts still train)."""
-        self.model.train()
-        if self.cfg["model"]["freeze_bn_stats"]:
-            for m in self.model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+        self.model.train()   # GalaxAlignModel.train holds the batch norms (backbones.base.HoldsNormStats)
 
     def autocast(self):
         if self.autocast_dtype is None:

@@ -1,8 +1,10 @@
 """Sim-to-real accuracy: a model trained only on rendered galaxies classifies real, labelled ones.
 
-Every classifier the model can provide is reported: its head (image-only baseline), zero-shot with
-text, symbol and fused prototypes, and three classifiers fitted on the model's own rendered training
-galaxies (linear probe, nearest centroid, k-NN). None of them sees a real label.
+An evaluation of the model on another catalog, with the protocol's own classifiers
+(``protocol.classify_embeddings``): its head (image-only baseline), zero-shot with text, symbol and
+fused prototypes, and three classifiers fitted on the model's own rendered training galaxies
+(linear probe, nearest centroid, k-NN). None of them sees a real label. The real catalog comes from
+``realism.load_real_catalog``; its images are read by ``datasets.read_image``.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxalign.realism.compare import load_real_catalog, read_images
+from galaxalign.evaluation.protocol import classify_embeddings, head_scores, primary_classifier, training_config_of
 
 # OUR CHOICE: 50 rendered training galaxies per class fit the probe / centroids / k-NN: enough for a
 # 10-class linear probe on unit embeddings, and embedding 500 images stays well under a minute on a
@@ -35,24 +37,10 @@ def centre_crop(image: np.ndarray, fraction: float) -> np.ndarray:
     return image[y0 : y0 + ch, x0 : x0 + cw]
 
 
-def nearest_centroid(train_emb: np.ndarray, train_labels: np.ndarray, query_emb: np.ndarray, num_classes: int):
-    """Cosine nearest class centroid of the rendered training embeddings; (pred, scores)."""
-    from galaxalign.evaluation.classifiers import prototype_classify
-
-    dim = train_emb.shape[1]
-    centroids = np.zeros((num_classes, dim), np.float32)
-    for c in range(num_classes):
-        members = train_emb[train_labels == c]
-        if len(members):
-            centroids[c] = members.mean(0)
-    pred, scores = prototype_classify(query_emb, centroids)
-    return pred, scores
-
-
 def _fit_galaxies(checkpoint, taxonomy, survey, fit_per_class: int, seed: int):
     """Rendered training galaxies of the checkpoint (or of ``survey``), at most ``fit_per_class`` each."""
     from galaxalign.datasets import load_catalog
-    from galaxalign.evaluation.protocol import resolve_data, training_config_of
+    from galaxalign.evaluation.protocol import resolve_data
     from galaxalign.training.config import default_schema
 
     if survey is not None:
@@ -98,10 +86,10 @@ def sim_to_real(
     ``per_class`` and ``predictions`` of the headline classifier, and every classifier under
     ``methods``; ``headline`` names it.
     """
-    from galaxalign.evaluation.classifiers import KNN_K, LinearProbe, knn_classify, prototype_classify
+    from galaxalign.datasets import ImageReader
     from galaxalign.evaluation.metrics import classification_report
-    from galaxalign.evaluation.protocol import head_scores, primary_classifier, training_config_of
-    from galaxalign.inference import class_prototypes, embed_arrays, embed_catalog, load_model
+    from galaxalign.inference import embed_arrays, embed_catalog, load_model
+    from galaxalign.realism import load_real_catalog
     from galaxalign.taxonomy import load_taxonomy
 
     t0 = time.perf_counter()
@@ -113,19 +101,14 @@ def sim_to_real(
     real = real[real["label"] >= 0].reset_index(drop=True)
     if real.empty:
         raise ValueError(f"real galaxies {real_source}: none has a label in taxonomy {tax.name!r}")
-    images = [centre_crop(im, crop) for im in read_images(real)]
+    reader = ImageReader()
+    images = [centre_crop(reader(row), crop) for row in real.to_dict("records")]
     y = real["label"].to_numpy(np.int64)
     C = len(tax.classes)
     names = tax.class_names
 
     emb = embed_arrays(model, images, "image", progress=progress)
-    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if model.classifier is not None:
-        s = head_scores(model, images)
-        scores["head"] = (s.argmax(1), s)
-    for modality in zero_shot:
-        protos = np.asarray(class_prototypes(model, tax, modality=modality), np.float32)
-        scores[f"zero_shot_{modality}"] = prototype_classify(emb, protos)
+    head = head_scores(model, images) if model.classifier is not None else None
     fit_source, skipped = None, {}
     if fitted:
         try:
@@ -133,12 +116,14 @@ def sim_to_real(
         except LookupError as exc:
             skipped = {name: str(exc) for name in ("linear_probe", "nearest_centroid", "knn")}
             fitted = False
+    fit_emb = fit_y = None
     if fitted:
         fit_emb = embed_catalog(model, fit_cat, "image", progress=progress)
         fit_y = fit_cat["label"].to_numpy(np.int64)
-        scores["linear_probe"] = LinearProbe(C, seed=seed).fit(fit_emb, fit_y).predict_scores(emb)
-        scores["nearest_centroid"] = nearest_centroid(fit_emb, fit_y, emb, C)
-        scores["knn"] = knn_classify(fit_emb, fit_y, emb, C, k=KNN_K)
+    found = classify_embeddings(model, tax, emb, fit_emb, fit_y, head=head, zero_shot=zero_shot, centroid=True, seed=seed)
+    # Reported head first, then zero-shot, then the fitted classifiers.
+    order = ["head", *(f"zero_shot_{m}" for m in zero_shot), "linear_probe", "nearest_centroid", "knn"]
+    scores = {name: found[name] for name in order if name in found}
 
     # OUR CHOICE: the headline is the classifier the in-domain evaluation reports for this method
     # (evaluation.protocol.primary_classifier: head for image-only, fused text+symbol prototypes for

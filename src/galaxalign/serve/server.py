@@ -1,0 +1,76 @@
+"""Running the search app under uvicorn, with limits that keep stalled or excess clients from
+holding the server: a deadline for each request's headers, a keep-alive timeout and a cap on
+concurrent connections.
+"""
+from __future__ import annotations
+
+# OUR CHOICE: a client has 10 s from connecting (or from the end of its previous response) to
+# send a request's headers; an idle keep-alive connection is closed after 5 s; beyond 256
+# concurrent connections or requests uvicorn answers 503 instead of queueing without bound.
+HEADER_TIMEOUT_S = 10.0
+KEEP_ALIVE_S = 5
+MAX_CONNECTIONS = 256
+
+
+def header_timeout_protocol(timeout_s: float = HEADER_TIMEOUT_S):
+    """uvicorn's h11 protocol, closing connections that do not deliver a request's headers in time.
+
+    uvicorn alone holds a connection that never completes its request line and headers for ever
+    (its keep-alive timer only starts after a response), so half-open and trickling clients pile up.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        _deadline = None
+        _armed_cycle = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._armed_cycle = self.cycle
+            self._deadline = self.loop.call_later(timeout_s, self._expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            self._deadline = None
+            if self.cycle is self._armed_cycle and not self.transport.is_closing():
+                self.transport.close()  # no new request started in time
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self._deadline is not None and self.cycle is not self._armed_cycle:
+                self._disarm()  # a request's headers arrived: the deadline is met
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutProtocol
+
+
+def server_config(app, host: str = "127.0.0.1", port: int = 8000, *, header_timeout_s: float = HEADER_TIMEOUT_S,
+                  keep_alive_s: int = KEEP_ALIVE_S, max_connections: int = MAX_CONNECTIONS, log_level: str = "warning"):
+    """The uvicorn ``Config`` that ``galaxalign serve`` runs ``app`` with."""
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, http=header_timeout_protocol(header_timeout_s),
+                          timeout_keep_alive=keep_alive_s, limit_concurrency=max_connections, log_level=log_level)
+
+
+def serve(app, host: str = "127.0.0.1", port: int = 8000, **limits) -> None:
+    """Serve ``app`` until interrupted, with the limits of :func:`server_config`."""
+    import uvicorn
+
+    uvicorn.Server(server_config(app, host, port, **limits)).run()
