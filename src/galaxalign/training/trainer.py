@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from galaxalign.model import MAX_LOGIT_SCALE
 from galaxalign.runtime import atomic_path
@@ -78,34 +78,10 @@ def seed_everything(seed: int) -> None:
 
 def worker_init_fn(worker_id: int) -> None:
     """Seed python/numpy in each DataLoader worker from torch's per-worker seed (itself drawn from the
-    loader's generator); per-sample seeds (SeededSamples) then fix each augmentation exactly."""
+    loader's generator); per-sample seeds (``AugmentedSamples``) then fix each augmentation exactly."""
     s = torch.initial_seed() % (2**32)
     random.seed(s)
     np.random.seed(s)
-
-
-class SeededSamples(Dataset):
-    """Wraps a dataset indexed by ``(index, seed)``: every RNG is seeded from the sample's seed before
-    the item is made, so an augmentation is a pure function of (run seed, epoch, position) and a
-    resumed run or a different worker count sees the same pixels. In the main process the RNG states
-    are restored afterwards, so the training loop's own random stream is untouched."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        index, seed = key
-        in_main = torch.utils.data.get_worker_info() is None
-        saved = rng_state() if in_main else None
-        try:
-            seed_everything(int(seed))
-            return self.dataset[index]
-        finally:
-            if saved is not None:
-                set_rng_state(saved)
 
 
 def prepare_data(cfg: dict, env: DistEnv, progress: bool):
