@@ -95,6 +95,7 @@ def test_uint8_samples_on_disk_and_in_memory_give_the_same_pixels(h5_file):
     on_disk = AugmentedSamples(GalaxyDataset(catalog(h5_file), image_size=24), aug)
     held = AugmentedSamples(GalaxyDataset(catalog(h5_file), image_size=24, in_memory=True), aug)
     assert held.dataset.in_memory and not on_disk.dataset.in_memory
+    assert GalaxyDataset(catalog(h5_file), in_memory="auto").in_memory  # 190 KB: fits in any free memory
     keys = [(5, 11), (2, 3), (70, 99), (5, 11)]
     one = [on_disk[k] for k in keys]
     for batch in ([on_disk[k] for k in keys], [held[k] for k in keys]):

@@ -20,6 +20,15 @@ IN_MEMORY_SHARE = 0.25
 
 
 def _available_bytes() -> int:
+    """Memory available to a new allocation: Linux's MemAvailable (free + reclaimable page cache),
+    else the free pages; 0 when unknown (``"auto"`` then keeps the file on disk)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
