@@ -95,7 +95,7 @@ def phase_config(args, h5: Path, out: Path, name: str, amp: str, compile_: bool 
     else:
         backbone = {"kind": "open_clip", "model": "ViT-B-16", "pretrained": None}
     stages = [s for s, e in zip((1, 2), stage_epochs) if e > 0]
-    return load_config("paper", [{
+    cfg = load_config("paper", [{
         "data": {"source": str(h5), "in_memory": "auto"},
         "model": {"backbone": backbone},
         "stages": stages,
@@ -113,6 +113,8 @@ def phase_config(args, h5: Path, out: Path, name: str, amp: str, compile_: bool 
         **({"threads": 1} if args.reduced else {}),  # a shared CPU: more threads only contend
         **({"workers": workers} if workers is not None else {}),
     }])
+    cfg["amp"] = amp  # set on the validated dict as well: the check must not depend on the YAML parsing of amp
+    return cfg
 
 
 def run_phase(cfg: dict, name: str, warmup_steps: int) -> dict:
@@ -185,8 +187,10 @@ def one_batch_loss(cfg: dict, device: str, amp: str, state: dict | None, n: int)
     from galaxalign.training.trainer import Trainer
 
     cfg = load_config(cfg, [{"device": device, "amp": amp, "compile": False}])
+    cfg["amp"] = amp
     trainer = Trainer(cfg, progress=False)
     trainer.setup()
+    torch.set_float32_matmul_precision("highest")  # the trainer allows TF32; "fp32" here means fp32
     model = trainer.model
     if state is not None:
         model.load_state_dict(state)
