@@ -24,7 +24,7 @@ class ClassBankBatch:
 
     text_tokens: Any                 # tokens of the distinct prompts (Tensor or dict of Tensors)
     text_index: torch.Tensor         # sample -> row of text_tokens
-    symbol_images: torch.Tensor      # (K,3,S,S) distinct symbol images, transformed
+    symbol_images: torch.Tensor | None  # (K,3,S,S) distinct symbol images, transformed (None: not asked for)
     symbol_index: torch.Tensor       # sample -> row of symbol_images
     texts: list[str]                 # the distinct prompts, for logging
     classes: torch.Tensor            # (K,) class id of each distinct row (same order for text and symbols)
@@ -32,7 +32,8 @@ class ClassBankBatch:
     def to(self, device) -> "ClassBankBatch":
         tokens = ({k: v.to(device, non_blocking=True) for k, v in self.text_tokens.items()} if isinstance(self.text_tokens, dict)
                   else self.text_tokens.to(device, non_blocking=True))
-        return ClassBankBatch(tokens, self.text_index.to(device, non_blocking=True), self.symbol_images.to(device, non_blocking=True),
+        images = None if self.symbol_images is None else self.symbol_images.to(device, non_blocking=True)
+        return ClassBankBatch(tokens, self.text_index.to(device, non_blocking=True), images,
                               self.symbol_index.to(device, non_blocking=True), self.texts, self.classes)
 
 
@@ -84,7 +85,6 @@ class ClassBank:
         self.symbol_rows = [np.flatnonzero(class_ids == c) for c in range(self.num_classes)]
         self.train_symbol_transform = model.symbol_transform(train=True)
         self.eval_symbol_transform = model.symbol_transform(train=False)
-        self.symbol_size = size
         # Training symbols live on the device: the pool at the model's size in [0,1], augmented there.
         from galaxalign.transforms import SymbolAugment, resize_center_crop, to_float_tensor
 
@@ -121,7 +121,7 @@ class ClassBank:
                              "be used for contrastive training")
         return labels
 
-    def batch(self, labels, train: bool = True, all_classes: bool = False, device=None) -> ClassBankBatch:
+    def batch(self, labels, train: bool = True, all_classes: bool = False, device=None, symbols: bool = True) -> ClassBankBatch:
         """Distinct texts and symbols for ``labels`` plus per-sample index tensors.
 
         OUR CHOICE: per batch, each class present draws ONE prompt (uniform over its templates x text
@@ -131,7 +131,8 @@ class ClassBank:
         ``all_classes=True`` returns a row for EVERY class of the taxonomy and ``labels`` themselves as
         the indexes: fixed shapes (``torch.compile``) and no look at the labels' values, so labels on a
         GPU cause no host sync. Training symbols are gathered and augmented on ``device`` (default:
-        the labels' device), from a generator seeded by this bank's own RNG.
+        the labels' device), from a generator seeded by this bank's own RNG. ``symbols=False`` (image-text
+        training) skips the symbol images (``symbol_images`` is None); the draws stay the same.
         """
         device = torch.device(device) if device is not None else (labels.device if isinstance(labels, torch.Tensor) else torch.device("cpu"))
         if all_classes:
@@ -153,9 +154,11 @@ class ClassBank:
             u = torch.rand(2, self.num_classes, generator=g, device=device, dtype=torch.float64)
             prompt_rows = p_off + (u[0] * p_cnt).long().clamp_max(p_cnt - 1)
             symbol_rows = s_off + (u[1] * s_cnt).long().clamp_max(s_cnt - 1)
-            symbols = self.symbol_augment(pool.index_select(0, self._pool_order[device].index_select(0, symbol_rows)), g)
+            images = None
+            if symbols:
+                images = self.symbol_augment(pool.index_select(0, self._pool_order[device].index_select(0, symbol_rows)), g)
             tokens = _select_tokens(tokens_dev, prompt_rows, trim=False)
-            return ClassBankBatch(tokens, inverse, symbols, inverse, texts=[], classes=classes)
+            return ClassBankBatch(tokens, inverse, images, inverse, texts=[], classes=classes)
         if train:
             prompt_rows = [int(self.prompt_offsets[c] + self.rng.integers(len(self.prompts[c]))) for c in cls]
             symbol_rows = [int(self.rng.choice(self.symbol_rows[c])) for c in cls]
@@ -163,19 +166,18 @@ class ClassBank:
             g = torch.Generator(device=device)
             g.manual_seed(int(self.rng.integers(2**62)))
             rows = torch.tensor(symbol_rows).to(device, non_blocking=True)
-            symbols = self.symbol_augment(pool.index_select(0, rows), g)
+            images = self.symbol_augment(pool.index_select(0, rows), g) if symbols else None
             tokens = _select_tokens(tokens_dev, torch.tensor(prompt_rows).to(device, non_blocking=True), trim=not all_classes)
         else:
             prompt_rows = [int(self.prompt_offsets[c]) for c in cls]
             symbol_rows = [int(self.symbol_rows[c][0]) for c in cls]
             tokens = _select_tokens(self.tokens, torch.tensor(prompt_rows), trim=not all_classes)
-            symbols = torch.stack([self.eval_symbol_transform(self.symbol_pool[r]) for r in symbol_rows])
+            images = torch.stack([self.eval_symbol_transform(self.symbol_pool[r]) for r in symbol_rows]).to(device) if symbols else None
             tokens = ({k: v.to(device) for k, v in tokens.items()} if isinstance(tokens, dict) else tokens.to(device))
-            symbols = symbols.to(device)
         return ClassBankBatch(
             text_tokens=tokens,
             text_index=inverse,
-            symbol_images=symbols,
+            symbol_images=images,
             symbol_index=inverse,
             texts=[self.all_prompts[r] for r in prompt_rows],
             classes=classes,

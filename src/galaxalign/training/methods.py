@@ -38,7 +38,7 @@ class TriModalForward(nn.Module):
         self.symbol_cache: torch.Tensor | None = None  # (C, D) per-class symbol features of the last refresh
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
-        cb = self.bank.batch(labels, train=self.bank_train, all_classes=self.all_classes, device=images.device)
+        cb = self.bank.batch(labels, train=self.bank_train, all_classes=self.all_classes, device=images.device, symbols=self.use_symbols)
         caching = self.use_symbols and self.bank_train and self.symbol_refresh_every > 1
         if caching:
             reuse = self.symbol_cache is not None and self.calls % self.symbol_refresh_every != 0
