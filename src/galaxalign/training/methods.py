@@ -38,10 +38,11 @@ class TriModalForward(nn.Module):
         self.symbol_cache: torch.Tensor | None = None  # (C, D) per-class symbol features of the last refresh
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
-        cb = self.bank.batch(labels, train=self.bank_train, all_classes=self.all_classes, device=images.device, symbols=self.use_symbols)
         caching = self.use_symbols and self.bank_train and self.symbol_refresh_every > 1
+        reuse = caching and self.symbol_cache is not None and self.calls % self.symbol_refresh_every != 0
+        cb = self.bank.batch(labels, train=self.bank_train, all_classes=self.all_classes, device=images.device,
+                             symbols=self.use_symbols and not reuse)
         if caching:
-            reuse = self.symbol_cache is not None and self.calls % self.symbol_refresh_every != 0
             self.calls += 1
             if reuse:
                 out = self.model.forward_features(images, text_tokens=cb.text_tokens, text_index=cb.text_index)
