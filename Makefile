@@ -3,6 +3,8 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
+# Real labelled galaxies for the demo's sim-to-real check (skipped when the folder is absent).
+EXEMPLARS ?= ../shared/data/gz2-exemplars
 
 .PHONY: setup test demo bench browser clean
 
@@ -24,7 +26,7 @@ test: setup browser
 	$(PY) -m pytest -q -ra
 
 demo: setup
-	$(VENV)/bin/galaxalign demo
+	$(VENV)/bin/galaxalign demo $(if $(wildcard $(EXEMPLARS)),--exemplars $(EXEMPLARS))
 
 bench: setup
 	@set -e; for f in bench/bench_*.py; do echo "== $$f" >&2; $(PY) $$f; done

@@ -325,6 +325,8 @@ def test_gz2_csv_with_vote_columns_dispatches_to_gz2(tmp_path):
         ["b.jpg", *votes((5, 35, 0), edge=(2, 33), spiral=(30, 5), bar=(25, 10))],
     ]
     write_csv(tmp_path / "gz2.csv", ["file_loc", *VOTE_COLUMNS], rows)
+    for name in ("a.jpg", "b.jpg"):  # a sample of the image paths is checked up front
+        write_picture(tmp_path / name)
     catalog = load_catalog(tmp_path / "gz2.csv")
     assert catalog["label"].tolist() == [1, 5]
     assert catalog["summary"].tolist() == ["smooth_round", "barred_spiral"]
@@ -418,3 +420,78 @@ def test_gz2_exemplars_through_the_user_catalog_path(tmp_path, galaxy10):
     assert len(catalog) == 22
     assert catalog["label"].tolist() == [int(c) for c in labelled["galaxy10_class"]]
     assert {read_image(row).shape for _, row in catalog.iterrows()} == {(424, 424, 3)}
+
+
+# --- GZ2: one decision tree, galaxy-datasets' image layout (#10 items 10, 12) -------------------
+
+
+def test_gz2_questions_and_branches_come_from_the_decision_tree():
+    import copy
+
+    from galaxalign.datasets.gz2 import gz2_key_questions
+    from galaxalign.taxonomy import decision_tree, load_decision_tree
+
+    tree = decision_tree()
+    assert tree.question("bar").requires == ("disk-edge-on_no",)
+    q = gz2_key_questions(tree)
+    # bar is asked on disk-edge-on_no, which is asked on featured-or-disk: its relevance branch
+    assert q["bar"] == (("yes", "no"), "smooth-or-featured_featured-or-disk")
+    assert q["how-rounded"][1] == "smooth-or-featured_smooth" and q["smooth-or-featured"][1] is None
+    # a tree where bar hangs below 'smooth' changes the derivation: a barred spiral's bar is no longer asked
+    data = tree.to_dict()
+    moved = copy.deepcopy(data)
+    next(x for x in moved["questions"] if x["key"] == "bar")["requires"] = ["smooth-or-featured_smooth"]
+    table = pd.DataFrame([votes((5, 35, 0), edge=(2, 33), spiral=(30, 5), bar=(25, 10))], columns=VOTE_COLUMNS)
+    assert gz2_summary(table, tree=load_decision_tree(data)).tolist() == ["barred_spiral"]
+    assert gz2_summary(table, tree=load_decision_tree(moved)).tolist() == [None]
+
+
+def _published_gz2(tmp_path):
+    """galaxy-datasets' layout: ROOT/images/SUBFOLDER/FILENAME; the parquet's file_loc is its author's path."""
+    root = tmp_path / "gz2_root"
+    (root / "images" / "587722").mkdir(parents=True)
+    write_picture(root / "images" / "587722" / "587722_1.jpg")
+    write_picture(root / "images" / "587722" / "587722_2.jpg")
+    table = pd.DataFrame({
+        "dr7objid": [1, 2], "subfolder": ["587722", "587722"], "filename": ["587722_1.jpg", "587722_2.jpg"],
+        "file_loc": ["/share/nas/walml/galaxy_zoo/gz2/images/587722/587722_1.jpg",
+                     "/share/nas/walml/galaxy_zoo/gz2/images/587722/587722_2.jpg"],
+        "summary": ["smooth_round", "barred_spiral"],
+    })
+    return root, table
+
+
+def test_gz2_images_resolve_as_galaxy_datasets_does_from_the_root_or_its_images_folder(tmp_path):
+    root, table = _published_gz2(tmp_path)
+    table.to_parquet(tmp_path / "gz2_catalog.parquet")
+    want = [str(root / "images" / "587722" / f"587722_{i}.jpg") for i in (1, 2)]
+    for image_dir in (root, root / "images"):
+        catalog = load_catalog(tmp_path / "gz2_catalog.parquet", image_dir=image_dir)
+        assert catalog["file_loc"].tolist() == want, image_dir
+    table.to_parquet(root / "gz2_catalog.parquet")  # beside images/: no image_dir needed
+    assert load_catalog(root / "gz2_catalog.parquet")["file_loc"].tolist() == want
+
+
+def test_gz2_author_paths_fail_early_with_the_folder_to_pass(tmp_path):
+    _, table = _published_gz2(tmp_path)
+    table.to_parquet(tmp_path / "gz2_catalog.parquet")  # not beside the images, no image_dir
+    with pytest.raises(CatalogError, match=r"none of 2 sampled images exists.*image_dir=.*ROOT/images"):
+        load_catalog(tmp_path / "gz2_catalog.parquet")
+    no_subfolder = table.drop(columns=["subfolder", "filename"])
+    with pytest.raises(CatalogError, match="image_dir"):
+        load_gz2_catalog(no_subfolder, image_dir=tmp_path / "elsewhere")
+    # only file_loc: the author's absolute path is found under our images folder by its tail
+    cat = load_gz2_catalog(no_subfolder, image_dir=tmp_path / "gz2_root" / "images")
+    assert Path(cat["file_loc"][0]).is_file()
+
+
+def test_a_gz2_table_without_smooth_or_featured_votes_says_it_is_gz2_and_what_is_missing(tmp_path):
+    rows = [["a.jpg", 10, 5, 3]]
+    write_csv(tmp_path / "partial.csv", ["file_loc", "how-rounded-gz2_round", "how-rounded-gz2_in-between",
+                                         "how-rounded-gz2_cigar"], rows)
+    write_picture(tmp_path / "a.jpg")
+    with pytest.raises(CatalogError, match=r"GZ2 summary.*missing vote columns \['smooth-or-featured_smooth'"):
+        load_catalog(tmp_path / "partial.csv")
+    write_csv(tmp_path / "objid.csv", ["dr7objid", "file_loc"], [[1, "a.jpg"]])
+    with pytest.raises(CatalogError, match="looks like a GZ2 catalog"):
+        load_catalog(tmp_path / "objid.csv")

@@ -143,3 +143,46 @@ def test_evaluate_without_data_on_a_model_with_no_training_config_says_so(tiny_m
     models, _ = tiny_models
     assert main(["evaluate", "--checkpoint", str(models["aligned"]), "--quiet"]) == 1
     assert "--data" in capsys.readouterr().err
+
+
+def test_probe_and_knn_learn_from_the_training_split_even_when_the_gallery_is_test(tiny_models, image_folder, tmp_path):
+    # Regression (#10 item 5): with --gallery test the probe used to be fitted on the gallery, i.e. on
+    # the test labels, and then scored on the same galaxies.
+    models, _ = tiny_models
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(models["aligned"]), "--data", str(image_folder), "--gallery", "test",
+                 "--out", str(out), "--bootstrap", "20", "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    splits = report["dataset"]["splits"]
+    assert report["n_gallery"] == splits["test"]
+    assert report["n_train_labelled"] == splits["train"] and report["probe"]["fit_on"] == "train"
+    assert "learn from the" in (out / "report.md").read_text()
+
+
+def test_evaluate_model_without_training_galaxies_runs_no_probe_rather_than_fitting_the_gallery(tiny_models, image_folder):
+    from galaxalign.datasets import load_catalog, split_catalog
+    from galaxalign.evaluation.protocol import evaluate_model
+    from galaxalign.inference import load_model
+
+    models, tax = tiny_models
+    model, _ = load_model(models["aligned"])
+    test = split_catalog(load_catalog(str(image_folder), tax), 0.1, 0.3, 0)["test"]
+    res = evaluate_model(model, tax, test, test, None, method="galaxalign", n_resamples=10, progress=False)
+    assert "linear_probe" not in res["classification"] and "knn" not in res["classification"]
+    assert res["probe"]["fit_on"] is None and res["n_train_labelled"] == 0
+
+
+def test_probe_c_is_chosen_on_the_validation_split(tiny_models, image_folder, tmp_path):
+    # Regression (#10 item 8): C was fixed at 1 whatever the data.
+    models, _ = tiny_models
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(models["aligned"]), "--data", str(image_folder),
+                 "--out", str(out), "--bootstrap", "20", "--quiet"]) == 0
+    probe = json.loads((out / "report.json").read_text())["probe"]
+    assert probe["C_chosen_on"] == "val" and probe["n_val"] > 0
+    by_c = probe["val_accuracy_by_C"]
+    assert probe["C"] == max((float(c) for c in by_c), key=lambda c: (by_c[f"{c:g}"], -c))
+    # evaluating the validation split itself: C is not chosen on it
+    assert main(["evaluate", "--checkpoint", str(models["aligned"]), "--data", str(image_folder), "--split", "val",
+                 "--out", str(tmp_path / "v"), "--bootstrap", "20", "--quiet"]) == 0
+    assert json.loads((tmp_path / "v" / "report.json").read_text())["probe"]["C_chosen_on"] is None

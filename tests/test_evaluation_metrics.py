@@ -113,3 +113,46 @@ def test_knn_excluded_neighbour_does_not_vote():
     query = np.array([[1.0, 0.0]])
     assert knn_classify(train, labels, query, 2, k=1)[0].tolist() == [0]  # finds itself
     assert knn_classify(train, labels, query, 2, k=1, exclude=np.array([0]))[0].tolist() == [1]
+
+
+def test_choose_probe_c_picks_the_best_validation_accuracy_smallest_c_on_ties():
+    from galaxalign.evaluation.classifiers import choose_probe_c
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, 8))
+    y = np.repeat(np.arange(4), 30)
+    x = centers[y] + 0.8 * rng.normal(size=(120, 8))
+    c, by_c = choose_probe_c(x[::2], y[::2], x[1::2], y[1::2], 4, grid=(0.01, 1.0, 100.0))
+    assert set(by_c) == {"0.01", "1", "100"}
+    best = max(by_c.values())
+    assert by_c[f"{c:g}"] == best and c == min(float(k) for k, v in by_c.items() if v == best)
+
+
+def test_macro_f1_bootstrap_uses_the_full_label_list():
+    # Regression (#10 item 6): a resample without some class used to average over fewer classes.
+    from galaxalign.evaluation.protocol import _class_ci
+
+    t = np.array([0] * 45 + [1] * 45 + [2] * 2)
+    p = np.where(np.arange(92) < 90, t, 0)  # class 2 (2 galaxies) always wrong, never predicted
+    vals = _class_ci({}, (t == p).astype(float), t, p, 3, n_resamples=300, seed=0)
+    # Class 2 scores F1 = 0 in every resample, present or not: macro-F1 can never exceed 2/3.
+    assert vals["macro_f1_ci"][1] <= 2 / 3 + 1e-9
+    # The point estimate is over the same full list: a class absent from test and predictions counts 0.
+    assert classification_report([0, 1], [0, 1], ["a", "b", "c"])["macro_f1"] == pytest.approx(2 / 3)
+
+
+def test_paired_bootstrap_of_a_difference_resamples_the_same_items_for_both():
+    from galaxalign.evaluation.bootstrap import paired_bootstrap_diff
+
+    rng = np.random.default_rng(1)
+    base = (rng.random(400) < 0.6).astype(float)
+    better = base.copy()
+    better[np.flatnonzero(base == 0)[:20]] = 1.0  # +20 galaxies right, none lost: +0.05 exactly
+    d = paired_bootstrap_diff(better, base, n_resamples=500)
+    assert d["difference"] == pytest.approx(0.05) and d["n"] == 400
+    lo, hi = d["ci"]
+    assert 0 < lo <= 0.05 <= hi  # paired: every resample is >= 0, so the interval excludes 0
+    # unpaired intervals of the two would overlap
+    assert bootstrap_mean_ci(better)[0] < bootstrap_mean_ci(base)[1]
+    nan_ap = np.array([0.5, np.nan, 0.7])
+    assert paired_bootstrap_diff(nan_ap, np.array([0.4, 0.1, 0.6]))["n"] == 2

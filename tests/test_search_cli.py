@@ -122,7 +122,7 @@ def test_serve_without_demo_says_run_make_demo(tmp_path, capsys):
 
 
 def test_demo_index_is_built_once_from_the_demo_report(tmp_path, fx):
-    from galaxalign.search.demo import ensure_demo_index
+    from galaxalign.search.demo_index import ensure_demo_index
 
     report = {"dataset": {"path": str(fx["survey"])},
               "runs": [{"method": "image_only", "label_fraction": 1.0, "checkpoint": "elsewhere"},

@@ -104,3 +104,64 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     assert runs[0]["steps"] == list(range(1, 11))  # rank 0 logs
     assert torch.load(tmp_path / "refresh0.pt")["steps"] == list(range(1, 11))
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file() and (tmp_path / "run" / "model" / "config.json").is_file()
+
+
+def _release_worker(rank: int, world: int, port: int, out_dir: str, h5: str):
+    """Two stages under DDP, automatic GC off: all loss terms, then only the image-symbol term."""
+    import gc
+    import weakref
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    from galaxalign.training import load_config, train
+
+    made = []
+    base = torch.nn.parallel.DistributedDataParallel
+
+    class Tracked(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(weakref.ref(self))
+
+    torch.nn.parallel.DistributedDataParallel = Tracked
+    gc.disable()
+    outcome = {}
+    for name, weights in (("all_terms", (1.0, 1.0, 1.0)), ("image_symbol_only", (0.0, 0.0, 1.0))):
+        made.clear()
+        cfg = load_config("default", [{
+            "data": {"source": h5, "val_fraction": 0.2, "test_fraction": 0.1},
+            "model": {"backbone": SPEC, "lock_image": False, "lock_text": False}, "symbols": {"variants": 1},
+            "loss": dict(zip(("image_text", "symbol_text", "image_symbol"), weights)),
+            "batch_size": 4, "stage1": {"epochs": 1}, "stage2": {"epochs": 1}, "device": "cpu", "tensorboard": False,
+            "validate": False, "out": os.path.join(out_dir, f"run_{name}"),
+        }])
+        try:
+            result = train(cfg, progress=False)
+            outcome[name] = {"error": None, "completed": result.completed}
+        except RuntimeError as exc:
+            outcome[name] = {"error": str(exc)[:200]}
+        outcome[name].update(made=len(made), alive=sum(r() is not None for r in made))
+    torch.save(outcome, os.path.join(out_dir, f"release{rank}.pt"))
+    gc.enable()
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_unused_towers_are_skipped_and_each_stages_ddp_wrapper_is_released(tmp_path):
+    # Regressions (#10 items 13, 14): the text tower ran with no loss term using it (DDP: "Expected to
+    # have finished reduction in the prior iteration"), and a stage's DDP wrapper outlived its stage.
+    import h5py
+
+    h5 = tmp_path / "tiny.h5"
+    with h5py.File(h5, "w") as f:
+        f["images"] = np.random.default_rng(0).integers(0, 255, (40, 24, 24, 3), dtype=np.uint8)
+        f["ans"] = np.arange(40) % 10
+    mp.spawn(_release_worker, args=(2, _free_port(), str(tmp_path), str(h5)), nprocs=2, join=True)
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"release{rank}.pt")
+        for name in ("all_terms", "image_symbol_only"):
+            assert got[name]["error"] is None and got[name]["completed"], (name, got[name])
+            assert got[name]["made"] == 2 and got[name]["alive"] == 0, (name, got[name])

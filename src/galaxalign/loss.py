@@ -110,6 +110,16 @@ def contrastive_loss(
     """Symmetric InfoNCE between rows of ``a`` and ``b`` (L2-normalised (N,D)); see module docstring."""
     if a.shape != b.shape:
         raise ValueError(f"contrastive loss needs features of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    # The loss runs in float32 even under autocast (as open_clip users do): in bf16 the logits near
+    # 30-100 are spaced 0.25-0.5 apart and the label-aware target rows do not sum to 1.
+    # (float64 stays float64.)
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    scale = torch.as_tensor(logit_scale, device=a.device).to(dtype)
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        return _contrastive_loss_fp32(a.to(dtype), b.to(dtype), scale, labels, label_aware)
+
+
+def _contrastive_loss_fp32(a, b, logit_scale, labels, label_aware):
     logits = logit_scale * a @ b.T
     if label_aware and labels is not None:
         if labels.shape[0] != a.shape[0]:

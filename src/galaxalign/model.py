@@ -23,7 +23,10 @@ from galaxalign import transforms as T
 from galaxalign.backbones import DualEncoder, create_backbone, lock_image, lock_text
 from galaxalign.backbones.base import HoldsNormStats, batch_norms
 
-# CLIP caps the inverse temperature at 100 so logits cannot blow up.
+# CLIP caps the inverse temperature at 100 so logits cannot blow up. The cap is applied to the
+# parameter after each optimiser step (the trainer, as open_clip does), never inside the forward
+# pass: a clamp there has zero gradient at the cap, and OpenAI's checkpoints start exactly at ln 100,
+# so their temperature could never learn (nor leave the cap once it reached it).
 MAX_LOGIT_SCALE = math.log(100.0)
 
 
@@ -128,8 +131,8 @@ class GalaxAlignModel(HoldsNormStats, nn.Module):
         return self.classifier(self.encode_image(images, normalize=False))
 
     def scale(self) -> torch.Tensor:
-        """exp(logit_scale), capped at 100 as in CLIP: the factor the losses multiply cosines by."""
-        return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+        """exp(logit_scale): the factor the losses multiply cosines by (kept <= 100 by the post-step clamp)."""
+        return self.logit_scale.exp()
 
     def forward(self, images=None, text_tokens=None, symbol_images=None, text_index=None,
                 symbol_index=None) -> dict[str, Any]:

@@ -3,9 +3,17 @@
 A taxonomy is a YAML file (see ``knowledge/taxonomies/*.yaml``). Every answer key it names must
 exist in the decision tree (``knowledge/decision_tree.yaml``), so a typo fails at load time with
 the file and class named, never later as a silently wrong symbol or prompt.
+
+A taxonomy carries the knowledge its classes are drawn and checked with: its decision tree and its
+symbol book (what each answer draws). Both default to the shipped files; a user's taxonomy names
+its own with ``decision_tree: my_tree.yaml`` / ``symbol_book: my_symbols.yaml`` (paths relative to
+the taxonomy file, or inline mappings). ``to_dict()`` embeds both, so a model's checkpoint and export
+carry the exact tree and symbols it was trained with, and everything that loads the model (evaluation,
+prototypes, search, the web page) draws and checks symbols with them.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -46,6 +54,15 @@ class Question:
 @dataclass(frozen=True)
 class DecisionTree:
     questions: tuple[Question, ...]
+    source: str = field(default="decision_tree.yaml", compare=False)
+
+    def to_dict(self) -> dict:
+        """Plain-data form (the YAML file's layout), embedded in a taxonomy's ``to_dict``."""
+        return {"questions": [
+            {"key": q.key, "text": q.text, **({"requires": list(q.requires)} if q.requires else {}),
+             "answers": [{"key": a.key, "text": a.text, "icon": a.icon} for a in q.answers]}
+            for q in self.questions
+        ]}
 
     @property
     def answers(self) -> dict[str, Answer]:
@@ -87,6 +104,9 @@ class Taxonomy:
     description: str = ""
     source: str = ""
     tree: DecisionTree = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+    # The symbol book's data (symbols.yaml layout); None: the shipped book. ``galaxalign.symbols``
+    # parses it (``book_of``): this layer holds knowledge as data and draws nothing.
+    symbol_data: dict | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -130,9 +150,12 @@ class Taxonomy:
         return self.classes[class_id].prompts(self.prompt_templates)
 
     def to_dict(self) -> dict:
-        """Plain-data form, stored in checkpoints so a model carries its own label scheme."""
+        """Plain-data form, stored in checkpoints and exports so a model carries its own label scheme,
+        with the decision tree and the symbol book it was trained with (the shipped ones included)."""
         return {
             "name": self.name,
+            "decision_tree": (self.tree or decision_tree()).to_dict(),
+            "symbol_book": copy.deepcopy(self.symbol_data) if self.symbol_data is not None else shipped_symbol_data(),
             "description": self.description,
             "prompt_templates": list(self.prompt_templates),
             "classes": [
@@ -151,6 +174,8 @@ class Taxonomy:
 
 
 def _tree_from_dict(data: dict, source: str) -> DecisionTree:
+    if not isinstance(data, dict):
+        raise TaxonomyError(f"{source}: expected a mapping with 'questions'")
     questions = []
     for qi, q in enumerate(data.get("questions") or []):
         try:
@@ -160,7 +185,15 @@ def _tree_from_dict(data: dict, source: str) -> DecisionTree:
             raise TaxonomyError(f"{source}: question #{qi} is missing field {exc}") from None
     if not questions:
         raise TaxonomyError(f"{source}: no questions")
-    return DecisionTree(tuple(questions))
+    keys = [q.key for q in questions]
+    ids = {a.id for q in questions for a in q.answers}
+    for q in questions:
+        bad = [r for r in q.requires if r not in ids]
+        if bad:
+            raise TaxonomyError(f"{source}: question {q.key!r} requires unknown answer(s) {bad}")
+    if len(set(keys)) != len(keys):
+        raise TaxonomyError(f"{source}: duplicate question keys {sorted({k for k in keys if keys.count(k) > 1})}")
+    return DecisionTree(tuple(questions), source)
 
 
 @lru_cache(maxsize=1)
@@ -170,10 +203,67 @@ def decision_tree() -> DecisionTree:
     return _tree_from_dict(yaml.safe_load(text), "decision_tree.yaml")
 
 
-def taxonomy_from_dict(data: dict, source: str = "<dict>", tree: DecisionTree | None = None) -> Taxonomy:
-    tree = tree or decision_tree()
+def _read_yaml_file(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise TaxonomyError(f"{path}: not valid YAML: {exc}") from None
+
+
+def load_decision_tree(path_or_data: str | Path | dict | DecisionTree | None = None) -> DecisionTree:
+    """The shipped decision tree (None), a user's YAML file of the same layout, or its data."""
+    if path_or_data is None:
+        return decision_tree()
+    if isinstance(path_or_data, DecisionTree):
+        return path_or_data
+    if isinstance(path_or_data, dict):
+        return _tree_from_dict(path_or_data, "<decision tree>")
+    path = Path(path_or_data)
+    return _tree_from_dict(_read_yaml_file(path, "decision tree"), str(path))
+
+
+@lru_cache(maxsize=1)
+def _shipped_symbol_data() -> dict:
+    return yaml.safe_load(resources.files(KNOWLEDGE).joinpath("symbols.yaml").read_text())
+
+
+def shipped_symbol_data() -> dict:
+    """The shipped symbol book as data (``knowledge/symbols.yaml``)."""
+    return copy.deepcopy(_shipped_symbol_data())
+
+
+def _knowledge(value: Any, base_dir: Path | None, source: str, key: str, what: str) -> tuple[Any, str]:
+    """A taxonomy's ``decision_tree`` / ``symbol_book`` entry: inline data, or a file relative to it."""
+    if value is None or isinstance(value, dict):
+        return value, source
+    if not isinstance(value, (str, Path)):
+        raise TaxonomyError(f"{source}: {key} must be a file path or a mapping, got {type(value).__name__}")
+    path = Path(value)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return _read_yaml_file(path, f"{source}: {key}: {what}"), str(path)
+
+
+def taxonomy_from_dict(data: dict, source: str = "<dict>", tree: DecisionTree | None = None,
+                       symbol_data: dict | None = None, base_dir: Path | None = None) -> Taxonomy:
+    """Build a taxonomy from its data. Its decision tree and symbol book come from the arguments, else
+    from the data's ``decision_tree`` / ``symbol_book`` (inline, or files relative to ``base_dir``),
+    else the shipped ones."""
     if not isinstance(data, dict) or "classes" not in data:
         raise TaxonomyError(f"{source}: expected a mapping with 'name' and 'classes'")
+    if tree is None:
+        tree_data, tree_source = _knowledge(data.get("decision_tree"), base_dir, source, "decision_tree", "decision tree")
+        tree = _tree_from_dict(tree_data, tree_source) if tree_data is not None else decision_tree()
+    if symbol_data is None:
+        symbol_data, _ = _knowledge(data.get("symbol_book"), base_dir, source, "symbol_book", "symbol book")
+        if symbol_data is not None and not isinstance(symbol_data, dict):
+            raise TaxonomyError(f"{source}: symbol_book must hold a mapping (the symbols.yaml layout)")
+    if symbol_data is not None and symbol_data == _shipped_symbol_data():
+        symbol_data = None  # the shipped book: one cached parse for everyone
+    if tree == decision_tree():
+        tree = decision_tree()
     known = tree.answers
     classes = []
     for i, c in enumerate(data["classes"]):
@@ -218,6 +308,7 @@ def taxonomy_from_dict(data: dict, source: str = "<dict>", tree: DecisionTree | 
         description=str(data.get("description", "")),
         source=source,
         tree=tree,
+        symbol_data=symbol_data,
     )
 
 
@@ -246,4 +337,4 @@ def load_taxonomy(name_or_path: str | Path | dict | Taxonomy) -> Taxonomy:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise TaxonomyError(f"{path}: not valid YAML: {exc}") from None
-    return taxonomy_from_dict(data, source=str(path))
+    return taxonomy_from_dict(data, source=str(path), base_dir=path.parent)

@@ -15,7 +15,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--split", default="test", help="split whose galaxies are classified and used as queries")
     parser.add_argument("--gallery", default="train", help="split searched by the queries (relevant = same class)")
     parser.add_argument("--label-fraction", type=float, default=None,
-                        help="labelled share of the gallery the linear probe / k-NN may use (default: the checkpoint's)")
+                        help="labelled share of the TRAINING split the linear probe / k-NN learn from, whatever "
+                        "--gallery is (default: the checkpoint's)")
     parser.add_argument("--knn-k", type=int, default=None, help="k of the k-NN classifier (default 10)")
     parser.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples for the 95%% intervals (default 1000)")
     parser.add_argument("--out", default=None, help="folder for report.json, report.md and plots (default: print only)")

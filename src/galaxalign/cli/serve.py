@@ -23,7 +23,7 @@ def run(args) -> int:
     index_dir, checkpoint = args.index, args.checkpoint
     if index_dir is None:
         from galaxalign.runtime import DEMO_DIR
-        from galaxalign.search.demo import ensure_demo_index
+        from galaxalign.search.demo_index import ensure_demo_index
 
         index_dir, demo_checkpoint = ensure_demo_index(args.demo_dir or DEMO_DIR)
         checkpoint = checkpoint or demo_checkpoint

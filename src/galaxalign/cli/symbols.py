@@ -12,7 +12,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--all-answers", action="store_true", help="a sheet of the pictogram of every decision-tree answer")
     parser.add_argument("--out", required=True, type=Path, help="PNG to write")
     parser.add_argument("--size", type=int, default=None, help="symbol size in pixels (default: 128 on a sheet, 224 for one symbol)")
-    parser.add_argument("--symbols-file", type=Path, default=None, help="a user's symbols.yaml instead of the shipped one")
+    parser.add_argument("--symbols-file", type=Path, default=None, help="a user's symbols.yaml instead of the shipped one "
+                        "(or the taxonomy's own, when it names one)")
+    parser.add_argument("--decision-tree", type=Path, default=None, help="with --answers / --all-answers: a user's "
+                        "decision_tree.yaml instead of the shipped one")
     parser.add_argument("--augment", action="store_true", help="with --answers: draw a random augmented variant")
     parser.add_argument("--seed", type=int, default=0, help="seed of the augmented variant (default 0)")
 
@@ -20,7 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from galaxalign.symbols import answer_sheet, load_symbol_book, render_symbol, symbol_sheet
 
+    from galaxalign.taxonomy import load_decision_tree
+
     book = load_symbol_book(args.symbols_file) if args.symbols_file else None
+    tree = load_decision_tree(args.decision_tree) if args.decision_tree else None
     if args.out.suffix.lower() != ".png":
         raise ValueError(f"--out {args.out}: must be a .png file")
     if args.answers:
@@ -28,13 +34,14 @@ def run(args: argparse.Namespace) -> int:
 
         from galaxalign.runtime import atomic_path
 
-        image = render_symbol(args.answers.split(","), size=args.size or 224, seed=args.seed, augment=args.augment, book=book)
+        image = render_symbol(args.answers.split(","), size=args.size or 224, seed=args.seed, augment=args.augment, book=book,
+                              tree=tree)
         with atomic_path(args.out) as tmp:
             Image.fromarray(image).save(tmp, format="PNG")
         print(f"wrote {args.out} ({image.shape[1]}x{image.shape[0]} symbol of {args.answers})")
         return 0
     if args.all_answers:
-        out = answer_sheet(args.out, size=args.size or 96, book=book)
+        out = answer_sheet(args.out, size=args.size or 96, book=book, tree=tree)
         print(f"wrote {out} (the pictogram of every answer)")
         return 0
     out = symbol_sheet(args.taxonomy, args.out, size=args.size or 128, book=book)

@@ -6,7 +6,11 @@ galaxy-datasets does (mwalmsley/galaxy-datasets, replication/notebooks/gz2_b_opt
 
 1. for each key question (smooth-or-featured, how-rounded, disk-edge-on, has-spiral-arms, bar):
    ``-`` if fewer than half of the galaxy's smooth-or-featured votes went down the branch that asks
-   it; ``deadlock`` if its two most-voted answers tie; otherwise its most-voted answer;
+   it; ``deadlock`` if its two most-voted answers tie; otherwise its most-voted answer. The questions,
+   their answers and the branch each is asked on come from the decision tree (``decision_tree.yaml``,
+   or a taxonomy's own): a question's branch is the smooth-or-featured answer its ``requires`` chain
+   starts from (bar: disk-edge-on_no -> smooth-or-featured_featured-or-disk), the first-level
+   relevance galaxy-datasets' notebook measures;
 2. the five answers, joined, are looked up in a fixed table (:data:`SEMANTIC_TO_SUMMARY`);
    anything not in the table is unassigned (label -1) and dropped.
 
@@ -38,14 +42,12 @@ GZ2_SUMMARY_CLASSES = (
     "featured_without_bar_or_spiral",
 )
 
-# question -> (answers, the answer after which it is asked), galaxy-datasets' gz2 dependencies.
-GZ2_KEY_QUESTIONS = {
-    "smooth-or-featured": (("smooth", "featured-or-disk", "artifact"), None),
-    "how-rounded": (("round", "in-between", "cigar"), "smooth-or-featured_smooth"),
-    "disk-edge-on": (("yes", "no"), "smooth-or-featured_featured-or-disk"),
-    "has-spiral-arms": (("yes", "no"), "smooth-or-featured_featured-or-disk"),
-    "bar": (("yes", "no"), "smooth-or-featured_featured-or-disk"),
-}
+# The questions galaxy-datasets' summary reads, in the order of its lookup keys. Their answers and
+# dependencies are the decision tree's (one tree, read from data: ``gz2_key_questions``).
+GZ2_KEY_QUESTION_KEYS = ("smooth-or-featured", "how-rounded", "disk-edge-on", "has-spiral-arms", "bar")
+# The GZ2 catalog's own columns (galaxy-datasets' gz2 table): a table with some of them but no
+# smooth-or-featured votes is a GZ2 table with columns missing, not a user catalog.
+_GZ2_MARKERS = ("dr7objid", "subfolder", "ra", "dec", "file_loc", "filename", "id_str")
 # Relevance threshold: the fraction of smooth-or-featured votes that must reach a question's branch.
 MIN_RELEVANCE = 0.5
 
@@ -72,8 +74,39 @@ _ID_COLUMNS = ("id", "id_str", "iauname", "dr7objid", "objid")
 
 
 def is_gz2_table(columns) -> bool:
-    """Whether a table's columns look like a GZ2 catalog (``summary`` or GZ2 vote columns)."""
-    return "summary" in columns or any(_VOTE_COLUMN.match(str(c)) for c in columns)
+    """Whether a table's columns look like a GZ2 catalog: ``summary``, GZ2 vote columns of any question
+    (``<question>-gz2_<answer>``), or galaxy-datasets' GZ2 id column ``dr7objid``."""
+    cols = [str(c) for c in columns]
+    return ("summary" in cols or any(_VOTE_COLUMN.match(c) for c in cols) or any("-gz2_" in c for c in cols)
+            or ("dr7objid" in cols and "label" not in cols))
+
+
+def gz2_key_questions(tree=None) -> dict[str, tuple[tuple[str, ...], str | None]]:
+    """``question -> (answers, the smooth-or-featured answer whose branch asks it)`` from ``tree``
+    (default: the shipped decision tree)."""
+    from galaxalign.taxonomy import decision_tree
+
+    tree = tree or decision_tree()
+    answers = tree.answers
+    out = {}
+    for key in GZ2_KEY_QUESTION_KEYS:
+        try:
+            q = tree.question(key)
+        except KeyError:
+            raise CatalogError(f"decision tree {getattr(tree, 'source', '')!r} lacks GZ2 question {key!r}") from None
+        branch, seen = None, set()
+        reqs = q.requires
+        while reqs:  # walk up the requires chain to the first question's answer
+            first = reqs[0]
+            if first in seen or first not in answers:
+                raise CatalogError(f"decision tree: question {key!r} has a broken requires chain at {first!r}")
+            seen.add(first)
+            branch = first
+            reqs = tree.question(answers[first].question).requires
+        if branch is not None and answers[branch].question != GZ2_KEY_QUESTION_KEYS[0]:
+            raise CatalogError(f"decision tree: question {key!r} is not asked below {GZ2_KEY_QUESTION_KEYS[0]!r}")
+        out[key] = (tuple(a.key for a in q.answers), branch)
+    return out
 
 
 def _vote_column(columns, question: str, answer: str, fraction: bool) -> str | None:
@@ -84,16 +117,18 @@ def _vote_column(columns, question: str, answer: str, fraction: bool) -> str | N
     return None
 
 
-def gz2_summary(votes: pd.DataFrame, where: str = "catalog") -> pd.Series:
+def gz2_summary(votes: pd.DataFrame, where: str = "catalog", tree=None) -> pd.Series:
     """Derive galaxy-datasets' ``summary`` from GZ2 vote counts (or, lacking counts, fractions).
 
     Columns as in galaxy-datasets, with or without the ``-gz2`` campaign suffix, e.g.
     ``smooth-or-featured-gz2_smooth`` (count) or ``smooth-or-featured_smooth_fraction``.
+    ``tree``: the decision tree giving the questions' answers and branches (default: the shipped one).
     Returns a Series of summary names, None where unassigned.
     """
+    key_questions = gz2_key_questions(tree)
     columns = set(votes.columns)
     use_fraction = False
-    wanted = [(q, a) for q, (answers, _) in GZ2_KEY_QUESTIONS.items() for a in answers]
+    wanted = [(q, a) for q, (answers, _) in key_questions.items() for a in answers]
     names = {qa: _vote_column(columns, *qa, fraction=False) for qa in wanted}
     if any(v is None for v in names.values()):
         use_fraction = True
@@ -101,14 +136,14 @@ def gz2_summary(votes: pd.DataFrame, where: str = "catalog") -> pd.Series:
     missing = [f"{q}_{a}" for (q, a), v in names.items() if v is None]
     if missing:
         raise CatalogError(
-            f"{where}: cannot derive the GZ2 summary label: missing vote columns {missing} "
+            f"{where}: looks like a GZ2 catalog, but cannot derive the GZ2 summary label: missing vote columns {missing} "
             f"(as counts '<question>-gz2_<answer>' or fractions '<question>-gz2_<answer>_fraction')"
         )
 
     def values(question: str, answer: str) -> np.ndarray:
         return pd.to_numeric(votes[names[(question, answer)]], errors="coerce").fillna(0).to_numpy(np.float64)
 
-    sf_answers = GZ2_KEY_QUESTIONS["smooth-or-featured"][0]
+    sf_answers = key_questions["smooth-or-featured"][0]
     if use_fraction:
         total = np.ones(len(votes))
     else:
@@ -120,7 +155,7 @@ def gz2_summary(votes: pd.DataFrame, where: str = "catalog") -> pd.Series:
         )
 
     parts = []
-    for question, (answers, asked_after) in GZ2_KEY_QUESTIONS.items():
+    for question, (answers, asked_after) in key_questions.items():
         table = np.stack([values(question, a) for a in answers], axis=1)
         ordered = np.sort(table, axis=1)
         semantic = np.array([f"{question}_{a}" for a in answers], dtype=object)[np.argmax(table, axis=1)]
@@ -178,10 +213,15 @@ def load_gz2_catalog(
 ) -> pd.DataFrame:
     """Catalog of a galaxy-datasets style GZ2 table with the 7-class ``summary`` label.
 
-    Image paths: with ``image_dir`` and ``subfolder`` + ``filename`` columns, ``image_dir/subfolder/
-    filename`` (how galaxy-datasets rebuilds ``file_loc`` on each machine); otherwise ``file_loc``
-    (or ``filename``), relative paths resolved against ``image_dir`` (default: the catalog's folder).
+    Image paths are resolved as galaxy-datasets' ``gz2()`` does: ``ROOT/images/subfolder/filename``.
+    ``image_dir`` may be that ``images`` folder or the galaxy-datasets root above it (default: the
+    catalog's folder). Without ``subfolder`` + ``filename`` columns, ``file_loc`` (or ``filename``):
+    relative paths against ``image_dir``; an absolute ``file_loc`` that does not exist here (the
+    published parquet holds its author's paths) is looked up under ``image_dir`` by its trailing
+    ``subfolder/filename``. A sample of the paths is checked up front even with ``check_images`` off:
+    when none exists the error names the folder to pass.
     Unassigned galaxies (label -1) are dropped; their count is in ``catalog.attrs["dropped"]``.
+    ``taxonomy``'s decision tree gives the vote questions' answers and branches.
     """
     from galaxalign.taxonomy import load_taxonomy
 
@@ -234,26 +274,17 @@ def load_gz2_catalog(
                 continue
             labels[i] = to_id[GZ2_SUMMARY_CLASSES[int(value)]]
     elif is_gz2_table(table.columns):
-        summary = gz2_summary(table, where)
+        summary = gz2_summary(table, where, taxonomy.tree)
         table["summary"] = summary
         labels = np.array([-1 if s is None else to_id[s] for s in summary], dtype=np.int64)
     else:
         raise CatalogError(
-            f"{where}: missing label columns: needs 'summary', 'label' or GZ2 vote columns "
-            f"(columns: {list(table.columns)[:20]})"
+            f"{where}: looks like a GZ2 catalog but has no labels: needs 'summary', 'label' or the GZ2 vote "
+            f"columns (missing e.g. 'smooth-or-featured-gz2_smooth'; columns: {list(table.columns)[:20]})"
         )
 
     # --- image paths ----------------------------------------------------------------------
-    if image_dir is not None and {"subfolder", "filename"} <= set(table.columns):
-        file_loc = _joined(base, table["subfolder"], table["filename"])
-    elif "file_loc" in table.columns or "filename" in table.columns:
-        given = table["file_loc" if "file_loc" in table.columns else "filename"]
-        relative = _joined(base, given)
-        file_loc = [g if r is not None and os.path.isabs(g) else r for g, r in zip(given.astype(str), relative)]
-    elif {"subfolder", "filename"} <= set(table.columns):
-        file_loc = _joined(base, table["subfolder"], table["filename"])
-    else:
-        raise CatalogError(f"{where}: missing column 'file_loc' (or 'subfolder' + 'filename') for image paths")
+    file_loc = _image_paths(table, base, where, image_dir is not None)
     for i, p in enumerate(file_loc):
         if p is None and not invalid[i]:
             bad(location(i), "empty image path")
@@ -283,6 +314,61 @@ def load_gz2_catalog(
     if unassigned:
         log.info("%s: dropped %d unassigned galaxies (GZ2 summary label -1)", where, unassigned)
     return bad.finish(catalog)
+
+
+# OUR CHOICE: up to 20 evenly spaced rows are checked for an existing image file before loading goes
+# on (a full check of 200k GZ2 images takes minutes and is opt-in via check_images).
+PATH_SAMPLE = 20
+
+
+def _exists_share(paths: list[str | None], n: int = PATH_SAMPLE) -> tuple[int, int, list[str]]:
+    picked = [p for p in paths if p is not None]
+    if not picked:
+        return 0, 0, []
+    idx = np.unique(np.linspace(0, len(picked) - 1, min(n, len(picked))).round().astype(int))
+    sample = [picked[i] for i in idx]
+    return sum(os.path.isfile(p) for p in sample), len(sample), sample
+
+
+def _image_paths(table: pd.DataFrame, base: Path, where: str, explicit: bool) -> list[str | None]:
+    """Candidate layouts in galaxy-datasets' order; the first whose sampled files exist wins."""
+    cols = set(table.columns)
+    candidates: list[tuple[str, list[str | None]]] = []
+    roots = [base / "images", base] if base.name != "images" else [base]
+    if {"subfolder", "filename"} <= cols:
+        for root in roots:
+            candidates.append((f"{root}/SUBFOLDER/FILENAME", _joined(root, table["subfolder"], table["filename"])))
+    if "file_loc" in cols or "filename" in cols:
+        given = table["file_loc" if "file_loc" in cols else "filename"]
+        text = given.astype(object).where(given.notna(), "").astype(str)
+        absolute = text.map(os.path.isabs)
+        if absolute.any():
+            candidates.append(("file_loc as given", [t or None for t in text]))
+            # the published parquet: the author's absolute paths; the same SUBFOLDER/FILENAME under ours
+            tail2 = text.map(lambda t: os.sep.join(Path(t).parts[-2:]) if t else "")
+            for root in roots:
+                candidates.append((f"{root}/<last two parts of file_loc>", _joined(root, tail2)))
+        if not absolute.all():
+            for root in roots:
+                candidates.append((f"{root}/FILE_LOC", [g if g and os.path.isabs(g) else r
+                                                         for g, r in zip(text, _joined(root, given))]))
+    if not candidates:
+        raise CatalogError(f"{where}: missing column 'file_loc' (or 'subfolder' + 'filename') for image paths")
+    tried, n_sampled = [], 0
+    for layout, paths in candidates:
+        found, n, sample = _exists_share(paths)
+        if n == 0 or found:
+            if found and found < n:
+                log.warning("%s: %d of %d sampled image paths (%s) do not exist", where, n - found, n, layout)
+            return paths
+        tried.append(f"{layout} (e.g. {sample[0]})")
+        n_sampled = max(n_sampled, n)
+    hint = (f"pass image_dir= the folder holding the image subfolders (galaxy-datasets: ROOT/images, where "
+            f"ROOT is the folder given to galaxy_datasets.gz2)")
+    raise CatalogError(
+        f"{where}: none of {n_sampled} sampled images exists under any layout tried: {'; '.join(tried)}. "
+        f"{hint}" + ("" if explicit else "; no image_dir was given, so the catalog's own folder was searched")
+    )
 
 
 def _checked(catalog: pd.DataFrame, bad: BadRows) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Evaluation: classification and search metrics, classifiers on embeddings, reports, the demo table.
+"""Evaluation: classification and search metrics, classifiers on embeddings, reports, run tables.
 
 The metric modules are plain numpy and import nothing heavy; ``evaluate``, ``run_demo`` and
 ``run_ablations`` load the model stack only when called.
@@ -37,15 +37,15 @@ def sim_to_real(*args, **kwargs):
 
 
 def run_demo(*args, **kwargs):
-    """See :func:`galaxalign.evaluation.demo.run_demo`."""
-    from galaxalign.evaluation.demo import run_demo as _run_demo
+    """See :func:`galaxalign.evaluation.runner.run_demo`."""
+    from galaxalign.evaluation.runner import run_demo as _run_demo
 
     return _run_demo(*args, **kwargs)
 
 
 def run_ablations(*args, **kwargs):
-    """See :func:`galaxalign.evaluation.demo.run_ablations`."""
-    from galaxalign.evaluation.demo import run_ablations as _run_ablations
+    """See :func:`galaxalign.evaluation.runner.run_ablations`."""
+    from galaxalign.evaluation.runner import run_ablations as _run_ablations
 
     return _run_ablations(*args, **kwargs)
 

@@ -73,7 +73,8 @@ def classification_report(y_true, y_pred, class_names: Sequence[str]) -> dict:
     return {
         "n": int(t.size),
         "accuracy": accuracy(t, p),
-        "macro_f1": macro_f1(t, p),
+        # Over the taxonomy's full label list, the same definition the bootstrap resamples use.
+        "macro_f1": macro_f1(t, p, labels=range(n)),
         "per_class_accuracy": {
             name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, per_class)
         },

@@ -6,8 +6,12 @@ the plots. Classifiers reported for every model:
 
 - ``zero_shot_text`` / ``zero_shot_symbol`` / ``zero_shot_both``: nearest class prototype
   (``inference.class_prototypes``);
-- ``linear_probe``: logistic regression on frozen image embeddings of the labelled training galaxies;
+- ``linear_probe``: logistic regression on frozen image embeddings of the labelled training galaxies,
+  its C chosen on the validation split;
 - ``knn``: cosine k-NN vote among the labelled training galaxies;
+
+The probe and k-NN only ever see labelled TRAINING galaxies (``train_labelled``); without them they
+are not run. They are never fitted on the gallery, which may be the test split itself.
 - ``head``: the image-only baseline's own classifier head (only when the model has one).
 
 Each method has one *primary* classifier, the one its table row shows (``PRIMARY_CLASSIFIER``).
@@ -23,7 +27,9 @@ import numpy as np
 from galaxalign.evaluation.bootstrap import N_RESAMPLES, bootstrap_ci, bootstrap_mean_ci
 from galaxalign.evaluation.classifiers import (
     KNN_K,
+    PROBE_C,
     LinearProbe,
+    choose_probe_c,
     knn_classify,
     nearest_centroid,
     prototype_classify,
@@ -94,6 +100,7 @@ def classify_embeddings(
     head: np.ndarray | None = None,
     zero_shot=ZERO_SHOT_MODALITIES,
     linear_probe: bool = True,
+    probe_c: float = PROBE_C,
     centroid: bool = False,
     knn_k: int = KNN_K,
     knn_exclude: np.ndarray | None = None,
@@ -103,7 +110,8 @@ def classify_embeddings(
     """Every classifier of the protocol on query embeddings: name -> (predicted ids, scores (N, C)).
 
     ``zero_shot_<modality>`` for each of ``zero_shot``; with ``fit`` / ``fit_labels`` (labelled
-    embeddings the classifiers may learn from) ``linear_probe`` (when they hold two classes or more),
+    embeddings the classifiers may learn from) ``linear_probe`` (when they hold two classes or more;
+    inverse L2 strength ``probe_c``),
     ``nearest_centroid`` (if ``centroid``) and ``knn`` (``knn_exclude``: each query's own row in
     ``fit``, or -1); ``head``: the caller's class probabilities of the model's head, if it has one.
     """
@@ -113,7 +121,7 @@ def classify_embeddings(
         predictions[f"zero_shot_{modality}"] = prototype_classify(query, protos)
     if fit is not None:
         if linear_probe and np.unique(fit_labels).size >= 2:
-            predictions["linear_probe"] = LinearProbe(C, seed=seed).fit(fit, fit_labels).predict_scores(query)
+            predictions["linear_probe"] = LinearProbe(C, C=probe_c, seed=seed).fit(fit, fit_labels).predict_scores(query)
         if centroid:
             predictions["nearest_centroid"] = nearest_centroid(fit, fit_labels, query, C)
         exclude = knn_exclude if knn_exclude is not None and (knn_exclude >= 0).any() else None
@@ -127,9 +135,13 @@ def _labelled(catalog):
     return catalog[catalog["label"] >= 0].reset_index(drop=True)
 
 
-def _class_ci(values: dict[str, Any], correct: np.ndarray, y_true, y_pred, n_resamples: int, seed: int) -> dict:
+def _class_ci(values: dict[str, Any], correct: np.ndarray, y_true, y_pred, num_classes: int, n_resamples: int,
+              seed: int) -> dict:
     values["accuracy_ci"] = list(bootstrap_mean_ci(correct, n_resamples=n_resamples, seed=seed))
-    values["macro_f1_ci"] = list(bootstrap_ci(macro_f1, y_true, y_pred, n_resamples=n_resamples, seed=seed))
+    # Every resample scores macro-F1 over the taxonomy's full label list, not the classes it happens to hold.
+    labels = np.arange(num_classes)
+    values["macro_f1_ci"] = list(bootstrap_ci(lambda t, p: macro_f1(t, p, labels=labels), y_true, y_pred,
+                                              n_resamples=n_resamples, seed=seed))
     return values
 
 
@@ -151,26 +163,31 @@ def evaluate_model(
     plots: bool = True,
     progress: bool = True,
     embeddings: dict | None = None,
+    val=None,
 ) -> dict:
     """Every metric of one model on one test set; plots go to ``out_dir`` when given.
 
     ``test``: labelled catalog of query galaxies. ``gallery``: catalog searched (labels define
     relevance; an item with a query's id is excluded from that query's ranking). ``train_labelled``:
-    the galaxies whose labels the linear probe and k-NN may use (the label fraction); default gallery.
+    the labelled training galaxies the linear probe and k-NN may use (the label fraction); without it
+    neither runs (the gallery is never used in its place: it may be the test split). ``val``: labelled
+    validation galaxies on which the probe's C is chosen (``PROBE_C_GRID``); without them C = 1.
     ``embeddings``: optional cache dict (catalog id -> array) shared between calls on the same model.
-    Returns a JSON-safe dict.
+    Returns a JSON-safe dict; ``per_query`` holds each test galaxy's primary-classifier hit and
+    average precision, in test order, for paired comparisons between models.
     """
     from galaxalign.inference import embed_catalog
 
     t0 = time.perf_counter()
     test = _labelled(test)
     gallery = _labelled(gallery)
-    train_labelled = gallery if train_labelled is None else _labelled(train_labelled)
+    train_labelled = None if train_labelled is None else _labelled(train_labelled)
     if len(test) == 0:
         raise ValueError("the test catalog has no labelled galaxies to evaluate on")
     if len(gallery) == 0:
         raise ValueError("the gallery catalog has no labelled galaxies")
     names = taxonomy.class_names
+    C = len(names)
     model.eval()
 
     cache = embeddings if embeddings is not None else {}
@@ -184,19 +201,33 @@ def evaluate_model(
     q = embed(test)
     g = embed(gallery)
     gpos = {v: i for i, v in enumerate(gallery["id"].astype(str))}
-    tr_ids = train_labelled["id"].astype(str)
-    if all(i in gpos for i in tr_ids):  # labelled training galaxies are usually gallery galaxies
-        tr = g[[gpos[i] for i in tr_ids]]
-    else:
-        tr = embed(train_labelled)
     y = test["label"].to_numpy(np.int64)
-    ytr = train_labelled["label"].to_numpy(np.int64)
+    if train_labelled is not None and len(train_labelled):
+        tr_ids = train_labelled["id"].astype(str)
+        if all(i in gpos for i in tr_ids):  # labelled training galaxies are usually gallery galaxies
+            tr = g[[gpos[i] for i in tr_ids]]
+        else:
+            tr = embed(train_labelled)
+        ytr = train_labelled["label"].to_numpy(np.int64)
+    else:
+        tr_ids, tr, ytr = None, None, np.zeros(0, np.int64)
 
-    trpos = {v: i for i, v in enumerate(tr_ids)}
-    # A test galaxy that is also a labelled training galaxy (--split train) must not vote for itself.
-    self_index = np.array([trpos.get(v, -1) for v in test["id"].astype(str)], dtype=np.int64)
+    probe: dict[str, Any] = {"fit_on": None, "n_train_labelled": int(ytr.size), "C": None, "C_chosen_on": None}
+    probe_c = PROBE_C
+    if tr is not None and linear_probe and np.unique(ytr).size >= 2:
+        val = None if val is None else _labelled(val)
+        if val is not None and len(val):
+            probe_c, by_c = choose_probe_c(tr, ytr, embed(val), val["label"].to_numpy(np.int64), C, seed=seed)
+            probe.update(C_chosen_on="val", n_val=int(len(val)), val_accuracy_by_C=by_c)
+        probe.update(fit_on="train", C=probe_c)
+    self_index = None
+    if tr is not None:
+        trpos = {v: i for i, v in enumerate(tr_ids)}
+        # A test galaxy that is also a labelled training galaxy (--split train) must not vote for itself.
+        self_index = np.array([trpos.get(v, -1) for v in test["id"].astype(str)], dtype=np.int64)
     head = head_scores_catalog(model, test, batch_size, progress) if getattr(model, "classifier", None) is not None else None
-    predictions = classify_embeddings(model, taxonomy, q, tr, ytr, head=head, linear_probe=linear_probe, knn_k=knn_k,
+    predictions = classify_embeddings(model, taxonomy, q, tr, ytr if tr is not None else None, head=head,
+                                      linear_probe=linear_probe, probe_c=probe_c, knn_k=knn_k,
                                       knn_exclude=self_index, seed=seed, cache=cache)
 
     primary = primary_classifier(method, model)
@@ -208,7 +239,7 @@ def evaluate_model(
         rep = classification_report(y, pred, names)
         classification[name] = rep
     p = predictions[primary][0]
-    _class_ci(classification[primary], (p == y).astype(float), y, p, n_resamples, seed)
+    _class_ci(classification[primary], (p == y).astype(float), y, p, C, n_resamples, seed)
 
     r = rank_gallery(
         q, y, g, gallery["label"].to_numpy(np.int64),
@@ -224,7 +255,8 @@ def evaluate_model(
         "primary_classifier": primary,
         "n_test": int(len(test)),
         "n_gallery": int(len(gallery)),
-        "n_train_labelled": int(len(train_labelled)),
+        "n_train_labelled": int(ytr.size),
+        "probe": probe,
         "accuracy": classification[primary]["accuracy"],
         "accuracy_ci": classification[primary]["accuracy_ci"],
         "macro_f1": classification[primary]["macro_f1"],
@@ -237,6 +269,12 @@ def evaluate_model(
         "precision_at_10_ci": retrieval["ci"].get("precision_at_10"),
         "classification": classification,
         "retrieval": retrieval,
+        "per_query": {
+            "id": test["id"].astype(str).tolist(),
+            "correct": (p == y).astype(int).tolist(),
+            # NaN (None in JSON) for a query whose class has no gallery galaxy
+            "average_precision": np.where(r.valid, r.ap, np.nan).tolist(),
+        },
         "plots": {},
     }
     if out_dir is not None and plots:
@@ -296,6 +334,14 @@ def evaluation_markdown(report: dict) -> str:
         star = " (primary)" if name == report["primary_classifier"] else ""
         rows.append([name + star, fmt(rep["accuracy"], rep.get("accuracy_ci")), fmt(rep["macro_f1"], rep.get("macro_f1_ci"))])
     lines.append(markdown_table(["classifier", "accuracy", "macro-F1"], rows))
+    pr = report.get("probe") or {}
+    if pr.get("fit_on"):
+        chosen = (f"C = {pr['C']:g} chosen on the validation split ({pr.get('n_val')} galaxies)"
+                  if pr.get("C_chosen_on") else f"C = {pr['C']:g} (no validation split to choose it on)")
+        lines.append(f"\nThe linear probe and k-NN learn from the {pr['n_train_labelled']} labelled training "
+                     f"galaxies only (never the gallery); probe {chosen}.\n")
+    elif "n_train_labelled" in report:
+        lines.append("\nNo linear probe or k-NN: no labelled training galaxies were given.\n")
     prim = report["classification"][report["primary_classifier"]]
     lines.append("\nPer-class accuracy (primary classifier):\n")
     lines.append(markdown_table(["class", "support", "accuracy"],
@@ -396,16 +442,20 @@ def evaluate(
     for name in (split, gallery_split):
         if name not in splits:
             raise ValueError(f"unknown split {name!r}; the data has splits {sorted(splits)}")
-    train_labelled = None
+    # The probe and k-NN learn from the labelled training galaxies whatever the gallery is: fitting
+    # them on the gallery would fit them on the test labels with --gallery test.
     lf = label_fraction if label_fraction is not None else float(data_cfg.get("label_fraction", 1.0))
-    if gallery_split == "train" and lf < 1.0:
+    train_labelled = splits["train"]
+    if lf < 1.0:
         from galaxalign.datasets import apply_label_fraction
 
-        train_labelled = apply_label_fraction(splits["train"], lf, int(data_cfg.get("label_seed", 0)))
+        train_labelled = apply_label_fraction(train_labelled, lf, int(data_cfg.get("label_seed", 0)))
+    # The probe's C is chosen on the validation split, unless that is the split being evaluated.
+    val = splits.get("val") if split != "val" else None
     method = train_cfg.get("method")
     result = evaluate_model(
         model, tax, splits[split], splits[gallery_split], train_labelled, out_dir, method=method,
-        title=Path(checkpoint).name, knn_k=knn_k, n_resamples=n_resamples, progress=progress,
+        title=Path(checkpoint).name, knn_k=knn_k, n_resamples=n_resamples, progress=progress, val=val,
     )
     report = {"checkpoint": str(checkpoint), "dataset": info, "split": split, "gallery_split": gallery_split,
               "label_fraction": lf, "taxonomy": tax.name, **result}

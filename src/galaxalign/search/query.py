@@ -65,15 +65,38 @@ def check_text(text: str, what: str = "description") -> str:
     return text
 
 
-def parse_answers(answers: str | Iterable[str]) -> tuple[str, ...]:
-    """Galaxy Zoo answer ids (``smooth-or-featured_smooth,how-rounded_round``) checked against the tree."""
+def index_taxonomy(index):
+    """The label scheme an index was embedded with (index.json ``taxonomy``), with the decision tree
+    and symbol book the model was trained with; None when the index records none."""
+    cached = getattr(index, "_galaxalign_taxonomy", False)
+    if cached is not False:
+        return cached
+    tax = None
+    data = (getattr(index, "info", None) or {}).get("taxonomy")
+    if data is not None:
+        from galaxalign.taxonomy import load_taxonomy
+
+        try:
+            tax = load_taxonomy(data)
+        except (FileNotFoundError, ValueError):
+            tax = None
+    try:
+        index._galaxalign_taxonomy = tax
+    except AttributeError:
+        pass
+    return tax
+
+
+def parse_answers(answers: str | Iterable[str], tree=None) -> tuple[str, ...]:
+    """Galaxy Zoo answer ids (``smooth-or-featured_smooth,how-rounded_round``) checked against the tree
+    (``tree``: a model's own decision tree; default the shipped one)."""
     from galaxalign.taxonomy import decision_tree
 
     items = answers.split(",") if isinstance(answers, str) else list(answers)
     items = [str(a).strip() for a in items if str(a).strip()]
     if not items:
         raise QueryError("no Galaxy Zoo answers given; pass answer ids such as 'smooth-or-featured_smooth'")
-    tree = decision_tree()
+    tree = tree or decision_tree()
     known = tree.answers
     bad = [a for a in items if a not in known]
     if bad:
@@ -87,12 +110,15 @@ def parse_answers(answers: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def render_query_symbol(answers: Sequence[str], size: int = SYMBOL_SIZE) -> np.ndarray:
-    """The composed Galaxy Zoo pictogram of a set of answers (deterministic, no augmentation)."""
-    from galaxalign.symbols import SymbolError, render_symbol
+def render_query_symbol(answers: Sequence[str], size: int = SYMBOL_SIZE, taxonomy=None) -> np.ndarray:
+    """The composed Galaxy Zoo pictogram of a set of answers (deterministic, no augmentation), drawn
+    with ``taxonomy``'s symbol book and decision tree (a model's own; default the shipped ones)."""
+    from galaxalign.symbols import SymbolError, book_of, render_symbol
 
+    tree = taxonomy.tree if taxonomy is not None else None
+    book = book_of(taxonomy) if taxonomy is not None else None
     try:
-        return render_symbol(tuple(parse_answers(answers)), size=size, seed=0, augment=False)
+        return render_symbol(tuple(parse_answers(answers, tree)), size=size, seed=0, augment=False, book=book, tree=tree)
     except SymbolError as exc:
         raise QueryError(f"cannot draw a symbol for these answers: {exc}") from None
 
@@ -138,8 +164,10 @@ def query_sketch(index: SearchIndex, model, image: np.ndarray, k: int = 10) -> l
 
 
 def query_symbol(index: SearchIndex, model, answers: str | Sequence[str], k: int = 10) -> list[Hit]:
-    """Galaxies matching the pictogram composed from Galaxy Zoo answers (symbol encoder)."""
-    return query_sketch(index, model, render_query_symbol(parse_answers(answers)), k)
+    """Galaxies matching the pictogram composed from Galaxy Zoo answers (symbol encoder), drawn with the
+    symbol book and decision tree the index's model was trained with."""
+    tax = index_taxonomy(index)
+    return query_sketch(index, model, render_query_symbol(answers, taxonomy=tax), k)
 
 
 def query_text(index: SearchIndex, model, text: str, k: int = 10) -> list[Hit]:

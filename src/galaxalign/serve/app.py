@@ -293,6 +293,7 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
     def symbols() -> dict[str, Any]:
         from galaxalign.taxonomy import decision_tree
 
+        tax = q.index_taxonomy(index)  # the model's own tree, saved with it
         return {
             "questions": [
                 {
@@ -304,7 +305,7 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
                         for a in question.answers
                     ],
                 }
-                for question in decision_tree().questions
+                for question in (tax.tree if tax is not None else decision_tree()).questions
             ]
         }
 
@@ -312,8 +313,9 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
     def symbol_png(answers: str = Query(..., description="comma-separated answer ids"),
                    size: int = Query(ICON_SIZE, ge=16, le=512)):
-        parsed = q.parse_answers(answers)
-        png = searcher.icons.get((parsed, size), lambda: _png(q.render_query_symbol(parsed, size=size)))
+        tax = q.index_taxonomy(index)
+        parsed = q.parse_answers(answers, tax.tree if tax is not None else None)
+        png = searcher.icons.get((parsed, size), lambda: _png(q.render_query_symbol(parsed, size=size, taxonomy=tax)))
         return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
     @app.get("/api/thumb/{galaxy_id:path}.png", summary="a catalog galaxy's thumbnail, by (percent-encoded) id",
@@ -372,7 +374,8 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
 
     @app.post("/api/search/symbol", summary="galaxies matching the symbol composed from Galaxy Zoo answers")
     def search_symbol(body: SymbolQuery):
-        answers = q.parse_answers(body.answers)
+        tax = q.index_taxonomy(index)
+        answers = q.parse_answers(body.answers, tax.tree if tax is not None else None)
         hits = q.query_symbol(index, searcher.model, answers, body.k)
         return searcher.hits_json(hits, {"answers": list(answers)}, body.k)
 

@@ -27,6 +27,7 @@ from galaxalign.symbols.book import (
     SymbolBook,
     SymbolError,
     book_from_dict,
+    book_of,
     load_symbol_book,
     symbol_book,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "SymbolPlan",
     "load_symbol_book",
     "symbol_book",
+    "book_of",
     "compose_symbol",
     "render_symbol",
     "render_class_symbol",

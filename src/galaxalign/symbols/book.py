@@ -125,3 +125,20 @@ def symbol_book() -> SymbolBook:
     text = resources.files(KNOWLEDGE).joinpath("symbols.yaml").read_text()
     return book_from_dict(yaml.safe_load(text), "symbols.yaml")
 
+
+_BOOKS: dict[str, SymbolBook] = {}
+
+
+def book_of(taxonomy) -> SymbolBook:
+    """The symbol book a taxonomy carries (a user's, or the one saved with a model); the shipped one
+    when it carries none."""
+    data = getattr(taxonomy, "symbol_data", None)
+    if data is None:
+        return symbol_book()
+    import json
+
+    key = json.dumps(data, sort_keys=True, default=str)
+    if key not in _BOOKS:
+        _BOOKS[key] = book_from_dict(data, f"symbol book of taxonomy {taxonomy.name!r} ({taxonomy.source})")
+    return _BOOKS[key]
+

@@ -12,9 +12,9 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from galaxalign.symbols.book import SymbolBook, SymbolError, symbol_book
+from galaxalign.symbols.book import SymbolBook, SymbolError, book_of, symbol_book
 from galaxalign.symbols.compose import SymbolPlan, _as_answer_list, _compose
-from galaxalign.taxonomy import ClassSpec, Taxonomy, decision_tree, load_taxonomy
+from galaxalign.taxonomy import ClassSpec, DecisionTree, Taxonomy, decision_tree, load_taxonomy
 
 def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
     t = x - e0
@@ -294,8 +294,11 @@ def render_symbol(
     seed: int | Sequence[int] | np.random.Generator | None = None,
     augment: bool = False,
     book: SymbolBook | None = None,
+    tree: DecisionTree | None = None,
 ) -> np.ndarray:
     """Draw the symbol composed from ``answers`` as uint8 RGB ``(size, size, 3)``.
+
+    ``book`` / ``tree``: the symbol book and decision tree (default: the shipped ones).
 
     ``augment=False`` gives the clean canonical pictogram (``seed`` unused); ``augment=True`` draws a
     random variant (rotation, mirror, scale, shift, stroke width, blur, brightness, small shape
@@ -304,7 +307,7 @@ def render_symbol(
     if int(size) < 8:
         raise SymbolError(f"symbol size must be at least 8 pixels, got {size}")
     book = book or symbol_book()
-    plan = _compose(tuple(sorted(set(_as_answer_list(answers)))), book, decision_tree())
+    plan = _compose(tuple(sorted(set(_as_answer_list(answers)))), book, tree or decision_tree())
     return _draw_plan(plan, int(size), book, _rng(seed) if augment else None)
 
 
@@ -315,6 +318,7 @@ def render_class_symbol(
     seed: int | None = None,
     augment: bool = False,
     book: SymbolBook | None = None,
+    tree: DecisionTree | None = None,
 ) -> np.ndarray:
     """Draw one of a class's symbols: ``spec.symbols[variant % len(spec.symbols)]``.
 
@@ -325,7 +329,7 @@ def render_class_symbol(
     answers = spec.symbols[variant % len(spec.symbols)]
     try:
         rng = None if not augment else _rng(None if seed is None else (int(seed), int(variant)))
-        return render_symbol(answers, size=size, seed=rng, augment=augment, book=book)
+        return render_symbol(answers, size=size, seed=rng, augment=augment, book=book, tree=tree)
     except SymbolError as exc:
         raise SymbolError(f"class {spec.id} {spec.name!r}: {exc}") from None
 
@@ -341,9 +345,11 @@ def class_symbol_bank(
     """Every class's symbol variants: uint8 ``(C*n, size, size, 3)`` and int64 class ids ``(C*n,)``.
 
     Rows are class-major (class c's variants at ``c*n .. c*n+n-1``). Variant 0 is the clean canonical
-    symbol; the others are augmented, cycling through the class's alternative symbols.
+    symbol; the others are augmented, cycling through the class's alternative symbols. Drawn with the
+    taxonomy's own symbol book and decision tree unless ``book`` is given.
     """
     taxonomy = load_taxonomy(taxonomy)
+    book = book or book_of(taxonomy)
     if int(n_variants) < 1:
         raise SymbolError(f"n_variants must be at least 1, got {n_variants}")
     n = int(n_variants)
@@ -361,7 +367,7 @@ def class_symbol_bank(
         rng = None if v == 0 else _rng((int(seed), c, v))
         answers = spec.symbols[v % len(spec.symbols)]
         try:
-            images[c * n + v] = render_symbol(answers, size=size, seed=rng, augment=v > 0, book=book)
+            images[c * n + v] = render_symbol(answers, size=size, seed=rng, augment=v > 0, book=book, tree=taxonomy.tree)
         except SymbolError as exc:
             raise SymbolError(f"{taxonomy.name}: class {c} {spec.name!r}: {exc}") from None
     return images, ids

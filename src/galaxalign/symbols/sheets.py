@@ -3,31 +3,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from galaxalign.symbols.book import SymbolBook, symbol_book
+from galaxalign.symbols.book import SymbolBook, book_of, symbol_book
 from galaxalign.symbols.compose import _implied, _tree_index
 from galaxalign.symbols.raster import render_class_symbol, render_symbol
-from galaxalign.taxonomy import Taxonomy, decision_tree, load_taxonomy
+from galaxalign.taxonomy import DecisionTree, Taxonomy, decision_tree, load_taxonomy
 
 def symbol_sheet(taxonomy: Taxonomy | str | Path, out_png: str | Path, size: int = 128, book: SymbolBook | None = None) -> Path:
     """A labelled PNG sheet of every class symbol, a class's alternative symbols side by side."""
     taxonomy = load_taxonomy(taxonomy)
+    book = book or book_of(taxonomy)
     cells = []
     for spec in taxonomy.classes:
         for k, answers in enumerate(spec.symbols):
             title = f"{spec.id}: {spec.name}" + (f" (alt {k + 1}/{len(spec.symbols)})" if len(spec.symbols) > 1 else "")
-            cells.append((title, answers, lambda spec=spec, k=k: render_class_symbol(spec, size=size, variant=k, book=book)))
+            cells.append((title, answers, lambda spec=spec, k=k: render_class_symbol(spec, size=size, variant=k, book=book,
+                                                                            tree=taxonomy.tree)))
     return _sheet(cells, f"GalaxAlign class symbols: {taxonomy.name}", out_png)
 
 
-def answer_sheet(out_png: str | Path, size: int = 96, book: SymbolBook | None = None) -> Path:
+def answer_sheet(out_png: str | Path, size: int = 96, book: SymbolBook | None = None,
+                 tree: DecisionTree | None = None) -> Path:
     """A labelled PNG sheet of the pictogram of every answer in the symbols file, one by one."""
     book = book or symbol_book()
-    question_of, requires = _tree_index(decision_tree())
+    tree = tree or decision_tree()
+    question_of, requires = _tree_index(tree)
     cells = []
     for a in book.answers:
         implied = _implied(a, question_of, requires)[1:]
         caption = ("implies " + ", ".join(implied),) if implied else ()
-        cells.append((a, caption, lambda a=a: render_symbol([a], size=size, book=book)))
+        cells.append((a, caption, lambda a=a: render_symbol([a], size=size, book=book, tree=tree)))
     return _sheet(cells, "GalaxAlign pictogram of each decision-tree answer (with the answers it implies)", out_png)
 
 

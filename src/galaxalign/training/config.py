@@ -152,10 +152,7 @@ def parse_override(text: str) -> dict:
     parts = [p for p in key.strip().split(".")]
     if not all(parts):
         raise ConfigError(f"override {text!r}: empty key in {key!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not a YAML scalar: {exc}") from None
+    value = _override_value(text, raw)
     if isinstance(value, str) and "e" in value.lower():
         # YAML 1.1 reads "3e-4" as a string; a learning rate given that way is meant as a number.
         try:
@@ -167,6 +164,66 @@ def parse_override(text: str) -> dict:
     for p in parts[:-1]:
         node = node.setdefault(p, {})
     node[parts[-1]] = value
+    return out
+
+
+def _override_value(text: str, raw: str) -> Any:
+    """The YAML value of an override's text; an error when YAML would silently drop part of it.
+
+    ``out=runs/my run #2`` reads as ``runs/my run`` (`` #`` starts a comment) and ``out=a: b`` as a
+    mapping: both would cut a path without a word. Quote such a value, or pass values, not strings
+    (``load_config(..., overrides=[{"out": path}])``).
+    """
+    if not raw.strip():
+        return None
+    try:
+        node = yaml.compose(raw)
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from None
+    if node is not None and node.end_mark.index < len(raw.rstrip()):
+        raise ConfigError(
+            f"override {text!r}: YAML would read only {raw[:node.end_mark.index].strip()!r} of the value "
+            f"(the rest, {raw[node.end_mark.index:].strip()!r}, is a comment): quote the value"
+        )
+    if isinstance(node, yaml.MappingNode) and not node.flow_style:
+        raise ConfigError(
+            f"override {text!r}: YAML reads the value as a mapping because of ': '; quote the value, or "
+            "write a mapping in braces ({key: value})"
+        )
+    return value
+
+
+def merge_nested(base: dict, update: dict) -> dict:
+    """Deep-merge plain nested dicts (``update`` wins), in place; returns ``base``."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge_nested(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def dotted_overrides(mapping: dict, source: str = "overrides") -> dict:
+    """``{"data.num": 300, "stage1": {"lr": 1e-4}}`` -> nested dict; values are kept as given (never re-parsed)."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{source}: expected a mapping of config keys, got {type(mapping).__name__}")
+    out: dict = {}
+    for key, value in mapping.items():
+        parts = str(key).split(".")
+        if not all(p.strip() for p in parts):
+            raise ConfigError(f"{source}: empty part in key {key!r}")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: key {key!r} goes inside {p!r}, which is given a value too")
+        if isinstance(value, dict):
+            value = dotted_overrides(value, source)
+            if isinstance(node.get(parts[-1]), dict):
+                merge_nested(node[parts[-1]], value)
+                continue
+        node[parts[-1]] = _numbers(value)
     return out
 
 
@@ -230,14 +287,11 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
     th = c["threads"]
     _check(th is None or (isinstance(th, int) and th > 0), "threads", f"must be null or a positive integer, got {th!r}", source)
     amp = c["amp"]
-    if amp is False or amp is None:
-        th = c["threads"]
-    _check(th is None or (isinstance(th, int) and th > 0), "threads", f"must be null or a positive integer, got {th!r}", source)
-    amp = c["amp"] = "off"
-    if amp is True:
-        th = c["threads"]
-    _check(th is None or (isinstance(th, int) and th > 0), "threads", f"must be null or a positive integer, got {th!r}", source)
-    amp = c["amp"] = "auto"
+    # YAML reads a bare `amp: off` as False (and `on` as True): both are meant as modes.
+    if amp is False:
+        amp = c["amp"] = "off"
+    elif amp is True:
+        amp = c["amp"] = "auto"
     _check(amp in AMP_MODES, "amp", f"must be one of {list(AMP_MODES)}, got {amp!r}", source)
     _check(isinstance(c["seed"], int), "seed", f"must be an integer, got {c['seed']!r}", source)
     ce = c["checkpoint_every_steps"]

@@ -23,11 +23,15 @@ class TriModalForward(nn.Module):
     """The forward pass of contrastive training: per-sample features of images, texts and symbols."""
 
     def __init__(self, model: nn.Module, bank, use_symbols: bool, joint_forward: bool = True,
-                 all_classes: bool = True, symbol_refresh_every: int = 1):
+                 all_classes: bool = True, symbol_refresh_every: int = 1, use_text: bool = True, use_images: bool = True):
         super().__init__()
         self.model = model
         self.bank = bank
         self.use_symbols = use_symbols
+        # A tower whose loss terms all weigh 0 is not run: its parameters would get no gradient,
+        # which DDP (find_unused_parameters=False) refuses.
+        self.use_text = use_text
+        self.use_images = use_images
         self.joint_forward = joint_forward
         self.bank_train = True  # random prompt and symbol variant per class and batch; False: canonical
         # OUR CHOICE (symbols.refresh_every): every k-th forward encodes the symbols of all classes (with
@@ -44,35 +48,36 @@ class TriModalForward(nn.Module):
                              symbols=self.use_symbols and not reuse)
         if caching:
             self.calls += 1
-            if reuse:
-                out = self.model.forward_features(images, text_tokens=cb.text_tokens, text_index=cb.text_index)
-                out["symbol_features"] = self.symbol_cache.to(out["image_features"].dtype)[cb.symbol_index]
-                return out
-            if not (self.joint_forward and self.model.symbol_encoder_shared):
-                out = self.model.forward_features(images, text_tokens=cb.text_tokens, text_index=cb.text_index)
-                per_class = self.model.encode_symbol(cb.symbol_images.to(images.dtype))
-                self.symbol_cache = per_class.detach()
+            if reuse or not (self.use_images and self.joint_forward and self.model.symbol_encoder_shared):
+                out = self.model.forward_features(images if self.use_images else None,
+                                                  text_tokens=cb.text_tokens if self.use_text else None, text_index=cb.text_index)
+                if reuse:
+                    per_class = self.symbol_cache.to(out["image_features"].dtype if "image_features" in out else self.symbol_cache.dtype)
+                else:
+                    per_class = self.model.encode_symbol(cb.symbol_images.to(images.dtype))
+                    self.symbol_cache = per_class.detach()
                 out["symbol_features"] = per_class[cb.symbol_index]
                 return out
-        if self.use_symbols and self.joint_forward and self.model.symbol_encoder_shared:
+        if self.use_symbols and self.use_images and self.joint_forward and self.model.symbol_encoder_shared:
             # OUR CHOICE: while the visual encoder is shared (stage 1), images and the batch's few
             # symbols go through it in ONE pass: a separate pass of ~10 symbols costs ~30 % of the
             # step in per-layer overhead, the joint one ~12 %. Same features for towers without batch
             # statistics; with BatchNorm in train mode the symbols join the batch statistics.
             n = images.shape[0]
             both = self.model.encode_image(torch.cat([images, cb.symbol_images.to(images.dtype)]))
-            text = self.model.encode_text(cb.text_tokens)
             if caching:
                 self.symbol_cache = both[n:].detach()
-            return {
+            out = {
                 "logit_scale": self.model.scale(),
                 "image_features": both[:n],
-                "text_features": text[cb.text_index],
                 "symbol_features": both[n:][cb.symbol_index],
             }
+            if self.use_text:
+                out["text_features"] = self.model.encode_text(cb.text_tokens)[cb.text_index]
+            return out
         return self.model.forward_features(
-            images,
-            text_tokens=cb.text_tokens,
+            images if self.use_images else None,
+            text_tokens=cb.text_tokens if self.use_text else None,
             text_index=cb.text_index,
             symbol_images=cb.symbol_images if self.use_symbols else None,
             symbol_index=cb.symbol_index if self.use_symbols else None,
@@ -128,16 +133,24 @@ class ContrastiveObjective:
             # The paper's main comparison: plain image-text fine-tuning, no symbols anywhere.
             weights["symbol_text"] = weights["image_symbol"] = 0.0
         self.use_symbols = weights["symbol_text"] > 0 or weights["image_symbol"] > 0
+        use_text = weights["image_text"] > 0 or weights["symbol_text"] > 0
+        use_images = weights["image_text"] > 0 or weights["image_symbol"] > 0
         self.loss_fn = TriModalLoss(weights, label_aware=bool(cfg["loss"]["label_aware"]))
         # OUR CHOICE: each rank draws its own prompts and symbol variants (more variety per global batch).
         self.bank = ClassBank(taxonomy, model, n_symbol_variants=int(cfg["symbols"]["variants"]), seed=int(cfg["symbols"]["seed"]) + env.rank)
         self.forward_module = TriModalForward(model, self.bank, self.use_symbols, bool(cfg["symbols"]["joint_forward"]),
                                               all_classes=bool(cfg["symbols"]["all_classes"]),
-                                              symbol_refresh_every=int(cfg["symbols"]["refresh_every"]))
+                                              symbol_refresh_every=int(cfg["symbols"]["refresh_every"]),
+                                              use_text=use_text, use_images=use_images)
         if model.classifier is not None:
             _freeze(model.classifier.parameters())
         if not self.use_symbols and not model.symbol_encoder_shared:
             _freeze(model.symbol_encoder.parameters())
+        # Towers whose terms all weigh 0 are not run (above): frozen, so DDP expects no gradient.
+        if not use_text:
+            _freeze(model.text_encoder.parameters())
+        if not use_images and not model.symbol_encoder_shared:
+            _freeze(model.image_encoder.parameters())
 
     def loss(self, module: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
         out = module(images, labels)

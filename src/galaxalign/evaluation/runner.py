@@ -1,0 +1,269 @@
+"""Train and evaluate every run of a grid (``run_grid``) on shared splits; write report.json and
+report.md. ``galaxalign demo`` and ``galaxalign ablate`` are this runner on the shipped ``demo`` and
+``ablate`` grids.
+
+Every run starts from the grid's base config plus the same shared overrides, so a table scales up on
+a GPU by changing only sizes. All runs share the survey, the splits (``data.split_seed``) and the
+labelled subset of each label fraction; they are evaluated on the same test galaxies with the same
+gallery (the whole training split), and the probe's C is chosen on the validation split. The
+markdown report is rendered from report.json (``table_report.render_report``).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from galaxalign.evaluation.comparison import compare_to_reference
+from galaxalign.evaluation.report import fmt, write_json, write_text
+from galaxalign.evaluation.run_grid import RunGrid, RunSpec, expand_grid, load_grid
+from galaxalign.runtime import DEMO_DIR
+
+METRICS = ("accuracy", "macro_f1", "map", "map_at_10", "precision_at_10")
+REPORT_KINDS = {"demo": "galaxalign-demo", "ablation": "galaxalign-ablations"}
+
+
+def describe_backbone(cfg: dict) -> str:
+    spec = cfg["model"]["backbone"]
+    if spec.get("kind") == "offline":
+        return (f"offline: image {spec.get('image', 'efficientnet-lite0')} (ImageNet) + text "
+                f"{spec.get('text', 'all-MiniLM-L6-v2')}, embed_dim {spec.get('embed_dim')}, "
+                f"image_size {spec.get('image_size')}")
+    return json.dumps(spec, sort_keys=True)
+
+
+def _final_losses(history: list[dict]) -> dict:
+    """Last training row's loss terms (evidence for the 'why' analysis)."""
+    rows = [r for r in history if "loss" in r and not any(k.startswith("val_") for k in r)]
+    if not rows:
+        return {}
+    return {k: v for k, v in rows[-1].items() if "loss" in k and isinstance(v, (int, float))}
+
+
+def user_overrides(overrides: Sequence[str | dict]) -> dict:
+    """``--set KEY=VALUE`` strings (read once, as YAML values) and dicts -> one nested dict."""
+    from galaxalign.training.config import dotted_overrides, merge_nested, parse_override
+
+    out: dict = {}
+    for ov in overrides:
+        merge_nested(out, dotted_overrides(ov, "override") if isinstance(ov, dict) else parse_override(ov))
+    if "seed" in out:
+        raise ValueError("the training seed is an axis of the run grid: pass --seeds (or set `seeds` in the grid), not seed=")
+    return out
+
+
+def sim_to_real_hook(checkpoint: str | Path, exemplars: str | Path | None) -> dict | None:
+    """Sim-to-real accuracy of a checkpoint on the real galaxies in ``exemplars`` (a labelled folder or
+    catalog, e.g. ../shared/data/gz2-exemplars); None when no exemplars are given."""
+    if exemplars is None:
+        return None
+    exemplars = Path(exemplars)
+    if not exemplars.exists():
+        raise FileNotFoundError(f"exemplars {exemplars} do not exist (pass an existing folder or catalog, or leave it out)")
+    from galaxalign.evaluation.sim2real import sim_to_real
+
+    result = sim_to_real(checkpoint, exemplars)
+    return dict(result) if result is not None else None
+
+
+class GridRunner:
+    """Trains the runs of one grid and evaluates them on shared splits."""
+
+    def __init__(self, grid: RunGrid, out: Path, quick: bool, overrides: Sequence[str | dict], progress: bool,
+                 n_resamples: int | None, config: str | None = None):
+        from galaxalign.evaluation.protocol import resolve_data
+        from galaxalign.runtime import pick_device
+        from galaxalign.taxonomy import load_taxonomy
+        from galaxalign.training import load_config
+        from galaxalign.training.config import merge_nested
+
+        self.grid, self.out, self.quick, self.progress = grid, out, quick, progress
+        self.base = config or grid.base
+        self.n_resamples = n_resamples or grid.n_resamples(quick)
+        self.overrides = merge_nested(grid.shared_overrides(quick), user_overrides(overrides))
+        # The base config is read once: every run starts from the same dict, even if its file changes.
+        self.base_dict = load_config(self.base)
+        self.base_cfg = load_config(self.base_dict, [self.overrides])
+        self.taxonomy = load_taxonomy(self.base_cfg["data"]["taxonomy"])
+        t0 = time.perf_counter()
+        self.splits, self.dataset = resolve_data(self.base_cfg["data"], self.taxonomy)
+        self.dataset["taxonomy"] = self.taxonomy.name
+        self.timings: dict[str, Any] = {"data_seconds": time.perf_counter() - t0, "runs": {}}
+        self._labelled: dict[float, Any] = {}
+        self.device = pick_device(str(self.base_cfg["device"]))  # evaluate where training ran
+
+    def labelled_train(self, fraction: float):
+        if fraction not in self._labelled:
+            train = self.splits["train"]
+            if fraction < 1:
+                from galaxalign.datasets import apply_label_fraction
+
+                train = apply_label_fraction(train, fraction, int(self.base_cfg["data"]["label_seed"]))
+            self._labelled[fraction] = train[train["label"] >= 0].reset_index(drop=True)
+        return self._labelled[fraction]
+
+    def config(self, spec: RunSpec) -> dict:
+        from galaxalign.training import load_config
+
+        return load_config(self.base_dict, [self.overrides, spec.overrides, {"out": str(self.out / spec.name)}])
+
+    def train(self, spec: RunSpec):
+        from galaxalign.training import train
+
+        cfg = self.config(spec)
+        if self.progress:
+            print(f"[{spec.name}] training {spec.method} at label fraction {spec.label_fraction:g}, seed {spec.seed}", flush=True)
+        return train(cfg, progress=self.progress)
+
+    def evaluate(self, spec: RunSpec, model, embeddings: dict | None = None) -> dict:
+        from galaxalign.evaluation.protocol import evaluate_model
+
+        return evaluate_model(
+            model, self.taxonomy, self.splits["test"], self.splits["train"], self.labelled_train(spec.label_fraction),
+            self.out / spec.name / "eval", method=spec.method, title=spec.name, n_resamples=self.n_resamples,
+            progress=self.progress, embeddings=embeddings, val=self.splits.get("val"),
+        )
+
+    def execute(self, specs: list[RunSpec], on_run: Callable[[dict], None] | None = None) -> list[dict]:
+        from galaxalign.inference import load_model
+
+        records = []
+        zero_shot: dict = {}  # a stock model is exported once per grid entry and evaluated at every fraction
+        for spec in specs:
+            t0 = time.perf_counter()
+            if spec.method == "zero_shot" and spec.run in zero_shot:
+                tr, model, cache = zero_shot[spec.run]
+            else:
+                tr = self.train(spec)
+                model, _ = load_model(tr.export_dir, device=self.device)
+                cache = {}
+                if spec.method == "zero_shot":
+                    zero_shot[spec.run] = (tr, model, cache)
+            # zero_shot has nothing to train: its "training" only builds and exports the stock model
+            train_s = 0.0 if spec.method == "zero_shot" else float(tr.seconds)
+            res = self.evaluate(spec, model, cache)
+            rec = run_record(spec, res, train_s, tr.export_dir, tr.checkpoint, tr.history)
+            self.timings["runs"][spec.name] = {"train_seconds": train_s, "eval_seconds": res["eval_seconds"],
+                                               "wall_seconds": time.perf_counter() - t0}
+            records.append(rec)
+            if self.progress:
+                print(f"[{spec.name}] accuracy {fmt(rec['accuracy'])}  macro-F1 {fmt(rec['macro_f1'])}  "
+                      f"mAP {fmt(rec['map'])}  mAP@10 {fmt(rec['map_at_10'])}  ({train_s:.0f} s training)", flush=True)
+            if on_run is not None:
+                on_run(rec)
+        return records
+
+
+def run_record(spec: RunSpec, res: dict, train_seconds: float, export_dir: Path | None, checkpoint: Path | None,
+               history: list[dict]) -> dict:
+    rec = {
+        "name": spec.name,
+        "run": spec.run,
+        "method": spec.method,
+        "label_fraction": spec.label_fraction,
+        "seed": spec.seed,
+        **{m: res[m] for m in METRICS},
+        **{f"{m}_ci": res.get(f"{m}_ci") for m in METRICS},
+        "primary_classifier": res["primary_classifier"],
+        "classifiers": {k: {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"]} for k, v in res["classification"].items()},
+        "per_class_accuracy": res["classification"][res["primary_classifier"]]["per_class_accuracy"],
+        "retrieval": {k: v for k, v in res["retrieval"].items() if k != "ci"},
+        "probe": res.get("probe"),
+        "per_query": res["per_query"],
+        "train_seconds": train_seconds,
+        "eval_seconds": res["eval_seconds"],
+        "checkpoint": str(Path(export_dir).resolve()) if export_dir else None,
+        "training_checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+        "final_losses": _final_losses(history),
+        "overrides": spec.overrides,
+        "plots": {k: str(Path(v).resolve()) for k, v in res.get("plots", {}).items()},
+    }
+    if spec.description:
+        rec["description"] = spec.description
+    return rec
+
+
+def run_table(
+    grid: str | Path | RunGrid,
+    out: str | Path,
+    quick: bool = False,
+    *,
+    config: str | None = None,
+    overrides: Sequence[str | dict] = (),
+    runs: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+    label_fractions: Sequence[float] | None = None,
+    seeds: Sequence[int] | None = None,
+    exemplars: str | Path | None = None,
+    n_resamples: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train and evaluate every run of ``grid`` (a shipped name, a YAML path or a ``RunGrid``); write
+    report.json (after every run, so an interrupted table keeps what it measured) and report.md.
+
+    ``config`` replaces the grid's base config; ``overrides`` (``KEY=VALUE`` strings or dicts) apply
+    to every run; ``runs`` / ``methods`` / ``label_fractions`` / ``seeds`` select or replace axes;
+    ``exemplars``: real labelled galaxies for the sim-to-real check of the GalaxAlign run with the most
+    labels (skipped without). zero_shot is exported once and reported at every label fraction.
+    """
+    from galaxalign.evaluation.table_report import render_report
+
+    t_start = time.perf_counter()
+    g = grid if isinstance(grid, RunGrid) else load_grid(grid)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runner = GridRunner(g, out, quick, overrides, progress, n_resamples, config)
+    specs = expand_grid(g, runner.base_cfg, runs=runs, methods=methods, label_fractions=label_fractions, seeds=seeds)
+    report: dict[str, Any] = {
+        "kind": REPORT_KINDS[g.kind],
+        "title": g.title,
+        "grid": g.source,
+        "quick": quick,
+        "out": str(out.resolve()),
+        "dataset": runner.dataset,
+        "backbone": describe_backbone(runner.base_cfg),
+        "config": {"base": runner.base, "overrides": runner.overrides},
+        "budget": {"stage1_epochs": runner.base_cfg["stage1"]["epochs"], "stage2_epochs": runner.base_cfg["stage2"]["epochs"],
+                   "baseline_epochs": runner.base_cfg["stage1"]["epochs"] + runner.base_cfg["stage2"]["epochs"],
+                   "batch_size": runner.base_cfg["batch_size"], "equal_steps_across_fractions": True},
+        "label_fractions": sorted({s.label_fraction for s in specs}),
+        "seeds": sorted({s.seed for s in specs}),
+        "reference": g.reference,
+        "n_resamples": runner.n_resamples,
+        "runs": [],
+        "timings": runner.timings,
+    }
+    if len(report["label_fractions"]) == 1:
+        report["label_fraction"] = report["label_fractions"][0]
+
+    def checkpoint_partial(rec: dict) -> None:
+        report["runs"].append(rec)
+        write_json(report, out / "report.json")  # a partial table survives an interrupted run
+
+    runner.execute(specs, checkpoint_partial)
+    t0 = time.perf_counter()
+    ga = [r for r in report["runs"] if r["method"] == "galaxalign"]
+    best = max(ga, key=lambda r: r["label_fraction"]) if ga else None
+    report["sim_to_real"] = sim_to_real_hook(best["checkpoint"], exemplars) if best and g.kind == "demo" else None
+    report["exemplars"] = str(exemplars) if exemplars is not None else None
+    runner.timings["sim_to_real_seconds"] = time.perf_counter() - t0
+    if g.reference is not None:
+        report["comparison"] = compare_to_reference(report["runs"], g.reference, n_resamples=runner.n_resamples)
+    runner.timings["total_seconds"] = time.perf_counter() - t_start
+    write_json(report, out / "report.json")
+    write_text(render_report(report), out / "report.md")
+    return report
+
+
+def run_demo(out: str | Path = DEMO_DIR, quick: bool = False, *, grid: str | Path = "demo",
+             fractions: Sequence[float] | None = None, **kwargs) -> dict:
+    """The reproduction table (``galaxalign demo``): the shipped ``demo`` grid. See :func:`run_table`."""
+    return run_table(grid, out, quick, label_fractions=fractions, **kwargs)
+
+
+def run_ablations(out: str | Path = Path("runs") / "ablate", quick: bool = False, *, grid: str | Path = "ablate",
+                  label_fraction: float | None = None, only: Sequence[str] | None = None, **kwargs) -> dict:
+    """The ablations (``galaxalign ablate``): the shipped ``ablate`` grid. See :func:`run_table`."""
+    fractions = None if label_fraction is None else [label_fraction]
+    return run_table(grid, out, quick, label_fractions=fractions, runs=only, **kwargs)
