@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import gc
+import os
+import shutil
 import random
 import time
 from contextlib import nullcontext
@@ -18,11 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from galaxalign.model import MAX_LOGIT_SCALE
+from galaxalign.runtime import atomic_path
 from galaxalign.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from galaxalign.training.config import load_config
+from galaxalign.training.config import derived_checkpoint_every, derived_runtime, load_config
 from galaxalign.training.distributed import DistEnv, ResumableSampler, barrier, init_distributed
 from galaxalign.training.methods import build_objective
 from galaxalign.training.schedule import build_optimizer, cosine_schedule
@@ -76,34 +79,10 @@ def seed_everything(seed: int) -> None:
 
 def worker_init_fn(worker_id: int) -> None:
     """Seed python/numpy in each DataLoader worker from torch's per-worker seed (itself drawn from the
-    loader's generator); per-sample seeds (SeededSamples) then fix each augmentation exactly."""
+    loader's generator); per-sample seeds (``AugmentedSamples``) then fix each augmentation exactly."""
     s = torch.initial_seed() % (2**32)
     random.seed(s)
     np.random.seed(s)
-
-
-class SeededSamples(Dataset):
-    """Wraps a dataset indexed by ``(index, seed)``: every RNG is seeded from the sample's seed before
-    the item is made, so an augmentation is a pure function of (run seed, epoch, position) and a
-    resumed run or a different worker count sees the same pixels. In the main process the RNG states
-    are restored afterwards, so the training loop's own random stream is untouched."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        index, seed = key
-        in_main = torch.utils.data.get_worker_info() is None
-        saved = rng_state() if in_main else None
-        try:
-            seed_everything(int(seed))
-            return self.dataset[index]
-        finally:
-            if saved is not None:
-                set_rng_state(saved)
 
 
 def prepare_data(cfg: dict, env: DistEnv, progress: bool):
@@ -273,7 +252,8 @@ def _typed(row: dict) -> dict:
 
 
 # Keys a resumed run may change: they do not alter what is computed.
-RESUME_MAY_CHANGE = {"max_steps", "out", "workers", "threads", "device", "tensorboard", "checkpoint_every_steps", "keep_epoch_checkpoints"}
+RESUME_MAY_CHANGE = {"max_steps", "out", "workers", "threads", "device", "tensorboard", "checkpoint_every_steps", "keep_epoch_checkpoints",
+                     "keep_best_checkpoint", "log_every_steps", "compile", "channels_last"}
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -392,13 +372,15 @@ class Trainer:
         self.seconds_before = float(self.resume_state.get("seconds", 0.0)) if self.resume_state else 0.0
         self.global_step = int(self.resume_state["step"]) if self.resume_state else 0
         self.last_checkpoint: Path | None = None
+        self.saved_step = self.global_step  # step of the last checkpoint written (derived cadence)
+        self.best = self.resume_state.get("best") if self.resume_state else None  # (metric, value) of best.pt
 
     # -- set-up ---------------------------------------------------------------------------------
 
     def setup(self) -> None:
         cfg, env = self.cfg, self.env
-        if cfg["threads"]:
-            torch.set_num_threads(int(cfg["threads"]))
+        self.runtime = derived_runtime(cfg, env.device.type, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        torch.set_num_threads(int(self.runtime["threads"]))
         seed_everything(cfg["seed"])
         torch.set_float32_matmul_precision("high")
         model_config = self.resume_state["model_config"] if self.resume_state else None
@@ -422,14 +404,18 @@ class Trainer:
         self.log = RunLog(self.out, env.is_main, bool(cfg["tensorboard"]), self.global_step if self.resume_state else None)
 
     def dataset(self):
-        from galaxalign.datasets import GalaxyDataset
+        """uint8 images at the training size + per-sample augmentation parameters (AugmentedSamples);
+        the pixels are augmented a batch at a time on the device (``self.augment``)."""
+        from galaxalign.datasets.pytorch import AugmentedSamples, GalaxyDataset
 
         if self.cached:
             from galaxalign.features import CachedViews
 
             return CachedViews(self.train_views, self.train_cat["label"].to_numpy(np.int64))
-        transform = self.model.train_transform(strength=float(self.cfg["data"]["augment"]))
-        return SeededSamples(GalaxyDataset(self.train_cat, transform))
+        # The model's train transform supplies the augmentation (its ranges are the model's choice).
+        self.augment = self.model.train_transform(strength=float(self.cfg["data"]["augment"])).augment
+        self.train_images = GalaxyDataset(self.train_cat, image_size=self.model.image_size, in_memory=self.cfg["data"]["in_memory"])
+        return AugmentedSamples(self.train_images, self.augment)
 
     # -- frozen-trunk features, normaliser, warm start -----------------------------------------------
 
@@ -483,9 +469,11 @@ class Trainer:
         warm_start_text_projection(self.model, self.taxonomy, emb, labels)
 
     def loader(self, dataset, sampler: ResumableSampler) -> DataLoader:
+        """One loader per stage: persistent workers keep their HDF5 handles across epochs; batches are
+        uint8 in pinned memory on a GPU."""
         g = torch.Generator()
         g.manual_seed(self.cfg["seed"])
-        workers = self.cfg["workers"]
+        workers = int(self.runtime["workers"])
         return DataLoader(
             dataset,
             batch_size=self.cfg["batch_size"],
@@ -495,8 +483,45 @@ class Trainer:
             generator=g,
             drop_last=True,
             pin_memory=self.env.device.type == "cuda",
-            persistent_workers=False,
+            persistent_workers=workers > 0,
+            prefetch_factor=2 if workers > 0 else None,
         )
+
+    def device_batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Host batch (uint8 images, labels, params) -> augmented, normalised images and labels on the
+        device; copies are non-blocking, the noise seed is read from the host params (no sync).
+        With the feature cache a batch is (pooled features, labels): the views were the augmentation."""
+        dev = self.env.device
+        if self.cached:
+            feats, labels = batch
+            return feats.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+        images, labels, params = batch
+        noise_seed = int(params[:, -1].double().sum()) if self.augment.strength > 0 else 0
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        x = self.augment.apply(images.to(dev, non_blocking=True), params.to(dev, non_blocking=True), noise_seed, memory_format=fmt)
+        return x, labels.to(dev, non_blocking=True)
+
+    def compile_towers(self) -> None:
+        """``compile``: torch.compile each tower in place (state-dict keys unchanged); ``channels_last``:
+        the towers' weights in that memory format.
+
+        OUR CHOICE (measured, docs/training.md "Speed"): ``channels_last: auto`` is on for convolutional
+        image towers (more than one Conv2d: EfficientNet-Lite0's fwd+bwd at batch 64 took 0.67 s instead
+        of 1.31 s on the CPU) and off for a ViT (one Conv2d, the patch embedding)."""
+        model, cfg = self.model, self.cfg
+        towers = [model.image_encoder, model.text_encoder] + ([] if model.symbol_encoder_shared else [model.symbol_encoder])
+        self.channels_last = cfg["channels_last"]
+        # OUR CHOICE: channels_last "auto" = on for convolutional image towers (> 1 Conv2d), off for a ViT.
+        if self.channels_last == "auto":
+            self.channels_last = sum(isinstance(m, nn.Conv2d) for m in model.image_encoder.modules()) > 1
+        if self.channels_last:
+            for t in towers:
+                t.to(memory_format=torch.channels_last)
+        if cfg["compile"]:
+            backend = "inductor" if cfg["compile"] is True else str(cfg["compile"])
+            for t in towers:
+                if getattr(t, "_compiled_call_impl", None) is None:
+                    t.compile(backend=backend)
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -505,6 +530,9 @@ class Trainer:
         bank = getattr(objective, "bank", None)
         if bank is not None:  # the class bank draws prompts and symbol variants from its own generator
             rngs["class_bank"] = bank.rng.bit_generator.state
+        fwd = getattr(objective, "forward_module", None)
+        if getattr(fwd, "symbol_refresh_every", 1) > 1:  # reused symbol features: part of the exact state
+            rngs["symbol_cache"] = {"calls": fwd.calls, "features": None if fwd.symbol_cache is None else fwd.symbol_cache.cpu()}
         if self.env.distributed:
             import torch.distributed as dist
 
@@ -526,18 +554,43 @@ class Trainer:
             "rng": rngs,
             "method": self.cfg["method"],
             "seconds": self.elapsed(),
+            "best": self.best,
         }
 
-    def save(self, state_fn, tag: str | None = None) -> None:
-        """Every rank builds the state (RNG gathering is collective); rank 0 writes it."""
+    def save(self, state_fn, tag: str | None = None, best: bool = False) -> None:
+        """Every rank builds the state (RNG gathering is collective); rank 0 writes it (``best``: also
+        as best.pt)."""
         state = state_fn()
         if self.env.is_main:
             self.last_checkpoint = save_checkpoint(self.ckpt_dir / "last.pt", state)
             if tag and self.cfg["keep_epoch_checkpoints"]:
                 save_checkpoint(self.ckpt_dir / f"{tag}.pt", state)
+            if best:  # a byte copy of last.pt, written atomically like it (no second serialisation)
+                with atomic_path(self.ckpt_dir / "best.pt") as tmp:
+                    shutil.copyfile(self.last_checkpoint, tmp)
         else:
             self.last_checkpoint = self.ckpt_dir / "last.pt"
+        self.saved_step = self.global_step
         barrier(self.env)
+
+    def is_new_best(self, row: dict) -> bool:
+        """``keep_best_checkpoint``: does this validation row beat best.pt? OUR CHOICE: the first
+        ``val_acc_*`` metric of the method (text-prototype accuracy; the head's for image_only)."""
+        if not self.cfg["keep_best_checkpoint"]:
+            return False
+        if self.env.distributed:  # rank 0 validated: every rank must take the same decision
+            import torch.distributed as dist
+
+            box = [row]
+            dist.broadcast_object_list(box, src=0)
+            row = box[0]
+        key = next((k for k in row if k.startswith("val_acc")), None)
+        if key is None:
+            return False
+        if self.best is None or row[key] > self.best[1]:
+            self.best = (key, float(row[key]))
+            return True
+        return False
 
     def restore_rng(self, objective=None) -> None:
         rngs = self.resume_state["rng"]
@@ -548,6 +601,11 @@ class Trainer:
         bank = getattr(objective, "bank", None)
         if bank is not None and "class_bank" in rngs:
             bank.rng.bit_generator.state = rngs["class_bank"]
+        cache = rngs.get("symbol_cache")
+        fwd = getattr(objective, "forward_module", None)
+        if cache is not None and fwd is not None:
+            fwd.calls = int(cache["calls"])
+            fwd.symbol_cache = None if cache["features"] is None else cache["features"].to(self.env.device)
 
     def elapsed(self) -> float:
         return self.seconds_before + time.time() - self.t0
@@ -629,6 +687,7 @@ class Trainer:
             # Stage 2: the symbol encoder becomes a copy of the stage-1 image encoder (locks copied too).
             model.separate_symbol_encoder()
             model.to(env.device)
+        self.compile_towers()
         objective = build_objective(cfg, model, self.taxonomy, env)
         if self.cached and getattr(objective, "bank", None) is not None and objective.use_symbols:
             objective.bank.use_pooled_symbols(model.symbol_encoder, model.symbol_transform(train=False))
@@ -636,7 +695,10 @@ class Trainer:
             self.warm_start_symbols(objective)
         module: nn.Module = objective.forward_module
         if env.distributed:
-            module = nn.parallel.DistributedDataParallel(module, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+            # Reused symbol features (symbols.refresh_every > 1) leave the stage-2 symbol tower out of some steps.
+            unused = int(cfg["symbols"]["refresh_every"]) > 1 and not model.symbol_encoder_shared
+            module = nn.parallel.DistributedDataParallel(module, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+                                                         find_unused_parameters=unused)
 
         sampler = ResumableSampler(dataset, env.world_size, env.rank, seed=cfg["seed"] + 1000 * stage.number, batch_size=cfg["batch_size"])
         micro_per_epoch = sampler.num_samples // cfg["batch_size"]
@@ -667,17 +729,17 @@ class Trainer:
         self.train_mode()
         clip = cfg["optimizer"]["grad_clip_norm"]
         max_steps = cfg["max_steps"]
-        every = cfg["checkpoint_every_steps"]
-        # With the cache an epoch takes a second or two: checkpoint about 4 times a stage, and keep the
-        # stage's best validation epoch (restored at the stage's end).
-        save_every = max(1, stage.epochs // 4) if self.cached else 1
-        best = BestEpoch(self.ckpt_dir / f"best_stage{stage.number}.safetensors", selection_metric(cfg["method"])) if self.cached else None
-        if best is not None and pos is None:
-            best.reset()
+        every, save_epoch_ends = derived_checkpoint_every(cfg, steps_per_epoch, sum(p.epochs for p in stage_plan(cfg)))
+        log_every = int(self.runtime["log_every_steps"])
+        loader = self.loader(dataset, sampler)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        # With the cache, keep the stage's best validation epoch (restored at the stage's end).
+        best_epoch = BestEpoch(self.ckpt_dir / f"best_stage{stage.number}.safetensors", selection_metric(cfg["method"])) if self.cached else None
+        if best_epoch is not None and pos is None:
+            best_epoch.reset()
         for epoch in range(start_epoch, stage.epochs):
             skip_steps = start_batch if epoch == start_epoch else 0
             sampler.set_position(epoch, skip_steps * accum * cfg["batch_size"])
-            loader = self.loader(dataset, sampler)
             bar = None
             if self.progress and env.is_main:
                 from tqdm.auto import tqdm
@@ -685,13 +747,22 @@ class Trainer:
                 bar = tqdm(total=steps_per_epoch, initial=skip_steps, desc=f"{cfg['method']} stage {stage.number} epoch {epoch + 1}/{stage.epochs}", leave=False, dynamic_ncols=True)
             batch_in_epoch = skip_steps
             micro = 0
-            sums: dict[str, float] = {}
-            t_step = time.time()
-            for images, labels in loader:
+            # No host sync inside the step: loss terms stay device tensors until a flush (every
+            # log_every steps, before a checkpoint, at the epoch's end) reads them all at once.
+            sums: dict[str, torch.Tensor] = {}
+            pending: list[dict] = []
+            t_step = time.perf_counter()
+            data_wait = 0.0
+            batches = iter(loader)
+            while True:
+                t_data = time.perf_counter()
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                data_wait += time.perf_counter() - t_data
                 if batch_in_epoch >= steps_per_epoch:
                     break  # the accumulation remainder of an epoch is not used
-                images = images.to(env.device, non_blocking=True)
-                labels = labels.to(env.device, non_blocking=True)
+                images, labels = self.device_batch(batch)
                 # OUR CHOICE: accumulation sums gradients of micro-batches (each its own contrastive
                 # batch), not open_clip's feature caching; cheaper in code, negatives stay per micro-batch.
                 last_micro = micro == accum - 1
@@ -701,13 +772,14 @@ class Trainer:
                         terms = objective.loss(module, images, labels)
                     scaler.scale(terms["loss"] / accum).backward()
                 for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach()) / accum
+                    v = v.detach().float() / accum
+                    sums[k] = sums[k] + v if k in sums else v
                 micro += 1
                 if not last_micro:
                     continue
                 if clip:
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], float(clip))
+                    torch.nn.utils.clip_grad_norm_(trainable, float(clip))
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
@@ -717,49 +789,51 @@ class Trainer:
                 self.global_step += 1
                 batch_in_epoch += 1
                 micro = 0
-                row = {
+                now = time.perf_counter()
+                pending.append({
                     "kind": "train",
                     "step": self.global_step,
                     "epoch": epoch,
                     "stage": stage.number,
-                    **{k: round(v, 6) for k, v in sums.items()},
+                    "_device": {**sums, "logit_scale": model.logit_scale.detach().exp()},
                     "lr": optimizer.param_groups[0]["lr"],
-                    "logit_scale": round(float(model.logit_scale.detach().exp()), 4),
-                    "step_seconds": round(time.time() - t_step, 4),
+                    "step_seconds": round(now - t_step, 4),
+                    "data_seconds": round(data_wait, 4),
                     "seconds": round(self.elapsed(), 2),
-                }
+                })
                 sums = {}
-                if env.is_main:
-                    self.log.train_row(row)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{row['loss']:.4f}")
+                data_wait = 0.0
                 stop = max_steps is not None and self.global_step >= max_steps
-                if batch_in_epoch < steps_per_epoch and (stop or (every and self.global_step % every == 0)):
+                ckpt = batch_in_epoch < steps_per_epoch and (stop or (every and self.global_step % every == 0))
+                if len(pending) >= log_every or ckpt or stop or batch_in_epoch >= steps_per_epoch:
+                    self.flush(pending, bar)
+                if ckpt:
                     self.save(state_at(epoch, batch_in_epoch))
                 if stop and batch_in_epoch < steps_per_epoch:
                     if bar is not None:
                         bar.close()
                     return False
-                t_step = time.time()
+                t_step = time.perf_counter()
+            self.flush(pending, bar)
             if bar is not None:
                 bar.close()
             last_epoch = epoch + 1 == stage.epochs
             # With the cache, epochs are short: validate about 30 times a stage (and at its end).
             val_every = max(1, stage.epochs // 30) if self.cached else 1
             row = self.validate(objective, stage, epoch) if ((epoch + 1) % val_every == 0 or last_epoch) else {}
-            if best is not None and env.is_main:
-                best.offer(model, row, epoch + 1)
-            stopping = max_steps is not None and self.global_step >= max_steps
-            if last_epoch and best is not None:
+            if best_epoch is not None and env.is_main:
+                best_epoch.offer(model, row, epoch + 1)
+            if last_epoch and best_epoch is not None:
                 barrier(env)
-                chosen = best.restore(model)
+                chosen = best_epoch.restore(model)
                 if chosen is not None and env.is_main:
                     self.log.val_row({"kind": "val", "step": self.global_step, "epoch": epoch, "stage": stage.number,
                                       "selected_epoch": chosen, "seconds": round(self.elapsed(), 2)})
-            if (epoch + 1) % save_every == 0 or last_epoch or stopping:
-                self.save(state_at(epoch + 1, 0), tag=f"stage{stage.number}_epoch{epoch + 1}")
-            if stopping:
+            best = self.is_new_best(row)
+            stop = max_steps is not None and self.global_step >= max_steps
+            if save_epoch_ends or best or last_epoch or stop or self.global_step - self.saved_step >= every or cfg["keep_epoch_checkpoints"]:
+                self.save(state_at(epoch + 1, 0), tag=f"stage{stage.number}_epoch{epoch + 1}", best=best)
+            if stop:
                 return si == len(stage_plan(cfg)) - 1 and epoch + 1 == stage.epochs
         if stage.epochs == 0:
             self.save(state_at(0, 0))
@@ -783,6 +857,29 @@ class Trainer:
         inputs = (inputs - tower.feature_mean) / tower.feature_std
         targets = torch.stack([means[c] for _, c in rows for _ in range(views.shape[1])]).to(inputs.device)
         ridge_projection(tower.proj, inputs, targets)
+
+    def flush(self, pending: list[dict], bar=None) -> None:
+        """Read the pending steps' device scalars in ONE transfer and write their train-log rows."""
+        if not pending:
+            return
+        keys = [list(r["_device"]) for r in pending]
+        flat = torch.stack([v.reshape(()).float() for r in pending for v in r["_device"].values()]).tolist()
+        at = 0
+        for r, ks in zip(pending, keys):
+            vals = dict(zip(ks, flat[at : at + len(ks)]))
+            at += len(ks)
+            scale = vals.pop("logit_scale")
+            row = {k: v for k, v in r.items() if k != "_device"}
+            row = {**{k: row[k] for k in ("kind", "step", "epoch", "stage")}, **{k: round(v, 6) for k, v in vals.items()},
+                   "lr": row["lr"], "logit_scale": round(scale, 4), "step_seconds": row["step_seconds"],
+                   "data_seconds": row["data_seconds"], "seconds": row["seconds"]}
+            if self.env.is_main:
+                self.log.train_row(row)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.set_postfix(loss=f"{vals.get('loss', float('nan')):.4f}")
+        pending.clear()
 
 
 def train(config: dict | str | Path, progress: bool = True, resume: str | Path | None = None) -> TrainResult:
