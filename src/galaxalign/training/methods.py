@@ -12,6 +12,7 @@ plus its named terms.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -101,7 +102,6 @@ def _freeze(params) -> None:
 def _val_features(model, catalog, batch_size: int = 128):
     """(raw image features (N,V,D), labels) of the validation set, V views: a catalog gives the eval
     transform's single view; cached views (``features.PooledSet``) give all 8 (test-time averaging)."""
-    from galaxalign.datasets import GalaxyDataset
     from galaxalign.features import PooledSet
 
     device = model.logit_scale.device
@@ -109,12 +109,11 @@ def _val_features(model, catalog, batch_size: int = 128):
         v = torch.from_numpy(catalog.views).to(device)
         raw = model.image_encoder(v.reshape(-1, v.shape[-1])).float().reshape(v.shape[0], v.shape[1], -1)
         return raw, torch.from_numpy(catalog.labels).to(device)
-    loader = torch.utils.data.DataLoader(GalaxyDataset(catalog, model.eval_transform()), batch_size=batch_size, shuffle=False)
-    feats, labels = [], []
-    for x, y in loader:
-        feats.append(model.encode_image(x.to(device), normalize=False).float())
-        labels.append(torch.as_tensor(y))
-    return torch.cat(feats)[:, None], torch.cat(labels).to(device)
+    from galaxalign.inference import encode_images
+
+    raw = encode_images(model, catalog, "image", output="raw", tta=False, batch_size=batch_size, use_cache=False)
+    labels = torch.as_tensor(catalog["label"].to_numpy(np.int64).copy())
+    return torch.from_numpy(raw).to(device)[:, None], labels.to(device)
 
 
 def _gather(*features, labels):
