@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 # Real labelled galaxies for the demo's sim-to-real check (skipped when the folder is absent).
-EXEMPLARS ?= ../shared/data/gz2-exemplars
+EXEMPLARS ?= ../shared/data/gz2-exemplars ../shared/data/gama-exemplars
 
 .PHONY: setup test demo bench browser clean
 
@@ -26,7 +26,7 @@ test: setup browser
 	$(PY) -m pytest -q -ra
 
 demo: setup
-	$(VENV)/bin/galaxalign demo $(if $(wildcard $(EXEMPLARS)),--exemplars $(EXEMPLARS))
+	$(VENV)/bin/galaxalign demo $(foreach e,$(wildcard $(EXEMPLARS)),--exemplars $(e))
 
 bench: setup
 	@set -e; for f in bench/bench_*.py; do echo "== $$f" >&2; $(PY) $$f; done

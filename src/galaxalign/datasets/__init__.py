@@ -14,7 +14,7 @@ from galaxalign.datasets.galaxy10 import GALAXY10_URL, default_galaxy10_path, do
 from galaxalign.datasets.gz2 import GZ2_SUMMARY_CLASSES, gz2_summary, load_gz2_catalog
 from galaxalign.datasets.images import ImageReadError, ImageReader, check_image, read_image
 from galaxalign.datasets.load import load_catalog
-from galaxalign.datasets.splits import apply_label_fraction, split_catalog
+from galaxalign.datasets.splits import apply_label_fraction, split_catalog, splits_from_config
 from galaxalign.datasets.user import load_image_folder, load_user_catalog
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "load_user_catalog",
     "read_image",
     "split_catalog",
+    "splits_from_config",
     "validate_catalog",
 ]
 

@@ -94,3 +94,45 @@ def apply_label_fraction(
         k = min(len(members), max(min_per_class, int(round(fraction * len(members)))))
         keep[members[_rng(seed, label, 1).permutation(len(members))[:k]]] = True
     return catalog[keep].reset_index(drop=True)
+
+
+def splits_from_config(data_cfg: dict, taxonomy, source=None, progress: bool = False) -> tuple[dict[str, pd.DataFrame], dict]:
+    """The one derivation of a run's data: ``{"train", "val", "test", "train_labelled"}`` and a JSON
+    description, from a training config's ``data`` section. Training and evaluation both call it,
+    so the test galaxies evaluated are exactly the ones the trainer held out.
+
+    ``source`` overrides ``data_cfg["source"]``. ``train_labelled`` is the labelled part of ``train``
+    restricted to ``label_fraction`` (nested subsets, ``label_seed``); ``val``/``test`` keep only
+    labelled galaxies. Every key of ``data_cfg`` the derivation reads must be present (the training
+    schema fills them), so no second set of fallback defaults can drift from the trainer's.
+    """
+    from galaxalign.datasets.load import load_catalog
+
+    src = str(source) if source is not None else str(data_cfg["source"])
+    info: dict = {"source": src}
+    path = src
+    if src == "survey":
+        from galaxalign.survey import default_survey
+
+        path = default_survey(int(data_cfg["num"]), int(data_cfg["size"]), int(data_cfg["seed"]), progress=progress)
+        info.update(num=int(data_cfg["num"]), size=int(data_cfg["size"]), seed=int(data_cfg["seed"]))
+    info["path"] = str(path)
+    catalog = load_catalog(path, taxonomy, skip_bad=bool(data_cfg.get("skip_bad", False)))
+    splits = split_catalog(catalog, float(data_cfg["val_fraction"]), float(data_cfg["test_fraction"]),
+                           int(data_cfg["split_seed"]))
+    train = splits["train"]
+    labelled = train[train["label"] >= 0]
+    lf = float(data_cfg["label_fraction"])
+    if lf < 1:
+        labelled = apply_label_fraction(labelled, lf, int(data_cfg["label_seed"]))
+    out = {
+        "train": train.reset_index(drop=True),
+        "train_labelled": labelled[labelled["label"] >= 0].reset_index(drop=True),
+        "val": splits["val"][splits["val"]["label"] >= 0].reset_index(drop=True),
+        "test": splits["test"][splits["test"]["label"] >= 0].reset_index(drop=True),
+    }
+    info["splits"] = {k: int(len(out[k])) for k in SPLITS}
+    info["n_train_labelled"] = int(len(out["train_labelled"]))
+    info.update(split_seed=int(data_cfg["split_seed"]), val_fraction=float(data_cfg["val_fraction"]),
+                test_fraction=float(data_cfg["test_fraction"]), label_fraction=lf, label_seed=int(data_cfg["label_seed"]))
+    return out, info

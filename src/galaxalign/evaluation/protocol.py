@@ -62,13 +62,9 @@ def primary_classifier(method: str | None, model) -> str:
 
 def head_scores(model, images: list[np.ndarray]) -> np.ndarray:
     """Class probabilities of the image-only baseline's head (``model.classify``) for uint8 images."""
-    import torch
+    from galaxalign.inference import encode_images
 
-    device = next(model.parameters()).device
-    transform = model.eval_transform()
-    x = torch.stack([transform(img) for img in images]).to(device)
-    with torch.no_grad():
-        return softmax(model.classify(x).float().cpu().numpy())
+    return encode_images(model, images, "image", output="head")
 
 
 def zero_shot_prototypes(model, taxonomy, modalities=ZERO_SHOT_MODALITIES, cache: dict | None = None) -> dict:
@@ -131,6 +127,27 @@ def classify_embeddings(
     return predictions
 
 
+def fuse_predictions(predictions: dict) -> tuple[np.ndarray, np.ndarray]:
+    """OUR CHOICE: ``fused`` = the mean of the class probabilities of the fused label prototypes (text
+    and symbol, or text alone), the linear probe, k-NN and the head, whichever exist."""
+    names = [n for n in ("zero_shot_both", "linear_probe", "knn", "head") if n in predictions]
+    if "zero_shot_both" not in predictions and "zero_shot_text" in predictions:
+        names.append("zero_shot_text")
+    scores = np.mean([predictions[n][1] for n in names], axis=0)
+    return scores.argmax(axis=1), scores
+
+
+def select_primary(val_accuracy: dict[str, float], default: str) -> str:
+    """The classifier with the best validation accuracy; ties go to ``fused`` (it averages the
+    others, the safest on a small validation split), then ``default``, then by name."""
+    best = max(val_accuracy.values())
+    tied = sorted(k for k, v in val_accuracy.items() if v >= best - 1e-12)
+    for pick in ("fused", default):
+        if pick in tied:
+            return pick
+    return tied[0]
+
+
 def _labelled(catalog):
     return catalog[catalog["label"] >= 0].reset_index(drop=True)
 
@@ -166,6 +183,11 @@ def evaluate_model(
     val=None,
 ) -> dict:
     """Every metric of one model on one test set; plots go to ``out_dir`` when given.
+
+    ``val``: labelled validation galaxies. When given, every classifier (and ``fused``, the mean of
+    the label-prototype, probe, k-NN and head probabilities) is also scored on them and the primary
+    classifier is the one with the best validation accuracy (ties: the method's default first);
+    the test set never takes part in that choice. Without it, the method's default is primary.
 
     ``test``: labelled catalog of query galaxies. ``gallery``: catalog searched (labels define
     relevance; an item with a query's id is excluded from that query's ranking). ``train_labelled``:
@@ -230,9 +252,23 @@ def evaluate_model(
                                       linear_probe=linear_probe, probe_c=probe_c, knn_k=knn_k,
                                       knn_exclude=self_index, seed=seed, cache=cache)
 
-    primary = primary_classifier(method, model)
-    if primary not in predictions:
-        raise ValueError(f"method {method!r} reports classifier {primary!r}, which this model cannot provide")
+    predictions["fused"] = fuse_predictions(predictions)
+    default = primary_classifier(method, model)
+    if default not in predictions:
+        raise ValueError(f"method {method!r} reports classifier {default!r}, which this model cannot provide")
+    primary, val_scores = default, {}
+    val = None if val is None else _labelled(val)
+    if val is not None and len(val):
+        vq = embed(val)
+        vhead = head_scores_catalog(model, val, batch_size, progress) if head is not None else None
+        vpred = classify_embeddings(model, taxonomy, vq, tr, ytr if tr is not None else None, head=vhead,
+                                    linear_probe=linear_probe, probe_c=probe_c, knn_k=knn_k, seed=seed, cache=cache)
+        vpred["fused"] = fuse_predictions(vpred)
+        yv = val["label"].to_numpy(np.int64)
+        # A zero-shot model is reported by its label prototypes only: it learns nothing from labels.
+        eligible = [k for k in vpred if k in predictions and (method != "zero_shot" or k.startswith("zero_shot"))]
+        val_scores = {k: float(np.mean(vpred[k][0] == yv)) for k in eligible}
+        primary = select_primary(val_scores, default)
 
     classification = {}
     for name, (pred, _scores) in predictions.items():
@@ -253,6 +289,8 @@ def evaluate_model(
     result = {
         "method": method,
         "primary_classifier": primary,
+        "primary_selected_on": "val" if val_scores else "method default",
+        "val_accuracy": val_scores,
         "n_test": int(len(test)),
         "n_gallery": int(len(gallery)),
         "n_train_labelled": int(ytr.size),
@@ -285,16 +323,9 @@ def evaluate_model(
 
 def head_scores_catalog(model, catalog, batch_size: int = 64, progress: bool = True) -> np.ndarray:
     """:func:`head_scores` over a catalog, in batches."""
-    from tqdm.auto import tqdm
+    from galaxalign.inference import encode_images
 
-    from galaxalign.datasets import ImageReader
-
-    reader = ImageReader()
-    rows = catalog.to_dict("records")
-    out = []
-    for s in tqdm(range(0, len(rows), batch_size), desc="classifier head", disable=not progress, leave=False):
-        out.append(head_scores(model, [reader(r) for r in rows[s : s + batch_size]]))
-    return np.concatenate(out)
+    return encode_images(model, catalog, "image", output="head", batch_size=batch_size, progress=progress)
 
 
 def _write_plots(out_dir, result, taxonomy, test, gallery, r, title) -> dict:
@@ -376,32 +407,16 @@ def training_config_of(checkpoint: str | Path) -> dict | None:
 
 
 def resolve_data(data_cfg: dict, taxonomy, data: str | Path | None = None) -> tuple[dict, dict]:
-    """Splits (``train``/``val``/``test`` catalogs) and a JSON description of the data.
+    """Splits (``train``/``val``/``test``/``train_labelled``) and a JSON description of the data:
+    :func:`galaxalign.datasets.splits_from_config`, the derivation the trainer uses.
 
-    ``data_cfg`` is a training config's ``data`` section; ``data`` overrides its source.
-    """
-    from galaxalign.datasets import load_catalog, split_catalog
+    ``data_cfg`` is a training config's ``data`` section completed from the training schema;
+    ``data`` overrides its source."""
+    from galaxalign.datasets import splits_from_config
+    from galaxalign.training.config import default_schema
 
-    source = str(data) if data is not None else data_cfg.get("source", "survey")
-    info: dict[str, Any] = {"source": source}
-    if source == "survey":
-        from galaxalign.survey import default_survey
-
-        path = default_survey(int(data_cfg["num"]), int(data_cfg["size"]), int(data_cfg.get("seed", 0)))
-        info.update(path=str(path), num=int(data_cfg["num"]), size=int(data_cfg["size"]), seed=int(data_cfg.get("seed", 0)))
-        source = path
-    else:
-        info["path"] = str(source)
-    catalog = load_catalog(source, taxonomy, skip_bad=bool(data_cfg.get("skip_bad", False)))
-    splits = split_catalog(
-        catalog, float(data_cfg.get("val_fraction", 0.1)), float(data_cfg.get("test_fraction", 0.2)),
-        int(data_cfg.get("split_seed", 0)),
-    )
-    info["splits"] = {k: int(len(v)) for k, v in splits.items()}
-    info["split_seed"] = int(data_cfg.get("split_seed", 0))
-    info["val_fraction"] = float(data_cfg.get("val_fraction", 0.1))
-    info["test_fraction"] = float(data_cfg.get("test_fraction", 0.2))
-    return splits, info
+    full = {**default_schema()["data"], **(data_cfg or {})}
+    return splits_from_config(full, taxonomy, source=data)
 
 
 def evaluate(
@@ -438,24 +453,21 @@ def evaluate(
     data_cfg = {**default_schema()["data"], **(train_cfg.get("data") or {})}
     if data is None and not train_cfg:
         raise ValueError(f"checkpoint {checkpoint} carries no training config: pass --data SOURCE")
+    if label_fraction is not None:
+        data_cfg["label_fraction"] = float(label_fraction)
     splits, info = resolve_data(data_cfg, tax, data)
     for name in (split, gallery_split):
         if name not in splits:
             raise ValueError(f"unknown split {name!r}; the data has splits {sorted(splits)}")
-    # The probe and k-NN learn from the labelled training galaxies whatever the gallery is: fitting
-    # them on the gallery would fit them on the test labels with --gallery test.
-    lf = label_fraction if label_fraction is not None else float(data_cfg.get("label_fraction", 1.0))
-    train_labelled = splits["train"]
-    if lf < 1.0:
-        from galaxalign.datasets import apply_label_fraction
-
-        train_labelled = apply_label_fraction(train_labelled, lf, int(data_cfg.get("label_seed", 0)))
-    # The probe's C is chosen on the validation split, unless that is the split being evaluated.
-    val = splits.get("val") if split != "val" else None
+    lf = float(data_cfg.get("label_fraction", 1.0))
+    # The probe and k-NN only ever learn from the labelled training galaxies (the label fraction),
+    # whatever is searched; the primary classifier is chosen on the validation split.
+    train_labelled = splits["train_labelled"]
     method = train_cfg.get("method")
     result = evaluate_model(
         model, tax, splits[split], splits[gallery_split], train_labelled, out_dir, method=method,
-        title=Path(checkpoint).name, knn_k=knn_k, n_resamples=n_resamples, progress=progress, val=val,
+        title=Path(checkpoint).name, knn_k=knn_k, n_resamples=n_resamples, progress=progress,
+        val=splits["val"] if split != "val" else None,
     )
     report = {"checkpoint": str(checkpoint), "dataset": info, "split": split, "gallery_split": gallery_split,
               "label_fraction": lf, "taxonomy": tax.name, **result}

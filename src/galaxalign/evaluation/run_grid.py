@@ -170,6 +170,11 @@ def budget_overrides(base_cfg: dict, run_cfg: dict, label_fraction: float, given
     method = run_cfg["method"]
     if method == "zero_shot":
         return {}
+    recipe = base_cfg.get("recipe") or {}
+    if recipe.get("enabled") and recipe.get("epochs") == "auto":
+        # The recipe already sets every run's epochs from one optimiser-step budget (training/recipe.py)
+        # and keeps per-epoch validation for its best-epoch selection.
+        return {}
     e1, e2 = int(base_cfg["stage1"]["epochs"]), int(base_cfg["stage2"]["epochs"])
     k = fraction_epoch_scale(label_fraction)
     stages = [s.number for s in stage_plan(run_cfg)]

@@ -166,6 +166,7 @@ def run_record(spec: RunSpec, res: dict, train_seconds: float, export_dir: Path 
         **{m: res[m] for m in METRICS},
         **{f"{m}_ci": res.get(f"{m}_ci") for m in METRICS},
         "primary_classifier": res["primary_classifier"],
+        "val_accuracy": res.get("val_accuracy"),
         "classifiers": {k: {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"]} for k, v in res["classification"].items()},
         "per_class_accuracy": res["classification"][res["primary_classifier"]]["per_class_accuracy"],
         "retrieval": {k: v for k, v in res["retrieval"].items() if k != "ci"},
@@ -195,7 +196,7 @@ def run_table(
     methods: Sequence[str] | None = None,
     label_fractions: Sequence[float] | None = None,
     seeds: Sequence[int] | None = None,
-    exemplars: str | Path | None = None,
+    exemplars: str | Path | Sequence[str | Path] | None = None,
     n_resamples: int | None = None,
     progress: bool = True,
 ) -> dict:
@@ -226,7 +227,8 @@ def run_table(
         "config": {"base": runner.base, "overrides": runner.overrides},
         "budget": {"stage1_epochs": runner.base_cfg["stage1"]["epochs"], "stage2_epochs": runner.base_cfg["stage2"]["epochs"],
                    "baseline_epochs": runner.base_cfg["stage1"]["epochs"] + runner.base_cfg["stage2"]["epochs"],
-                   "batch_size": runner.base_cfg["batch_size"], "equal_steps_across_fractions": True},
+                   "batch_size": runner.base_cfg["batch_size"], "equal_steps_across_fractions": True,
+                   "recipe": (runner.base_cfg.get("recipe") or {}) if (runner.base_cfg.get("recipe") or {}).get("enabled") else None},
         "label_fractions": sorted({s.label_fraction for s in specs}),
         "seeds": sorted({s.seed for s in specs}),
         "reference": g.reference,
@@ -245,8 +247,15 @@ def run_table(
     t0 = time.perf_counter()
     ga = [r for r in report["runs"] if r["method"] == "galaxalign"]
     best = max(ga, key=lambda r: r["label_fraction"]) if ga else None
-    report["sim_to_real"] = sim_to_real_hook(best["checkpoint"], exemplars) if best and g.kind == "demo" else None
-    report["exemplars"] = str(exemplars) if exemplars is not None else None
+    # Several exemplar sets (e.g. SDSS and KiDS/GAMA) are reported separately, one result per set.
+    sets = [] if exemplars is None else ([exemplars] if isinstance(exemplars, (str, Path)) else list(exemplars))
+    by_set = {}
+    if best and g.kind == "demo":
+        for ex in sets:
+            by_set[Path(ex).name] = sim_to_real_hook(best["checkpoint"], ex)
+    report["sim_to_real_by_set"] = by_set
+    report["sim_to_real"] = next(iter(by_set.values()), None)
+    report["exemplars"] = [str(e) for e in sets] or None
     runner.timings["sim_to_real_seconds"] = time.perf_counter() - t0
     if g.reference is not None:
         report["comparison"] = compare_to_reference(report["runs"], g.reference, n_resamples=runner.n_resamples)

@@ -137,14 +137,19 @@ def demo_markdown(report: dict) -> str:
         "",
         _data_line(report["dataset"]),
         f"Backbone: {report['backbone']}.",
-        f"Budget: GalaxAlign stage 1 {b['stage1_epochs']} + stage 2 {b['stage2_epochs']} epochs; single-stage "
-        f"baselines {b['baseline_epochs']} epochs; batch {b['batch_size']}"
-        + ("; at label fraction f < 1 every method gets 1/f times the epochs (equal optimiser steps)."
-           if b.get("equal_steps_across_fractions") else ".")
+        (f"Budget: the training recipe (training/recipe.py) for every run: {b['recipe'].get('steps')} optimiser steps, "
+         f"at most {b['recipe'].get('max_epochs')} epochs, frozen-trunk feature cache, best validation epoch per stage; "
+         "each run's choices are in its config."
+         if b.get("recipe") else
+         f"Budget: GalaxAlign stage 1 {b['stage1_epochs']} + stage 2 {b['stage2_epochs']} epochs; single-stage "
+         f"baselines {b['baseline_epochs']} epochs; batch {b['batch_size']}"
+         + ("; at label fraction f < 1 every method gets 1/f times the epochs (equal optimiser steps)."
+            if b.get("equal_steps_across_fractions") else "."))
         + f" Training seed(s): {', '.join(map(str, seeds))}.",
         "",
-        "Classification: each method's primary classifier (GalaxAlign: text+symbol prototypes; image-text and "
-        "zero-shot: text prototypes; image-only: its head). Search: every test galaxy queries the training split, "
+        "Classification: each run's primary classifier, the one with the best validation accuracy among its label "
+        "prototypes, linear probe, k-NN, head and their fusion (zero-shot: among its prototypes only); named per run "
+        "in report.json (`primary_classifier`). Search: every test galaxy queries the training split, "
         "relevant = same class. Brackets: 95 % bootstrap intervals over test galaxies (test-set noise only, not "
         "training seeds). Zero-shot is trained once and shown at every label fraction (same primary numbers).",
         "",
@@ -165,9 +170,11 @@ def demo_markdown(report: dict) -> str:
         "",
     ]
     s2r = report.get("sim_to_real")
+    by_set = report.get("sim_to_real_by_set") or ({"exemplars": s2r} if s2r else {})
     lines += ["## Sim-to-real", ""]
-    if s2r:
-        lines += [sim_to_real_markdown(s2r), ""]
+    if by_set:
+        for name, res in by_set.items():
+            lines += [f"### {name}", "", sim_to_real_markdown(res), ""]
     else:
         lines += ["Not run (pass the real labelled galaxies with `--exemplars`, e.g. ../shared/data/gz2-exemplars).", ""]
     lines += ["## Plots", ""]

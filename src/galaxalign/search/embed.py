@@ -280,29 +280,24 @@ def read_embedding_rows(embeddings_dir: str | Path, rows: Sequence[int]) -> np.n
 
 
 def model_embedder(model, batch_size: int = 64, device=None, num_workers: int = 0, modality: str = "image") -> EmbedFn:
-    """The default embedder: read catalog images, preprocess, encode in inference mode, normalise."""
+    """The default embedder: ``inference.encode_images``, the package's one embedding loop (inference
+    mode, the model's own test-time views, normalised). The frozen-trunk feature store is not used:
+    a whole survey's 8-view features would outgrow the embeddings themselves many times over."""
     import torch
-    from torch.utils.data import DataLoader
 
-    from galaxalign.datasets import GalaxyDataset
+    from galaxalign.inference import encode_images
 
     if modality not in ("image", "symbol"):
         raise ValueError(f"modality must be 'image' or 'symbol', got {modality!r}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if device is not None:
+        model.to(torch.device(device))
     model.eval()
-    transform = model.eval_transform() if modality == "image" else model.symbol_transform()
-    encode = model.encode_image if modality == "image" else model.encode_symbol
 
     def embed(part: pd.DataFrame, on_batch: Callable[[int], None]) -> np.ndarray:
-        loader = DataLoader(GalaxyDataset(part.reset_index(drop=True), transform), batch_size=batch_size,
-                            shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda")
-        chunks = []
-        with torch.inference_mode():
-            for images, _labels in loader:
-                feats = encode(images.to(device, non_blocking=True), normalize=True)
-                chunks.append(feats.float().cpu().numpy())
-                on_batch(len(images))
-        return np.concatenate(chunks)
+        out = encode_images(model, part.reset_index(drop=True), modality, batch_size=batch_size, use_cache=False,
+                            num_workers=num_workers)
+        on_batch(len(part))
+        return out
 
     return embed
 

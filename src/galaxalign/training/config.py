@@ -7,6 +7,8 @@ and are referable by name (``default``, ``paper``).
 from __future__ import annotations
 
 import copy
+import math
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ SCHEMA: dict[str, Any] = {
         "label_fraction": 1.0,
         "label_seed": 0,
         "augment": 1.0,  # strength passed to the model's train transform; 0 = no augmentation
+        "in_memory": "auto",  # HDF5 images held in RAM: true, false, or "auto" (when they fit, see datasets.pytorch)
         "skip_bad": False,  # True: drop catalog rows whose image or label is bad (warned, listed) instead of stopping
     },
     "model": {
@@ -49,6 +52,20 @@ SCHEMA: dict[str, Any] = {
         "freeze_bn_stats": False,  # every batch norm (trainable groups too) keeps its running statistics
         "lock_text": False,
         "lock_text_unlocked_layers": 0,
+        "tta": "none",  # "dihedral": classify and embed with the mean of the 8 rotations/flips
+    },
+    # The self-choosing recipe (training/recipe.py); off in the bare schema, on in configs/default.yaml.
+    "recipe": {
+        "enabled": False,
+        "image_size": "auto",
+        "taps": "auto",
+        "cache": "auto",
+        "epochs": "auto",
+        "batch_size": "auto",
+        "tta": "auto",
+        "steps": 900,
+        "max_epochs": 150,
+        "cache_max_galaxies": 20000,
     },
     "loss": {
         "image_text": 1.0,
@@ -60,6 +77,8 @@ SCHEMA: dict[str, Any] = {
         "variants": 4,  # symbol variants per class in the class bank
         "seed": 0,
         "joint_forward": True,  # stage 1: images and symbols in one pass through the shared encoder
+        "all_classes": True,  # encode every class's text and symbol each step: fixed shapes, no host sync
+        "refresh_every": 1,  # encode symbols every k-th step, reuse the detached features between (1: every step)
     },
     # OUR CHOICE (the paper's are unpublished): learning rates, epochs, warm-up fraction, AdamW betas/eps
     # (CLIP's), weight decay 0.1, equal loss weights, label-aware loss; stage 2 at half the stage-1 rate.
@@ -69,14 +88,18 @@ SCHEMA: dict[str, Any] = {
                   "head_lr_scale": 1.0},  # lr factor of the projection heads and the temperature
     "batch_size": 64,  # per process
     "accumulation": 1,
-    "workers": 0,
-    "threads": None,  # torch intra-op threads; None: torch's default (all cores)
+    "workers": None,  # DataLoader workers per process; None: derived from the device (derived_runtime)
+    "threads": None,  # torch intra-op threads per process; None: derived from the device (derived_runtime)
     "device": "auto",
     "amp": "auto",
     "seed": 0,
     "out": "runs/train",
-    "checkpoint_every_steps": 0,  # 0: only at the end of each epoch
+    "checkpoint_every_steps": None,  # 0: only at the end of each epoch; None: derived from the run length
     "keep_epoch_checkpoints": False,
+    "keep_best_checkpoint": False,  # also keep checkpoints/best.pt: the epoch with the best validation accuracy
+    "log_every_steps": None,  # train-log cadence (one host sync per N steps); None: 1 on CPU, 25 on a GPU
+    "compile": False,  # torch.compile the towers: false, true (inductor) or a backend name
+    "channels_last": "auto",  # channels_last image batch and towers: true, false, "auto" (on for convolutional image towers)
     "validate": True,
     "max_steps": None,  # debug: stop (with a checkpoint) after this many optimizer steps in total
     "tensorboard": True,
@@ -274,7 +297,7 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
         _check(isinstance(wf, (int, float)) and 0 <= wf < 1, f"{s}.warmup_fraction", f"must be a fraction in [0, 1), got {wf!r}", source)
     for k in ("batch_size", "accumulation"):
         _check(isinstance(c[k], int) and c[k] > 0, k, f"must be a positive integer, got {c[k]!r}", source)
-    _check(isinstance(c["workers"], int) and c["workers"] >= 0, "workers", f"must be an integer >= 0, got {c['workers']!r}", source)
+    _check(c["workers"] is None or (isinstance(c["workers"], int) and c["workers"] >= 0), "workers", f"must be null or an integer >= 0, got {c['workers']!r}", source)
     th = c["threads"]
     _check(th is None or (isinstance(th, int) and th > 0), "threads", f"must be null or a positive integer, got {th!r}", source)
     amp = c["amp"]
@@ -286,13 +309,75 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
     _check(amp in AMP_MODES, "amp", f"must be one of {list(AMP_MODES)}, got {amp!r}", source)
     _check(isinstance(c["seed"], int), "seed", f"must be an integer, got {c['seed']!r}", source)
     ce = c["checkpoint_every_steps"]
-    _check(isinstance(ce, int) and ce >= 0, "checkpoint_every_steps", f"must be an integer >= 0, got {ce!r}", source)
+    _check(ce is None or (isinstance(ce, int) and ce >= 0), "checkpoint_every_steps", f"must be null or an integer >= 0, got {ce!r}", source)
+    le = c["log_every_steps"]
+    _check(le is None or (isinstance(le, int) and le > 0), "log_every_steps", f"must be null or a positive integer, got {le!r}", source)
+    _check(isinstance(c["compile"], (bool, str)), "compile", f"must be true, false or a torch.compile backend name, got {c['compile']!r}", source)
+    _check(c["channels_last"] in (True, False, "auto"), "channels_last", f"must be true, false or 'auto', got {c['channels_last']!r}", source)
+    _check(c["data"]["in_memory"] in (True, False, "auto"), "data.in_memory", f"must be true, false or 'auto', got {c['data']['in_memory']!r}", source)
+    re_ = c["symbols"]["refresh_every"]
+    _check(isinstance(re_, int) and re_ > 0, "symbols.refresh_every", f"must be a positive integer, got {re_!r}", source)
     ms = c["max_steps"]
     _check(ms is None or (isinstance(ms, int) and ms > 0), "max_steps", f"must be null or a positive integer, got {ms!r}", source)
+    _check(c["model"]["tta"] in ("none", "dihedral"), "model.tta", f"must be 'none' or 'dihedral', got {c['model']['tta']!r}", source)
+    _check(isinstance(c["recipe"]["enabled"], bool), "recipe.enabled", f"must be true or false, got {c['recipe']['enabled']!r}", source)
+    for k in ("steps", "max_epochs", "cache_max_galaxies"):
+        v = c["recipe"][k]
+        _check(isinstance(v, int) and v > 0, f"recipe.{k}", f"must be a positive integer, got {v!r}", source)
     hs = c["optimizer"]["head_lr_scale"]
     _check(isinstance(hs, (int, float)) and hs > 0, "optimizer.head_lr_scale", f"must be a number > 0, got {hs!r}", source)
     _check(isinstance(c["symbols"]["variants"], int) and c["symbols"]["variants"] > 0, "symbols.variants", "must be a positive integer", source)
     return cfg
+
+
+# OUR CHOICE: at most 16 DataLoader workers per process (beyond that, start-up and memory grow for no gain
+# at 224 px: bench/bench_data.py measures the per-core rate).
+MAX_WORKERS = 16
+GPU_LOG_EVERY = 25
+
+
+def derived_runtime(cfg: dict, device_type: str, local_world_size: int = 1, cpu_count: int | None = None) -> dict:
+    """``workers``, ``threads`` and ``log_every_steps`` for this machine, where the config leaves them null.
+
+    The cores of the machine (this process's affinity) are shared by the ``local_world_size`` processes
+    of the node. On a GPU each process keeps one core for itself (it launches kernels) and gives the
+    rest to DataLoader workers (1 torch thread each); on the CPU the model is the bottleneck: no
+    workers, every core of the process's share to torch's intra-op threads. Logging syncs with the
+    device, so a GPU logs every ``GPU_LOG_EVERY`` steps, the CPU every step.
+    """
+    if cpu_count is None:
+        try:
+            cpu_count = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cpu_count = os.cpu_count() or 1
+    per_process = max(1, int(cpu_count) // max(1, int(local_world_size)))
+    gpu = device_type == "cuda"
+    # OUR CHOICE: on a GPU, workers = the process's cores - 1 (<= 16) and 1-2 torch threads; on the CPU no
+    # workers and all of the process's cores as threads; logs read from a GPU every 25 steps.
+    workers = min(per_process - 1, MAX_WORKERS) if gpu else 0
+    threads = max(1, per_process - workers) if not gpu else max(1, min(2, per_process - workers))
+    out = {
+        "workers": cfg["workers"] if cfg["workers"] is not None else workers,
+        "threads": cfg["threads"] if cfg["threads"] is not None else threads,
+        "log_every_steps": cfg["log_every_steps"] if cfg["log_every_steps"] is not None else (GPU_LOG_EVERY if gpu else 1),
+    }
+    return out
+
+
+def derived_checkpoint_every(cfg: dict, steps_per_epoch: int, total_epochs: int) -> tuple[int, bool]:
+    """(checkpoint every N steps, always at epoch ends?) for ``checkpoint_every_steps``.
+
+    An integer in the config is used as is (epoch ends always save). OUR CHOICE for null: about ten
+    checkpoints per run (``last.pt`` overwritten), never more often than once per epoch, and at every
+    stage end; a run of at most ten epochs thus saves at its epoch ends, a 20-epoch run of 27-step
+    epochs (the paper's setting on 2 GPUs) every 54 steps instead of every 27.
+    """
+    every = cfg["checkpoint_every_steps"]
+    # OUR CHOICE: a null cadence means ~10 checkpoints per run, at most one per epoch, always at stage ends.
+    if every is not None:
+        return int(every), True
+    total = max(1, steps_per_epoch * max(1, total_epochs))
+    return max(math.ceil(total / 10), steps_per_epoch, 1), False
 
 
 def default_schema() -> dict:
@@ -314,8 +399,37 @@ def load_config(path_or_name: str | Path | dict | None = "default", overrides: l
         data, source = _read_yaml(path_or_name)
     _merge(cfg, _numbers(data), SCHEMA, source)
     for ov in overrides or ():
-        if isinstance(ov, dict):
-            _merge(cfg, ov, SCHEMA, "override")
-        else:
-            _merge(cfg, parse_override(ov), SCHEMA, f"override {ov!r}")
+        parsed = ov if isinstance(ov, dict) else parse_override(ov)
+        _merge(cfg, parsed, SCHEMA, "override" if isinstance(ov, dict) else f"override {ov!r}")
+        _pin_recipe(cfg, parsed)
     return validate_config(cfg, source)
+
+
+# A key a user sets explicitly on the command line is a choice the recipe must not undo: it pins the
+# recipe's matching choice to that value.
+_RECIPE_PINS = {
+    ("model", "backbone", "image_size"): "image_size",
+    ("model", "backbone", "taps"): "taps",
+    ("batch_size",): "batch_size",
+    ("model", "tta"): "tta",
+}
+
+
+def _pin_recipe(cfg: dict, override: dict) -> None:
+    def get(node, path):
+        for k in path:
+            if not isinstance(node, dict) or k not in node:
+                return None
+            node = node[k]
+        return node
+
+    recipe = cfg.get("recipe")
+    if not isinstance(recipe, dict):
+        return
+    for path, key in _RECIPE_PINS.items():
+        value = get(override, path)
+        if value is not None:  # the later of two overrides wins, as for any key
+            recipe[key] = value
+    epochs = [get(override, (s, "epochs")) for s in ("stage1", "stage2")]
+    if any(e is not None for e in epochs):
+        recipe["epochs"] = [int(e if e is not None else cfg[s]["epochs"]) for e, s in zip(epochs, ("stage1", "stage2"))]

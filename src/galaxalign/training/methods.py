@@ -12,6 +12,7 @@ plus its named terms.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,7 +24,7 @@ class TriModalForward(nn.Module):
     """The forward pass of contrastive training: per-sample features of images, texts and symbols."""
 
     def __init__(self, model: nn.Module, bank, use_symbols: bool, joint_forward: bool = True,
-                 use_text: bool = True, use_images: bool = True):
+                 all_classes: bool = True, symbol_refresh_every: int = 1, use_text: bool = True, use_images: bool = True):
         super().__init__()
         self.model = model
         self.bank = bank
@@ -34,9 +35,30 @@ class TriModalForward(nn.Module):
         self.use_images = use_images
         self.joint_forward = joint_forward
         self.bank_train = True  # random prompt and symbol variant per class and batch; False: canonical
+        # OUR CHOICE (symbols.refresh_every): every k-th forward encodes the symbols of all classes (with
+        # gradient); the k-1 between reuse those features, detached. k=1: every step, exact.
+        self.symbol_refresh_every = max(1, int(symbol_refresh_every))
+        self.all_classes = bool(all_classes) or self.symbol_refresh_every > 1
+        self.calls = 0
+        self.symbol_cache: torch.Tensor | None = None  # (C, D) per-class symbol features of the last refresh
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
-        cb = self.bank.batch(labels.cpu(), train=self.bank_train).to(images.device)
+        caching = self.use_symbols and self.bank_train and self.symbol_refresh_every > 1
+        reuse = caching and self.symbol_cache is not None and self.calls % self.symbol_refresh_every != 0
+        cb = self.bank.batch(labels, train=self.bank_train, all_classes=self.all_classes, device=images.device,
+                             symbols=self.use_symbols and not reuse)
+        if caching:
+            self.calls += 1
+            if reuse or not (self.use_images and self.joint_forward and self.model.symbol_encoder_shared):
+                out = self.model.forward_features(images if self.use_images else None,
+                                                  text_tokens=cb.text_tokens if self.use_text else None, text_index=cb.text_index)
+                if reuse:
+                    per_class = self.symbol_cache.to(out["image_features"].dtype if "image_features" in out else self.symbol_cache.dtype)
+                else:
+                    per_class = self.model.encode_symbol(cb.symbol_images.to(images.dtype))
+                    self.symbol_cache = per_class.detach()
+                out["symbol_features"] = per_class[cb.symbol_index]
+                return out
         if self.use_symbols and self.use_images and self.joint_forward and self.model.symbol_encoder_shared:
             # OUR CHOICE: while the visual encoder is shared (stage 1), images and the batch's few
             # symbols go through it in ONE pass: a separate pass of ~10 symbols costs ~30 % of the
@@ -44,6 +66,8 @@ class TriModalForward(nn.Module):
             # statistics; with BatchNorm in train mode the symbols join the batch statistics.
             n = images.shape[0]
             both = self.model.encode_image(torch.cat([images, cb.symbol_images.to(images.dtype)]))
+            if caching:
+                self.symbol_cache = both[n:].detach()
             out = {
                 "logit_scale": self.model.scale(),
                 "image_features": both[:n],
@@ -76,16 +100,20 @@ def _freeze(params) -> None:
 
 
 def _val_features(model, catalog, batch_size: int = 128):
-    """(raw image features, labels) of a catalog, eval transform, no augmentation."""
-    from galaxalign.datasets import GalaxyDataset
+    """(raw image features (N,V,D), labels) of the validation set, V views: a catalog gives the eval
+    transform's single view; cached views (``features.PooledSet``) give all 8 (test-time averaging)."""
+    from galaxalign.features import PooledSet
 
-    loader = torch.utils.data.DataLoader(GalaxyDataset(catalog, model.eval_transform()), batch_size=batch_size, shuffle=False)
     device = model.logit_scale.device
-    feats, labels = [], []
-    for x, y in loader:
-        feats.append(model.encode_image(x.to(device), normalize=False).float())
-        labels.append(torch.as_tensor(y))
-    return torch.cat(feats), torch.cat(labels).to(device)
+    if isinstance(catalog, PooledSet):
+        v = torch.from_numpy(catalog.views).to(device)
+        raw = model.image_encoder(v.reshape(-1, v.shape[-1])).float().reshape(v.shape[0], v.shape[1], -1)
+        return raw, torch.from_numpy(catalog.labels).to(device)
+    from galaxalign.inference import encode_images
+
+    raw = encode_images(model, catalog, "image", output="raw", tta=False, batch_size=batch_size, use_cache=False)
+    labels = torch.as_tensor(catalog["label"].to_numpy(np.int64).copy())
+    return torch.from_numpy(raw).to(device)[:, None], labels.to(device)
 
 
 def _gather(*features, labels):
@@ -116,6 +144,8 @@ class ContrastiveObjective:
         # OUR CHOICE: each rank draws its own prompts and symbol variants (more variety per global batch).
         self.bank = ClassBank(taxonomy, model, n_symbol_variants=int(cfg["symbols"]["variants"]), seed=int(cfg["symbols"]["seed"]) + env.rank)
         self.forward_module = TriModalForward(model, self.bank, self.use_symbols, bool(cfg["symbols"]["joint_forward"]),
+                                              all_classes=bool(cfg["symbols"]["all_classes"]),
+                                              symbol_refresh_every=int(cfg["symbols"]["refresh_every"]),
                                               use_text=use_text, use_images=use_images)
         if model.classifier is not None:
             _freeze(model.classifier.parameters())
@@ -141,12 +171,16 @@ class ContrastiveObjective:
         from galaxalign.inference import class_prototypes
 
         raw, labels = _val_features(model, catalog)
-        feats = F.normalize(raw, dim=-1)
+        feats = F.normalize(F.normalize(raw, dim=-1).mean(1), dim=-1)
         out = {}
         modalities = ["text", "symbol"] if self.use_symbols else ["text"]
+        protos = {}
         for modality in modalities:
-            protos = torch.as_tensor(class_prototypes(model, taxonomy, modality=modality)).to(feats.device).float()
-            pred = (feats @ protos.T).argmax(dim=1)
+            protos[modality] = torch.as_tensor(class_prototypes(model, taxonomy, modality=modality)).to(feats.device).float()
+        if self.use_symbols:  # fused, as inference.class_prototypes(modality="both")
+            protos["both"] = F.normalize(protos["text"] + protos["symbol"], dim=-1)
+        for modality, p in protos.items():
+            pred = (feats @ p.T).argmax(dim=1)
             out[f"val_acc_{modality}"] = round(float((pred == labels).float().mean()), 4)
         return out
 
@@ -173,7 +207,7 @@ class ClassifierObjective:
     @torch.no_grad()
     def validate(self, model: nn.Module, taxonomy, catalog) -> dict:
         raw, labels = _val_features(model, catalog)
-        pred = model.classifier(raw).argmax(dim=1)
+        pred = model.classifier(raw).float().mean(1).argmax(dim=1)
         return {"val_acc_classifier": round(float((pred == labels).float().mean()), 4)}
 
 

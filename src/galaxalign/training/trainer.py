@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import gc
+import os
+import shutil
 import random
 import time
 from contextlib import nullcontext
@@ -18,11 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from galaxalign.model import MAX_LOGIT_SCALE
+from galaxalign.runtime import atomic_path
 from galaxalign.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from galaxalign.training.config import load_config
+from galaxalign.training.config import derived_checkpoint_every, derived_runtime, load_config
 from galaxalign.training.distributed import DistEnv, ResumableSampler, barrier, init_distributed
 from galaxalign.training.methods import build_objective
 from galaxalign.training.schedule import build_optimizer, cosine_schedule
@@ -76,66 +79,33 @@ def seed_everything(seed: int) -> None:
 
 def worker_init_fn(worker_id: int) -> None:
     """Seed python/numpy in each DataLoader worker from torch's per-worker seed (itself drawn from the
-    loader's generator); per-sample seeds (SeededSamples) then fix each augmentation exactly."""
+    loader's generator); per-sample seeds (``AugmentedSamples``) then fix each augmentation exactly."""
     s = torch.initial_seed() % (2**32)
     random.seed(s)
     np.random.seed(s)
 
 
-class SeededSamples(Dataset):
-    """Wraps a dataset indexed by ``(index, seed)``: every RNG is seeded from the sample's seed before
-    the item is made, so an augmentation is a pure function of (run seed, epoch, position) and a
-    resumed run or a different worker count sees the same pixels. In the main process the RNG states
-    are restored afterwards, so the training loop's own random stream is untouched."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        index, seed = key
-        in_main = torch.utils.data.get_worker_info() is None
-        saved = rng_state() if in_main else None
-        try:
-            seed_everything(int(seed))
-            return self.dataset[index]
-        finally:
-            if saved is not None:
-                set_rng_state(saved)
-
-
 def prepare_data(cfg: dict, env: DistEnv, progress: bool):
-    """Catalog -> taxonomy, train/val splits (train restricted to the labelled fraction)."""
-    from galaxalign.datasets import apply_label_fraction, load_catalog, split_catalog
+    """Catalog -> taxonomy, labelled train (label fraction applied) and val splits, source path.
+
+    The splits come from :func:`galaxalign.datasets.splits_from_config`, the same function
+    evaluation calls, so the evaluated test split is exactly what this run held out."""
+    from galaxalign.datasets import splits_from_config
     from galaxalign.taxonomy import load_taxonomy
 
     d = cfg["data"]
     taxonomy = load_taxonomy(d["taxonomy"])
-    source = d["source"]
-    if source == "survey":
+    if d["source"] == "survey":
         from galaxalign.survey import default_survey
 
         # Rank 0 renders (cached); the others wait and then read the cached file.
         if env.is_main:
-            source = default_survey(d["num"], d["size"], d["seed"], progress=progress)
+            default_survey(d["num"], d["size"], d["seed"], progress=progress)
         barrier(env)
-        if not env.is_main:
-            source = default_survey(d["num"], d["size"], d["seed"], progress=False)
-    catalog = load_catalog(source, taxonomy, skip_bad=bool(d.get("skip_bad", False)))
-    splits = split_catalog(catalog, d["val_fraction"], d["test_fraction"], d["split_seed"])
-    train_cat = splits["train"]
-    train_cat = train_cat[train_cat["label"] >= 0]
-    if d["label_fraction"] < 1:
-        train_cat = apply_label_fraction(train_cat, d["label_fraction"], d["label_seed"])
-        train_cat = train_cat[train_cat["label"] >= 0]
-    if len(train_cat) == 0:
+    splits, info = splits_from_config(d, taxonomy)
+    if len(splits["train_labelled"]) == 0:
         raise ValueError(f"data.source {d['source']!r}: no labelled training galaxies after split and label_fraction")
-    val_cat = splits.get("val")
-    if val_cat is not None:
-        val_cat = val_cat[val_cat["label"] >= 0]
-    return taxonomy, train_cat.reset_index(drop=True), (val_cat.reset_index(drop=True) if val_cat is not None else None), str(source)
+    return taxonomy, splits["train_labelled"], splits["val"], info["path"]
 
 
 def build_model(cfg: dict, taxonomy, model_config: dict | None = None):
@@ -149,6 +119,7 @@ def build_model(cfg: dict, taxonomy, model_config: dict | None = None):
             "backbone": spec,
             "symbol_encoder_shared": True,
             "num_classes": taxonomy.num_classes if cfg["method"] == "image_only" else None,
+            "tta": cfg["model"]["tta"],
         }
     return GalaxAlignModel.from_config(model_config)
 
@@ -281,7 +252,8 @@ def _typed(row: dict) -> dict:
 
 
 # Keys a resumed run may change: they do not alter what is computed.
-RESUME_MAY_CHANGE = {"max_steps", "out", "workers", "threads", "device", "tensorboard", "checkpoint_every_steps", "keep_epoch_checkpoints"}
+RESUME_MAY_CHANGE = {"max_steps", "out", "workers", "threads", "device", "tensorboard", "checkpoint_every_steps", "keep_epoch_checkpoints",
+                     "keep_best_checkpoint", "log_every_steps", "compile", "channels_last"}
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -295,6 +267,74 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# model selection
+
+
+def selection_metric(method: str) -> str:
+    """The validation metric that picks a stage's best epoch: each method's primary classifier."""
+    return {"galaxalign": "val_acc_both", "image_text": "val_acc_text", "image_only": "val_acc_classifier"}.get(method, "val_acc_text")
+
+
+class BestEpoch:
+    """The best validation epoch of a stage: its trainable weights (and normaliser buffers), kept in
+    memory and in a small safetensors file (score and epoch in its metadata) so that a resumed run
+    still knows it."""
+
+    def __init__(self, path: Path, metric: str):
+        self.path = path
+        self.metric = metric
+        self.score: float | None = None
+        self.epoch: int | None = None
+        self.state: dict | None = None
+        self._read()
+
+    def _read(self) -> None:
+        if not self.path.is_file():
+            return
+        from safetensors import safe_open
+
+        with safe_open(str(self.path), framework="pt") as f:
+            meta = f.metadata() or {}
+            self.state = {k: f.get_tensor(k) for k in f.keys()}
+        self.score, self.epoch = float(meta["score"]), int(meta["epoch"])
+
+    def reset(self) -> None:
+        self.score = self.epoch = self.state = None
+        self.path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _trainable(model: nn.Module) -> dict:
+        names = {n for n, p in model.named_parameters() if p.requires_grad}
+        return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()
+                if k in names or k.endswith(("feature_mean", "feature_std"))}
+
+    def offer(self, model: nn.Module, row: dict, epoch: int) -> None:
+        value = row.get(self.metric)
+        if value is None or (self.score is not None and float(value) <= self.score):
+            return
+        from safetensors.torch import save_file
+
+        from galaxalign.runtime import atomic_path
+
+        self.score, self.epoch, self.state = float(value), int(epoch), self._trainable(model)
+        with atomic_path(self.path) as tmp:
+            save_file(self.state, str(tmp), metadata={"score": repr(self.score), "epoch": str(self.epoch)})
+
+    def restore(self, model: nn.Module) -> int | None:
+        """Load the best epoch's weights into ``model`` (every rank); returns that epoch or None."""
+        if self.state is None:
+            self._read()
+        if self.state is None:
+            return None
+        device = next(model.parameters()).device
+        missing = set(self.state) - set(model.state_dict())
+        if missing:
+            raise RuntimeError(f"{self.path}: best-epoch weights name parameters the model lacks: {sorted(missing)[:5]}")
+        model.load_state_dict({**model.state_dict(), **{k: v.to(device) for k, v in self.state.items()}})
+        return self.epoch
+
+
+# ---------------------------------------------------------------------------------------------
 # the loop
 
 
@@ -302,9 +342,17 @@ class Trainer:
     """Holds the state of one run; ``run()`` executes the stage plan from wherever it stands."""
 
     def __init__(self, cfg: dict, progress: bool = True, resume: str | Path | None = None):
-        self.cfg = cfg
+        from galaxalign.training.recipe import describe_choices, resolve_recipe
+
         self.progress = progress
         self.env = init_distributed(cfg["device"])
+        self.taxonomy, self.train_cat, self.val_cat, self.source = prepare_data(cfg, self.env, progress)
+        # The recipe's choices are written into the config itself (it stays a valid, reproducible config).
+        cfg, self.recipe = resolve_recipe(cfg, self.train_cat, self.env.device.type, self.env.world_size)
+        if progress and self.env.is_main and self.recipe.get("enabled"):
+            print(describe_choices(self.recipe), flush=True)
+        self.cfg = cfg
+        self.cached = bool(cfg["recipe"].get("enabled")) and cfg["recipe"].get("cache") is True
         self.out = Path(cfg["out"])
         self.ckpt_dir = self.out / "checkpoints"
         self.resume_state = None
@@ -324,22 +372,31 @@ class Trainer:
         self.seconds_before = float(self.resume_state.get("seconds", 0.0)) if self.resume_state else 0.0
         self.global_step = int(self.resume_state["step"]) if self.resume_state else 0
         self.last_checkpoint: Path | None = None
+        self.saved_step = self.global_step  # step of the last checkpoint written (derived cadence)
+        self.best = self.resume_state.get("best") if self.resume_state else None  # (metric, value) of best.pt
 
     # -- set-up ---------------------------------------------------------------------------------
 
     def setup(self) -> None:
         cfg, env = self.cfg, self.env
-        if cfg["threads"]:
-            torch.set_num_threads(int(cfg["threads"]))
+        self.runtime = derived_runtime(cfg, env.device.type, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        torch.set_num_threads(int(self.runtime["threads"]))
         seed_everything(cfg["seed"])
         torch.set_float32_matmul_precision("high")
-        self.taxonomy, self.train_cat, self.val_cat, self.source = prepare_data(cfg, env, self.progress)
         model_config = self.resume_state["model_config"] if self.resume_state else None
         self.model = build_model(cfg, self.taxonomy, model_config)
         if self.resume_state:
             self.model.load_state_dict(self.resume_state["model"])
         apply_locks(self.model, cfg)
         self.model.to(env.device)
+        self.train_views = self.val_input = None
+        if self.cached:
+            self.train_views, self.val_input = self.cache_features()
+        elif self.val_cat is not None:
+            self.val_input = self.val_cat
+        if not self.resume_state:
+            self.fit_normalizer()
+            self.warm_start()
         # Ranks differ from here on (dropout); data order and augmentations are seeded per sample.
         seed_everything(cfg["seed"] + env.rank)
         self.autocast_dtype, use_scaler = amp_settings(cfg, env.device)
@@ -347,15 +404,76 @@ class Trainer:
         self.log = RunLog(self.out, env.is_main, bool(cfg["tensorboard"]), self.global_step if self.resume_state else None)
 
     def dataset(self):
-        from galaxalign.datasets import GalaxyDataset
+        """uint8 images at the training size + per-sample augmentation parameters (AugmentedSamples);
+        the pixels are augmented a batch at a time on the device (``self.augment``)."""
+        from galaxalign.datasets.pytorch import AugmentedSamples, GalaxyDataset
 
-        transform = self.model.train_transform(strength=float(self.cfg["data"]["augment"]))
-        return SeededSamples(GalaxyDataset(self.train_cat, transform))
+        if self.cached:
+            from galaxalign.features import CachedViews
+
+            return CachedViews(self.train_views, self.train_cat["label"].to_numpy(np.int64))
+        # The model's train transform supplies the augmentation (its ranges are the model's choice).
+        self.augment = self.model.train_transform(strength=float(self.cfg["data"]["augment"])).augment
+        self.train_images = GalaxyDataset(self.train_cat, image_size=self.model.image_size, in_memory=self.cfg["data"]["in_memory"])
+        return AugmentedSamples(self.train_images, self.augment)
+
+    # -- frozen-trunk features, normaliser, warm start -----------------------------------------------
+
+    def cache_features(self):
+        """Pooled 8-view trunk features of the training and validation galaxies (rank 0 computes and
+        stores them, the others read the store)."""
+        from galaxalign import features as FT
+
+        tower, transform, env = self.model.image_encoder, self.model.eval_transform(), self.env
+        if not (FT.supports_cache(tower) and FT.trunk_is_frozen(tower)):
+            raise ValueError("recipe.cache=true needs an image tower with taps whose trunk is frozen")
+        def views():
+            return [FT.pooled_views_catalog(tower, cat, transform, device=env.device, progress=self.progress and env.is_main)
+                    if cat is not None and len(cat) else None for cat in (self.train_cat, self.val_cat)]
+
+        out = views() if env.is_main else None
+        barrier(env)
+        if out is None:
+            out = views()
+        train_views = torch.from_numpy(out[0])
+        val = None if out[1] is None else FT.PooledSet(out[1], self.val_cat["label"].to_numpy(np.int64))
+        return train_views, val
+
+    def fit_normalizer(self) -> None:
+        """Standardise the tapped trunk features with statistics of this run's training galaxies."""
+        from galaxalign import features as FT
+
+        tower = self.model.image_encoder
+        if not FT.supports_cache(tower):
+            return
+        if self.train_views is not None:
+            pooled = self.train_views
+        else:  # fine-tuned trunk: statistics of the pretrained trunk on (a sample of) the training set
+            cat = self.train_cat.sample(n=min(len(self.train_cat), 512), random_state=int(self.cfg["seed"]))
+            pooled = torch.from_numpy(FT.pooled_views_catalog(tower, cat, self.model.eval_transform(), device=self.env.device,
+                                                              use_cache=False, progress=False))
+        tower.fit_feature_normalizer(pooled.to(tower.feature_mean.device))
+
+    def warm_start(self) -> None:
+        """OUR CHOICE (LP-FT style warm start): before contrastive training, the text projection is set
+        so that each class's prompts land on the mean image embedding of its labelled galaxies (ridge
+        least squares, text tower otherwise untouched), so training starts from prototypes that
+        already classify like nearest-class-mean instead of aligning random ones."""
+        if self.cfg["method"] not in ("galaxalign", "image_text") or self.train_views is None:
+            return
+        from galaxalign.features import embed_pooled_views
+        from galaxalign.training.warm_start import warm_start_text_projection
+
+        emb = torch.from_numpy(embed_pooled_views(self.model.image_encoder, self.train_views, tta=True))
+        labels = torch.from_numpy(self.train_cat["label"].to_numpy(np.int64).copy())
+        warm_start_text_projection(self.model, self.taxonomy, emb, labels)
 
     def loader(self, dataset, sampler: ResumableSampler) -> DataLoader:
+        """One loader per stage: persistent workers keep their HDF5 handles across epochs; batches are
+        uint8 in pinned memory on a GPU."""
         g = torch.Generator()
         g.manual_seed(self.cfg["seed"])
-        workers = self.cfg["workers"]
+        workers = int(self.runtime["workers"])
         return DataLoader(
             dataset,
             batch_size=self.cfg["batch_size"],
@@ -365,8 +483,45 @@ class Trainer:
             generator=g,
             drop_last=True,
             pin_memory=self.env.device.type == "cuda",
-            persistent_workers=False,
+            persistent_workers=workers > 0,
+            prefetch_factor=2 if workers > 0 else None,
         )
+
+    def device_batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Host batch (uint8 images, labels, params) -> augmented, normalised images and labels on the
+        device; copies are non-blocking, the noise seed is read from the host params (no sync).
+        With the feature cache a batch is (pooled features, labels): the views were the augmentation."""
+        dev = self.env.device
+        if self.cached:
+            feats, labels = batch
+            return feats.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+        images, labels, params = batch
+        noise_seed = int(params[:, -1].double().sum()) if self.augment.strength > 0 else 0
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        x = self.augment.apply(images.to(dev, non_blocking=True), params.to(dev, non_blocking=True), noise_seed, memory_format=fmt)
+        return x, labels.to(dev, non_blocking=True)
+
+    def compile_towers(self) -> None:
+        """``compile``: torch.compile each tower in place (state-dict keys unchanged); ``channels_last``:
+        the towers' weights in that memory format.
+
+        OUR CHOICE (measured, docs/training.md "Speed"): ``channels_last: auto`` is on for convolutional
+        image towers (more than one Conv2d: EfficientNet-Lite0's fwd+bwd at batch 64 took 0.67 s instead
+        of 1.31 s on the CPU) and off for a ViT (one Conv2d, the patch embedding)."""
+        model, cfg = self.model, self.cfg
+        towers = [model.image_encoder, model.text_encoder] + ([] if model.symbol_encoder_shared else [model.symbol_encoder])
+        self.channels_last = cfg["channels_last"]
+        # OUR CHOICE: channels_last "auto" = on for convolutional image towers (> 1 Conv2d), off for a ViT.
+        if self.channels_last == "auto":
+            self.channels_last = sum(isinstance(m, nn.Conv2d) for m in model.image_encoder.modules()) > 1
+        if self.channels_last:
+            for t in towers:
+                t.to(memory_format=torch.channels_last)
+        if cfg["compile"]:
+            backend = "inductor" if cfg["compile"] is True else str(cfg["compile"])
+            for t in towers:
+                if getattr(t, "_compiled_call_impl", None) is None:
+                    t.compile(backend=backend)
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -375,6 +530,9 @@ class Trainer:
         bank = getattr(objective, "bank", None)
         if bank is not None:  # the class bank draws prompts and symbol variants from its own generator
             rngs["class_bank"] = bank.rng.bit_generator.state
+        fwd = getattr(objective, "forward_module", None)
+        if getattr(fwd, "symbol_refresh_every", 1) > 1:  # reused symbol features: part of the exact state
+            rngs["symbol_cache"] = {"calls": fwd.calls, "features": None if fwd.symbol_cache is None else fwd.symbol_cache.cpu()}
         if self.env.distributed:
             import torch.distributed as dist
 
@@ -396,18 +554,43 @@ class Trainer:
             "rng": rngs,
             "method": self.cfg["method"],
             "seconds": self.elapsed(),
+            "best": self.best,
         }
 
-    def save(self, state_fn, tag: str | None = None) -> None:
-        """Every rank builds the state (RNG gathering is collective); rank 0 writes it."""
+    def save(self, state_fn, tag: str | None = None, best: bool = False) -> None:
+        """Every rank builds the state (RNG gathering is collective); rank 0 writes it (``best``: also
+        as best.pt)."""
         state = state_fn()
         if self.env.is_main:
             self.last_checkpoint = save_checkpoint(self.ckpt_dir / "last.pt", state)
             if tag and self.cfg["keep_epoch_checkpoints"]:
                 save_checkpoint(self.ckpt_dir / f"{tag}.pt", state)
+            if best:  # a byte copy of last.pt, written atomically like it (no second serialisation)
+                with atomic_path(self.ckpt_dir / "best.pt") as tmp:
+                    shutil.copyfile(self.last_checkpoint, tmp)
         else:
             self.last_checkpoint = self.ckpt_dir / "last.pt"
+        self.saved_step = self.global_step
         barrier(self.env)
+
+    def is_new_best(self, row: dict) -> bool:
+        """``keep_best_checkpoint``: does this validation row beat best.pt? OUR CHOICE: the first
+        ``val_acc_*`` metric of the method (text-prototype accuracy; the head's for image_only)."""
+        if not self.cfg["keep_best_checkpoint"]:
+            return False
+        if self.env.distributed:  # rank 0 validated: every rank must take the same decision
+            import torch.distributed as dist
+
+            box = [row]
+            dist.broadcast_object_list(box, src=0)
+            row = box[0]
+        key = next((k for k in row if k.startswith("val_acc")), None)
+        if key is None:
+            return False
+        if self.best is None or row[key] > self.best[1]:
+            self.best = (key, float(row[key]))
+            return True
+        return False
 
     def restore_rng(self, objective=None) -> None:
         rngs = self.resume_state["rng"]
@@ -418,6 +601,11 @@ class Trainer:
         bank = getattr(objective, "bank", None)
         if bank is not None and "class_bank" in rngs:
             bank.rng.bit_generator.state = rngs["class_bank"]
+        cache = rngs.get("symbol_cache")
+        fwd = getattr(objective, "forward_module", None)
+        if cache is not None and fwd is not None:
+            fwd.calls = int(cache["calls"])
+            fwd.symbol_cache = None if cache["features"] is None else cache["features"].to(self.env.device)
 
     def elapsed(self) -> float:
         return self.seconds_before + time.time() - self.t0
@@ -425,13 +613,13 @@ class Trainer:
     # -- validation -----------------------------------------------------------------------------
 
     def validate(self, objective, stage: StagePlan | None, epoch: int) -> dict:
-        if not self.cfg["validate"] or self.val_cat is None or len(self.val_cat) == 0:
+        if not self.cfg["validate"] or self.val_input is None or len(self.val_input) == 0:
             return {}
         row: dict = {}
         if self.env.is_main:
             self.model.eval()
             with torch.no_grad(), self.autocast():
-                metrics = objective.validate(self.model, self.taxonomy, self.val_cat)
+                metrics = objective.validate(self.model, self.taxonomy, self.val_input)
             self.train_mode()
             row = {"kind": "val", "step": self.global_step, "epoch": epoch, "stage": stage.number if stage else 0, **metrics, "seconds": round(self.elapsed(), 2)}
             self.log.val_row(row)
@@ -499,10 +687,18 @@ class Trainer:
             # Stage 2: the symbol encoder becomes a copy of the stage-1 image encoder (locks copied too).
             model.separate_symbol_encoder()
             model.to(env.device)
+        self.compile_towers()
         objective = build_objective(cfg, model, self.taxonomy, env)
+        if self.cached and getattr(objective, "bank", None) is not None and objective.use_symbols:
+            objective.bank.use_pooled_symbols(model.symbol_encoder, model.symbol_transform(train=False))
+        if self.cached and stage.number == 2 and pos is None and objective.use_symbols and not model.symbol_encoder_shared:
+            self.warm_start_symbols(objective)
         module: nn.Module = objective.forward_module
         if env.distributed:
-            module = nn.parallel.DistributedDataParallel(module, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+            # Reused symbol features (symbols.refresh_every > 1) leave the stage-2 symbol tower out of some steps.
+            unused = int(cfg["symbols"]["refresh_every"]) > 1 and not model.symbol_encoder_shared
+            module = nn.parallel.DistributedDataParallel(module, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+                                                         find_unused_parameters=unused)
 
         sampler = ResumableSampler(dataset, env.world_size, env.rank, seed=cfg["seed"] + 1000 * stage.number, batch_size=cfg["batch_size"])
         micro_per_epoch = sampler.num_samples // cfg["batch_size"]
@@ -533,11 +729,17 @@ class Trainer:
         self.train_mode()
         clip = cfg["optimizer"]["grad_clip_norm"]
         max_steps = cfg["max_steps"]
-        every = cfg["checkpoint_every_steps"]
+        every, save_epoch_ends = derived_checkpoint_every(cfg, steps_per_epoch, sum(p.epochs for p in stage_plan(cfg)))
+        log_every = int(self.runtime["log_every_steps"])
+        loader = self.loader(dataset, sampler)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        # With the cache, keep the stage's best validation epoch (restored at the stage's end).
+        best_epoch = BestEpoch(self.ckpt_dir / f"best_stage{stage.number}.safetensors", selection_metric(cfg["method"])) if self.cached else None
+        if best_epoch is not None and pos is None:
+            best_epoch.reset()
         for epoch in range(start_epoch, stage.epochs):
             skip_steps = start_batch if epoch == start_epoch else 0
             sampler.set_position(epoch, skip_steps * accum * cfg["batch_size"])
-            loader = self.loader(dataset, sampler)
             bar = None
             if self.progress and env.is_main:
                 from tqdm.auto import tqdm
@@ -545,13 +747,22 @@ class Trainer:
                 bar = tqdm(total=steps_per_epoch, initial=skip_steps, desc=f"{cfg['method']} stage {stage.number} epoch {epoch + 1}/{stage.epochs}", leave=False, dynamic_ncols=True)
             batch_in_epoch = skip_steps
             micro = 0
-            sums: dict[str, float] = {}
-            t_step = time.time()
-            for images, labels in loader:
+            # No host sync inside the step: loss terms stay device tensors until a flush (every
+            # log_every steps, before a checkpoint, at the epoch's end) reads them all at once.
+            sums: dict[str, torch.Tensor] = {}
+            pending: list[dict] = []
+            t_step = time.perf_counter()
+            data_wait = 0.0
+            batches = iter(loader)
+            while True:
+                t_data = time.perf_counter()
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                data_wait += time.perf_counter() - t_data
                 if batch_in_epoch >= steps_per_epoch:
                     break  # the accumulation remainder of an epoch is not used
-                images = images.to(env.device, non_blocking=True)
-                labels = labels.to(env.device, non_blocking=True)
+                images, labels = self.device_batch(batch)
                 # OUR CHOICE: accumulation sums gradients of micro-batches (each its own contrastive
                 # batch), not open_clip's feature caching; cheaper in code, negatives stay per micro-batch.
                 last_micro = micro == accum - 1
@@ -561,13 +772,14 @@ class Trainer:
                         terms = objective.loss(module, images, labels)
                     scaler.scale(terms["loss"] / accum).backward()
                 for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach()) / accum
+                    v = v.detach().float() / accum
+                    sums[k] = sums[k] + v if k in sums else v
                 micro += 1
                 if not last_micro:
                     continue
                 if clip:
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], float(clip))
+                    torch.nn.utils.clip_grad_norm_(trainable, float(clip))
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
@@ -577,40 +789,97 @@ class Trainer:
                 self.global_step += 1
                 batch_in_epoch += 1
                 micro = 0
-                row = {
+                now = time.perf_counter()
+                pending.append({
                     "kind": "train",
                     "step": self.global_step,
                     "epoch": epoch,
                     "stage": stage.number,
-                    **{k: round(v, 6) for k, v in sums.items()},
+                    "_device": {**sums, "logit_scale": model.logit_scale.detach().exp()},
                     "lr": optimizer.param_groups[0]["lr"],
-                    "logit_scale": round(float(model.logit_scale.detach().exp()), 4),
-                    "step_seconds": round(time.time() - t_step, 4),
+                    "step_seconds": round(now - t_step, 4),
+                    "data_seconds": round(data_wait, 4),
                     "seconds": round(self.elapsed(), 2),
-                }
+                })
                 sums = {}
-                if env.is_main:
-                    self.log.train_row(row)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{row['loss']:.4f}")
+                data_wait = 0.0
                 stop = max_steps is not None and self.global_step >= max_steps
-                if batch_in_epoch < steps_per_epoch and (stop or (every and self.global_step % every == 0)):
+                ckpt = batch_in_epoch < steps_per_epoch and (stop or (every and self.global_step % every == 0))
+                if len(pending) >= log_every or ckpt or stop or batch_in_epoch >= steps_per_epoch:
+                    self.flush(pending, bar)
+                if ckpt:
                     self.save(state_at(epoch, batch_in_epoch))
                 if stop and batch_in_epoch < steps_per_epoch:
                     if bar is not None:
                         bar.close()
                     return False
-                t_step = time.time()
+                t_step = time.perf_counter()
+            self.flush(pending, bar)
             if bar is not None:
                 bar.close()
-            self.validate(objective, stage, epoch)
-            self.save(state_at(epoch + 1, 0), tag=f"stage{stage.number}_epoch{epoch + 1}")
-            if max_steps is not None and self.global_step >= max_steps:
+            last_epoch = epoch + 1 == stage.epochs
+            # With the cache, epochs are short: validate about 30 times a stage (and at its end).
+            val_every = max(1, stage.epochs // 30) if self.cached else 1
+            row = self.validate(objective, stage, epoch) if ((epoch + 1) % val_every == 0 or last_epoch) else {}
+            if best_epoch is not None and env.is_main:
+                best_epoch.offer(model, row, epoch + 1)
+            if last_epoch and best_epoch is not None:
+                barrier(env)
+                chosen = best_epoch.restore(model)
+                if chosen is not None and env.is_main:
+                    self.log.val_row({"kind": "val", "step": self.global_step, "epoch": epoch, "stage": stage.number,
+                                      "selected_epoch": chosen, "seconds": round(self.elapsed(), 2)})
+            best = self.is_new_best(row)
+            stop = max_steps is not None and self.global_step >= max_steps
+            if save_epoch_ends or best or last_epoch or stop or self.global_step - self.saved_step >= every or cfg["keep_epoch_checkpoints"]:
+                self.save(state_at(epoch + 1, 0), tag=f"stage{stage.number}_epoch{epoch + 1}", best=best)
+            if stop:
                 return si == len(stage_plan(cfg)) - 1 and epoch + 1 == stage.epochs
         if stage.epochs == 0:
             self.save(state_at(0, 0))
         return True
+
+    def warm_start_symbols(self, objective) -> None:
+        """Stage 2: the separate symbol encoder's projection starts with each class's symbols pointing
+        at its labelled galaxies' mean image embedding (see :meth:`warm_start`)."""
+        from galaxalign.features import embed_pooled_views
+        from galaxalign.training.warm_start import class_means, ridge_projection
+
+        model, bank = self.model, objective.bank
+        emb = torch.from_numpy(embed_pooled_views(model.image_encoder, self.train_views, tta=True))
+        labels = torch.from_numpy(self.train_cat["label"].to_numpy(np.int64).copy())
+        means = class_means(emb, labels, len(self.taxonomy.classes))
+        present = set(labels.unique().tolist())
+        tower = model.symbol_encoder
+        rows = [(r, c) for c in sorted(present) for r in bank.symbol_rows[c]]
+        views = bank.symbol_views[[r for r, _ in rows]]  # (n, 8, F)
+        inputs = torch.as_tensor(views.reshape(-1, views.shape[-1]), dtype=torch.float32, device=tower.feature_mean.device)
+        inputs = (inputs - tower.feature_mean) / tower.feature_std
+        targets = torch.stack([means[c] for _, c in rows for _ in range(views.shape[1])]).to(inputs.device)
+        ridge_projection(tower.proj, inputs, targets)
+
+    def flush(self, pending: list[dict], bar=None) -> None:
+        """Read the pending steps' device scalars in ONE transfer and write their train-log rows."""
+        if not pending:
+            return
+        keys = [list(r["_device"]) for r in pending]
+        flat = torch.stack([v.reshape(()).float() for r in pending for v in r["_device"].values()]).tolist()
+        at = 0
+        for r, ks in zip(pending, keys):
+            vals = dict(zip(ks, flat[at : at + len(ks)]))
+            at += len(ks)
+            scale = vals.pop("logit_scale")
+            row = {k: v for k, v in r.items() if k != "_device"}
+            row = {**{k: row[k] for k in ("kind", "step", "epoch", "stage")}, **{k: round(v, 6) for k, v in vals.items()},
+                   "lr": row["lr"], "logit_scale": round(scale, 4), "step_seconds": row["step_seconds"],
+                   "data_seconds": row["data_seconds"], "seconds": row["seconds"]}
+            if self.env.is_main:
+                self.log.train_row(row)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.set_postfix(loss=f"{vals.get('loss', float('nan')):.4f}")
+        pending.clear()
 
 
 def train(config: dict | str | Path, progress: bool = True, resume: str | Path | None = None) -> TrainResult:
