@@ -99,7 +99,9 @@ def test_cache_computes_once_and_reuses_per_galaxy_across_catalogs(tapped_model,
     tower, tr = tapped_model.image_encoder, tapped_model.eval_transform()
     cat = _png_catalog(tmp_path / "imgs", _asymmetric_images(6))
     calls = _counting(tower, monkeypatch)
+    threads = torch.get_num_threads()
     first = FT.pooled_views_catalog(tower, cat, tr, progress=False)
+    assert torch.get_num_threads() == threads  # the one-off pass restores the configured threads
     assert first.shape == (6, 8, tower.feature_width)
     assert calls["n"] == 6 * 8
     again = FT.pooled_views_catalog(tower, cat.iloc[[4, 1]].reset_index(drop=True), tr, progress=False)

@@ -216,6 +216,11 @@ def _pool_batches(tower, batches, n: int, device, progress: bool, desc: str) -> 
     tower.eval()
     pos = 0
     bar = None
+    # OUR CHOICE: the one-off trunk pass uses every core this process may run on (measured at 224 px on
+    # the idle 2-core machine: 14 -> 26 images/s), then the configured thread count is restored.
+    threads = torch.get_num_threads()
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(max(threads, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)))
     if progress:
         from tqdm.auto import tqdm
 
@@ -229,6 +234,7 @@ def _pool_batches(tower, batches, n: int, device, progress: bool, desc: str) -> 
             if bar is not None:
                 bar.update(len(x))
     finally:
+        torch.set_num_threads(threads)
         if bar is not None:
             bar.close()
         tower.train(was_training)
