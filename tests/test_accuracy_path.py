@@ -274,3 +274,20 @@ def test_a_key_set_on_the_command_line_pins_the_recipe_choice(tmp_path):
     out, _ = resolve_recipe(cfg, cat, "cpu")
     assert out["model"]["backbone"]["image_size"] == 128
     assert out["stage1"]["epochs"] == 2 and out["batch_size"] == 4
+
+
+def test_a_locked_text_encoder_memoises_prompts_but_never_serves_stale_ones(tapped_model):
+    import copy
+
+    model = copy.deepcopy(tapped_model)
+    model.lock_text_tower(unlocked_layers=1)  # projection only: the sentence encoder is memoised
+    tokens = model.tokenize(["a smooth round galaxy", "a barred spiral"])
+    with torch.no_grad():
+        first = model.text_encoder(tokens)
+        assert len(model.text_encoder._memo) == 2
+        np.testing.assert_allclose(model.text_encoder(tokens).numpy(), first.numpy())
+        state = {k: (v * 1.5 if k.startswith("text_encoder.bert.encoder.layer.0.") and v.is_floating_point() else v)
+                 for k, v in model.state_dict().items()}
+        model.load_state_dict(state)
+        after = model.text_encoder(tokens)
+    assert not np.allclose(after.numpy(), first.numpy(), atol=1e-4)

@@ -17,6 +17,17 @@ import torch
 import torch.nn.functional as F
 
 
+def _rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """The (H,W,3) uint8 view of a grey (H,W), RGB or RGBA uint8 array; a clear error otherwise."""
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"expected an image of shape (H,W,3), got {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got dtype {image.dtype}")
+    return image[:, :, :3]
+
+
 def to_float_tensor(image) -> torch.Tensor:
     """uint8 (H,W,3) / (H,W) numpy or PIL -> float (3,H,W) in [0,1]."""
     if not isinstance(image, np.ndarray):
@@ -24,13 +35,7 @@ def to_float_tensor(image) -> torch.Tensor:
             image = np.asarray(image.convert("RGB"))  # PIL
         except AttributeError:
             raise TypeError(f"expected a uint8 (H,W,3) array or PIL image, got {type(image).__name__}") from None
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"expected an image of shape (H,W,3), got {image.shape}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got dtype {image.dtype}")
-    rgb = image[:, :, :3]
+    rgb = _rgb_uint8(image)
     if not (rgb.flags.writeable and rgb.flags.c_contiguous):
         rgb = rgb.copy()  # torch refuses read-only arrays (e.g. memory-mapped HDF5 / PIL buffers)
     return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
@@ -84,17 +89,10 @@ def resize_center_crop_uint8(image: np.ndarray, size: int) -> np.ndarray:
 
     The worker-side half of the training transform: what travels to the device is the training size
     in uint8 (a quarter of float32's bytes)."""
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"expected an image of shape (H,W,3), got {image.shape}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got dtype {image.dtype}")
-    h, w = image.shape[:2]
+    rgb = _rgb_uint8(np.asarray(image))
+    h, w = rgb.shape[:2]
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    rgb = image[:, :, :3]
     if (nh, nw) != (h, w):
         if not (rgb.flags.writeable and rgb.flags.c_contiguous):
             rgb = rgb.copy()  # torch refuses read-only arrays (PIL buffers)

@@ -73,11 +73,12 @@ class EfficientNetImageTower(LockableTower):
     after the deepest tap (and the head conv when not tapped) are dropped: they would cost compute
     and take no part.
 
-    OUR CHOICE (measured, docs/training.md "Accuracy on real galaxies"): the default recipe taps
-    stages 5, 6 and 7. On the 241 real exemplars of ../shared/data (5-fold CV logistic regression,
+    OUR CHOICE (measured by scripts/probe_taps.py, docs/training.md "The recipe"): the default recipe
+    taps stages 5, 6 and 7. On the 241 real exemplars of ../shared/data (CV logistic regression,
     dihedral-averaged, 224 px) the 1280-wide head conv, tuned to ImageNet's classes, separates
-    smooth from featured galaxies worse (balanced accuracy 0.83) than the mid-level stage outputs
-    (0.86-0.90): galaxy morphology is texture and shape, not object identity.
+    smooth from featured galaxies worse (balanced accuracy 0.885) than stages 5-7 (0.925), and is
+    not better on edge-on (0.946 vs 0.956) or bars (0.571 vs 0.583): galaxy morphology is texture
+    and shape, not object identity.
 
     ``forward`` also takes already pooled features ``(B, F)`` (2-D input): the frozen-trunk feature
     cache (``galaxalign.features``) feeds those, so cached training runs only the normaliser and

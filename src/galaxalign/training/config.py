@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from galaxalign.training.recipe import RECIPE_DEFAULTS
+
 from galaxalign.survey.classes import DEFAULT_SURVEY_NUM, DEFAULT_SURVEY_SIZE
 
 CONFIGS = "galaxalign.configs"
@@ -54,19 +56,9 @@ SCHEMA: dict[str, Any] = {
         "lock_text_unlocked_layers": 0,
         "tta": "none",  # "dihedral": classify and embed with the mean of the 8 rotations/flips
     },
-    # The self-choosing recipe (training/recipe.py); off in the bare schema, on in configs/default.yaml.
-    "recipe": {
-        "enabled": False,
-        "image_size": "auto",
-        "taps": "auto",
-        "cache": "auto",
-        "epochs": "auto",
-        "batch_size": "auto",
-        "tta": "auto",
-        "steps": 900,
-        "max_epochs": 150,
-        "cache_max_galaxies": 20000,
-    },
+    # The self-choosing recipe (training/recipe.py, which owns its keys and defaults); off in the bare
+    # schema, on in configs/default.yaml.
+    "recipe": {**RECIPE_DEFAULTS, "enabled": False},
     "loss": {
         "image_text": 1.0,
         "symbol_text": 1.0,

@@ -449,7 +449,8 @@ class Trainer:
         if self.train_views is not None:
             pooled = self.train_views
         else:  # fine-tuned trunk: statistics of the pretrained trunk on (a sample of) the training set
-            cat = self.train_cat.sample(n=min(len(self.train_cat), 512), random_state=int(self.cfg["seed"]))
+            # 128 galaxies x 8 views: 1,024 pooled vectors, one trunk pass each (not stored: the trunk trains)
+            cat = self.train_cat.sample(n=min(len(self.train_cat), 128), random_state=int(self.cfg["seed"]))
             pooled = torch.from_numpy(FT.pooled_views_catalog(tower, cat, self.model.eval_transform(), device=self.env.device,
                                                               use_cache=False, progress=False))
         tower.fit_feature_normalizer(pooled.to(tower.feature_mean.device))
@@ -461,12 +462,18 @@ class Trainer:
         already classify like nearest-class-mean instead of aligning random ones."""
         if self.cfg["method"] not in ("galaxalign", "image_text") or self.train_views is None:
             return
-        from galaxalign.features import embed_pooled_views
         from galaxalign.training.warm_start import warm_start_text_projection
 
-        emb = torch.from_numpy(embed_pooled_views(self.model.image_encoder, self.train_views, tta=True))
-        labels = torch.from_numpy(self.train_cat["label"].to_numpy(np.int64).copy())
+        emb, labels = self.train_embeddings()
         warm_start_text_projection(self.model, self.taxonomy, emb, labels)
+
+    def train_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,D) 8-view-averaged embeddings of the labelled training galaxies (from the cached views,
+        through the image tower's current projection) and their labels."""
+        from galaxalign.features import embed_pooled_views
+
+        emb = torch.from_numpy(embed_pooled_views(self.model.image_encoder, self.train_views, tta=True))
+        return emb, torch.from_numpy(self.train_cat["label"].to_numpy(np.int64).copy())
 
     def loader(self, dataset, sampler: ResumableSampler) -> DataLoader:
         """One loader per stage: persistent workers keep their HDF5 handles across epochs; batches are
@@ -842,12 +849,10 @@ class Trainer:
     def warm_start_symbols(self, objective) -> None:
         """Stage 2: the separate symbol encoder's projection starts with each class's symbols pointing
         at its labelled galaxies' mean image embedding (see :meth:`warm_start`)."""
-        from galaxalign.features import embed_pooled_views
         from galaxalign.training.warm_start import class_means, ridge_projection
 
         model, bank = self.model, objective.bank
-        emb = torch.from_numpy(embed_pooled_views(model.image_encoder, self.train_views, tta=True))
-        labels = torch.from_numpy(self.train_cat["label"].to_numpy(np.int64).copy())
+        emb, labels = self.train_embeddings()
         means = class_means(emb, labels, len(self.taxonomy.classes))
         present = set(labels.unique().tolist())
         tower = model.symbol_encoder
