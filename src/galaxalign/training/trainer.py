@@ -581,8 +581,8 @@ class Trainer:
         barrier(self.env)
 
     def is_new_best(self, row: dict) -> bool:
-        """``keep_best_checkpoint``: does this validation row beat best.pt? OUR CHOICE: the first
-        ``val_acc_*`` metric of the method (text-prototype accuracy; the head's for image_only)."""
+        """``keep_best_checkpoint``: does this validation row beat best.pt? By the method's
+        :func:`selection_metric` (its primary classifier's validation accuracy)."""
         if not self.cfg["keep_best_checkpoint"]:
             return False
         if self.env.distributed:  # rank 0 validated: every rank must take the same decision
@@ -591,7 +591,9 @@ class Trainer:
             box = [row]
             dist.broadcast_object_list(box, src=0)
             row = box[0]
-        key = next((k for k in row if k.startswith("val_acc")), None)
+        key = selection_metric(self.cfg["method"])  # the same metric that picks a stage's best epoch
+        if key not in row:
+            key = next((k for k in row if k.startswith("val_acc")), None)
         if key is None:
             return False
         if self.best is None or row[key] > self.best[1]:
