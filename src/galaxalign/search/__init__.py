@@ -1,5 +1,7 @@
 """Similarity search over a survey: embed it into Parquet shards, index them with faiss, query
-the index by image, galaxy id, text, Galaxy Zoo answers (composed symbols) or a sketch.
+the index by image, galaxy id, text, Galaxy Zoo answers (a feature query: composed symbols, their
+caption in volunteer wording, or both) or a sketch. Hits carry each galaxy's answers when the
+catalog has them.
 
     from galaxalign.search import embed_survey, build_index_from_embeddings, SearchIndex, query_text
 """
@@ -14,9 +16,13 @@ from galaxalign.search.index import (
     choose_kind,
 )
 from galaxalign.search.query import (
+    FEATURE_VIAS,
     QueryError,
+    feature_caption,
+    feature_vector,
     load_image,
     parse_answers,
+    query_features,
     query_id,
     query_image,
     query_sketch,
@@ -28,6 +34,7 @@ from galaxalign.search.query import (
 
 __all__ = [
     "CatalogFilter", "FilterError", "parse_filter", "query_vector",
+    "FEATURE_VIAS", "feature_caption", "feature_vector", "query_features",
     "Hit", "IndexMismatchError", "QueryError", "SearchIndex", "build_index", "build_index_from_embeddings",
     "choose_kind", "embed_survey", "load_image", "parse_answers", "query_id", "query_image", "query_sketch",
     "query_symbol", "query_text", "read_embeddings", "read_manifest", "render_query_symbol",

@@ -63,10 +63,19 @@ class Hit:
     label_name: str
     source: str
     row: int
+    # the galaxy's decision-tree path, when the index's catalog carries per-galaxy answers
+    # (search.galaxy_answers); for a feature query also how many of the query's answers it has
+    answers: tuple[str, ...] | None = None
+    matched: int | None = None
 
     def to_dict(self) -> dict:
-        return {"rank": self.rank, "id": self.id, "score": self.score, "label": self.label,
-                "label_name": self.label_name, "source": self.source, "row": self.row}
+        out = {"rank": self.rank, "id": self.id, "score": self.score, "label": self.label,
+               "label_name": self.label_name, "source": self.source, "row": self.row}
+        if self.answers is not None:
+            out["answers"] = list(self.answers)
+        if self.matched is not None:
+            out["matched"] = self.matched
+        return out
 
 
 def _as_matrix(vectors: np.ndarray, dim: int | None = None, what: str = "vectors") -> np.ndarray:

@@ -175,9 +175,15 @@ def _check_dim(index: SearchIndex, v: np.ndarray) -> np.ndarray:
 # Every query takes ``where`` (a catalog filter: galaxalign.search.filters.CatalogFilter, its dict
 # or text form) and ``offset`` (skip the first results: the next page).
 def query_vector(index: SearchIndex, vector: np.ndarray, k: int = 10, where=None, offset: int = 0,
-                 exclude: Iterable[str] = ()) -> list[Hit]:
-    """Galaxies nearest to an embedding computed elsewhere (e.g. a cached query vector)."""
-    return index.search(_check_dim(index, np.asarray(vector)), k, exclude=exclude, where=where, offset=offset)
+                 exclude: Iterable[str] = (), features: Sequence[str] | None = None) -> list[Hit]:
+    """Galaxies nearest to an embedding computed elsewhere (e.g. a cached query vector).
+
+    When the index's catalog carries per-galaxy answers, every hit carries its galaxy's ``answers``;
+    ``features`` (the answer ids of a feature query) adds ``matched``, how many of them it has."""
+    hits = index.search(_check_dim(index, np.asarray(vector)), k, exclude=exclude, where=where, offset=offset)
+    from galaxalign.search.galaxy_answers import with_answers
+
+    return with_answers(index, hits, features)
 
 
 def query_image(index: SearchIndex, model, image: np.ndarray, k: int = 10, where=None, offset: int = 0) -> list[Hit]:
@@ -194,8 +200,64 @@ def query_symbol(index: SearchIndex, model, answers: str | Sequence[str], k: int
                  offset: int = 0) -> list[Hit]:
     """Galaxies matching the pictogram composed from Galaxy Zoo answers (symbol encoder), drawn with the
     symbol book and decision tree the index's model was trained with."""
+    return query_features(index, model, answers, "symbol", k, where, offset)
+
+
+# A feature query: Galaxy Zoo answer ids, run through the symbol encoder (the composed pictogram),
+# the text encoder (the answers said in the volunteers' wording) or both.
+FEATURE_VIAS = ("symbol", "text", "both")
+DEFAULT_VIA = "both"
+
+
+def feature_caption(answers: str | Sequence[str], taxonomy=None) -> str:
+    """The answers in the volunteers' wording (``galaxalign.answers.caption``) with ``taxonomy``'s
+    tree: the text a feature query sends to the text encoder."""
+    from galaxalign.answers import caption
+
+    tree = taxonomy.tree if taxonomy is not None else None
+    return caption(parse_answers(answers, tree), tree)
+
+
+def combine_feature_vectors(symbol_vector: np.ndarray, text_vector: np.ndarray) -> np.ndarray:
+    """The ``both`` query of a feature search: the unit-normalised sum of the unit symbol and text
+    query embeddings.
+
+    OUR CHOICE: an equal-weight sum of the two normalised embeddings (then normalised): neither
+    modality dominates, and the result is the direction halfway between them on the sphere, so a
+    galaxy near both queries outranks one near only one. The paper defines no multi-modal query.
+    """
+    s = np.asarray(symbol_vector, dtype=np.float32).reshape(-1)
+    t = np.asarray(text_vector, dtype=np.float32).reshape(-1)
+    v = s / max(float(np.linalg.norm(s)), 1e-12) + t / max(float(np.linalg.norm(t)), 1e-12)
+    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+
+
+def check_via(via: str) -> str:
+    if via not in FEATURE_VIAS:
+        raise QueryError(f"via must be one of {', '.join(FEATURE_VIAS)}, got {via!r}")
+    return via
+
+
+def feature_vector(model, answers: str | Sequence[str], via: str = DEFAULT_VIA, taxonomy=None) -> np.ndarray:
+    """(D,) query embedding of a feature query (answer ids) run as ``via``: symbol, text or both."""
+    check_via(via)
+    parsed = parse_answers(answers, taxonomy.tree if taxonomy is not None else None)
+    if via == "text":
+        return embed_text(model, feature_caption(parsed, taxonomy))
+    symbol = embed_image(model, render_query_symbol(parsed, taxonomy=taxonomy), "symbol")
+    if via == "symbol":
+        return symbol
+    return combine_feature_vectors(symbol, embed_text(model, feature_caption(parsed, taxonomy)))
+
+
+def query_features(index: SearchIndex, model, answers: str | Sequence[str], via: str = DEFAULT_VIA, k: int = 10,
+                   where=None, offset: int = 0) -> list[Hit]:
+    """Galaxies that have the given Galaxy Zoo answers (a feature query), found through the symbol
+    encoder, the text encoder or both (:func:`feature_vector`); each hit carries ``matched`` (how
+    many of the answers its galaxy has) when the index's catalog carries per-galaxy answers."""
     tax = index_taxonomy(index)
-    return query_sketch(index, model, render_query_symbol(answers, taxonomy=tax), k, where, offset)
+    parsed = parse_answers(answers, tax.tree if tax is not None else None)
+    return query_vector(index, feature_vector(model, parsed, via, tax), k, where, offset, features=parsed)
 
 
 def query_text(index: SearchIndex, model, text: str, k: int = 10, where=None, offset: int = 0) -> list[Hit]:

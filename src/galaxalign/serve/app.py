@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import numpy as np
@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 
 from galaxalign.search import query as q
 from galaxalign.search.filters import FilterError
+from galaxalign.search.galaxy_answers import index_answers
 from galaxalign.search.index import Hit, SearchIndex, UnknownGalaxyError
 from galaxalign.serve.embedding_cache import EmbeddingCache, MicroBatcher
 
@@ -140,6 +141,14 @@ class Searcher:
 
     def symbol_vector(self, answers: tuple[str, ...]) -> np.ndarray:
         return self.query_vectors.get(("symbol", tuple(answers)), lambda: self._symbols(tuple(answers)))
+
+    def feature_vector(self, answers: tuple[str, ...], via: str, caption: str) -> np.ndarray:
+        """A feature query's embedding (search.query.feature_vector), from the cached symbol / text ones."""
+        if via == "symbol":
+            return self.symbol_vector(answers)
+        if via == "text":
+            return self.text_vector(caption)
+        return q.combine_feature_vectors(self.symbol_vector(answers), self.text_vector(caption))
 
     def load_model(self):
         """The model, loaded on first use; a missing or refused file raises OSError / ValueError naming it."""
@@ -254,6 +263,7 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
     """The search service over an index folder. ``model`` (already loaded) skips ``load_model``."""
     index = index_dir if isinstance(index_dir, SearchIndex) else SearchIndex.load(index_dir)
     searcher = Searcher(index, checkpoint, model)
+    index_answers(index)  # every galaxy's decision-tree answers, read once here, not per request
     app = FastAPI(
         title="GalaxAlign search",
         description="Find galaxies by image, catalog id, description, Galaxy Zoo symbols or a sketch.",
@@ -321,6 +331,7 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
 
     @app.get("/api/symbols", summary="the Galaxy Zoo decision tree with each answer's pictogram URL")
     def symbols() -> dict[str, Any]:
+        from galaxalign.answers import _phrase as answer_phrase  # how a caption says an answer
         from galaxalign.taxonomy import decision_tree
 
         tax = q.index_taxonomy(index)  # the model's own tree, saved with it
@@ -331,7 +342,8 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
                     "text": question.text,
                     "requires": list(question.requires),
                     "answers": [
-                        {"id": a.id, "text": a.text, "icon": a.icon, "icon_url": f"/api/symbol.png?answers={a.id}"}
+                        {"id": a.id, "text": a.text, "phrase": answer_phrase(a), "icon": a.icon,
+                         "icon_url": f"/api/symbol.png?answers={a.id}"}
                         for a in question.answers
                     ],
                 }
@@ -411,8 +423,22 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
     def search_symbol(body: SymbolQuery):
         tax = q.index_taxonomy(index)
         answers = q.parse_answers(body.answers, tax.tree if tax is not None else None)
-        hits = q.query_vector(index, searcher.symbol_vector(answers), body.k, body.where, body.offset)
+        hits = q.query_vector(index, searcher.symbol_vector(answers), body.k, body.where, body.offset, features=answers)
         return searcher.hits_json(hits, {"answers": list(answers), "where": body.where}, body.k, body.offset)
+
+    @app.get("/api/search/features", summary="galaxies with the given Galaxy Zoo answers (a feature query)")
+    def search_features(answers: str = Query(..., description="comma-separated answer ids, e.g. "
+                                             "smooth-or-featured_featured-or-disk,disk-edge-on_no,bar_yes"),
+                        via: Literal["symbol", "text", "both"] = Query(
+                            q.DEFAULT_VIA, description="the composed symbol (symbol encoder), the answers in "
+                            "volunteer wording (text encoder), or both (the normalised sum of the two)"),
+                        k: int = Query(10, ge=1, le=MAX_K), offset: int = Query(0, ge=0, le=MAX_OFFSET),
+                        where: str | None = Query(None, description=WHERE_HELP)):
+        tax = q.index_taxonomy(index)
+        parsed = q.parse_answers(answers, tax.tree if tax is not None else None)
+        caption = q.feature_caption(parsed, tax)
+        hits = q.query_vector(index, searcher.feature_vector(parsed, via, caption), k, where, offset, features=parsed)
+        return searcher.hits_json(hits, {"answers": list(parsed), "via": via, "caption": caption, "where": where}, k, offset)
 
     return app
 

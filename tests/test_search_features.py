@@ -1,0 +1,236 @@
+"""Search by features: hits carry each galaxy's decision-tree answers (read once per index from the
+catalog's vote-fraction / ``answers`` columns), and a feature query (answer ids) runs through the
+symbol encoder, the text encoder (the answers in volunteer wording) or both, from Python, the CLI
+and the HTTP API."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from galaxalign import answers as A
+from galaxalign.search import query as q
+from galaxalign.search import galaxy_answers as GA
+from galaxalign.search.index import SearchIndex
+
+FEATURES = ["smooth-or-featured_featured-or-disk", "disk-edge-on_no", "has-spiral-arms_yes", "spiral-winding_tight"]
+
+
+@pytest.fixture(scope="module")
+def sfx(tmp_path_factory):
+    """A rendered survey (true answers as ``<answer>_fraction`` columns), a tiny model, an exact index."""
+    from conftest import write_model
+    from galaxalign.datasets import load_catalog
+    from galaxalign.inference import load_model
+    from galaxalign.search.embed import embed_survey
+    from galaxalign.search.index import build_index_from_embeddings
+    from galaxalign.survey.generate import generate_survey
+
+    root = tmp_path_factory.mktemp("features")
+    survey = generate_survey(root / "s.h5", 40, size=32, seed=3, workers=0, progress=False)
+    model_dir = write_model(root / "model")
+    model, tax = load_model(model_dir)
+    catalog = load_catalog(survey, tax)
+    embed_survey(model, catalog, root / "emb", checkpoint=str(model_dir), data_source=str(survey), taxonomy=tax,
+                 batch_size=20, progress=False)
+    index = build_index_from_embeddings(root / "emb", root / "index", kind="exact", progress=False)
+    truth = {str(i): A.hard_answers(r, tax.tree) for i, r in zip(catalog["id"], A.answer_matrix(catalog, tax))}
+    return {"index": index, "model": model, "model_dir": model_dir, "tax": tax, "truth": truth}
+
+
+def expected_matched(query, path) -> int:
+    return round(A.relevance(query, path) * len(dict.fromkeys(query)))
+
+
+# -- the answers of every galaxy -------------------------------------------------------------------
+def test_vectorised_walk_equals_hard_answers_row_by_row():
+    tree = A.decision_tree()
+    ids = A.answer_ids(tree)
+    rng = np.random.default_rng(1)
+    m = rng.random((500, len(ids))).astype(np.float32)
+    m[rng.random(m.shape) < 0.3] = np.nan
+    m[rng.random(m.shape) < 0.15] = 0.0
+    m[rng.random(m.shape) < 0.15] = 0.5   # ties, and multiple-choice answers at the threshold
+    masks = GA.hard_answer_masks(m, tree)
+    for i in range(len(m)):
+        assert tuple(a for a, on in zip(ids, masks[i]) if on) == A.hard_answers(m[i], tree), i
+
+
+def test_every_hit_carries_its_galaxys_true_answers(sfx):
+    index = SearchIndex.load(sfx["index"])
+    hits = q.query_text(index, sfx["model"], "a spiral galaxy", k=40)
+    assert len(hits) == 40
+    for h in hits:
+        assert h.answers == sfx["truth"][h.id] and h.matched is None
+        assert h.to_dict()["answers"] == list(h.answers) and "matched" not in h.to_dict()
+    assert len({h.answers for h in hits}) > 3  # galaxies differ below their class
+    assert all(h.answers == sfx["truth"][h.id] for h in q.query_id(index, hits[0].id, k=5))
+
+
+def test_feature_query_hits_count_the_matched_answers(sfx):
+    index = SearchIndex.load(sfx["index"])
+    for via in q.FEATURE_VIAS:
+        hits = q.query_features(index, sfx["model"], FEATURES, via=via, k=40)
+        assert [h.matched for h in hits] == [expected_matched(FEATURES, sfx["truth"][h.id]) for h in hits]
+        assert {h.matched for h in hits} != {len(FEATURES)}  # not every galaxy has them all: a real count
+    symbol = q.query_symbol(index, sfx["model"], FEATURES, k=5)
+    assert [h.matched for h in symbol] == [expected_matched(FEATURES, sfx["truth"][h.id]) for h in symbol]
+
+
+def test_both_is_the_normalised_sum_of_the_symbol_and_text_query_embeddings(sfx):
+    model, tax = sfx["model"], sfx["tax"]
+    caption = q.feature_caption(FEATURES, tax)
+    assert caption == "galaxy with features or a disk, not edge-on, spiral arms, tightly wound arms"
+    s = q.embed_image(model, q.render_query_symbol(FEATURES, taxonomy=tax), "symbol")
+    t = q.embed_text(model, caption)
+    np.testing.assert_allclose(q.feature_vector(model, FEATURES, "symbol", tax), s, atol=1e-6)
+    np.testing.assert_allclose(q.feature_vector(model, FEATURES, "text", tax), t, atol=1e-6)
+    both = q.feature_vector(model, FEATURES, "both", tax)
+    expected = s / np.linalg.norm(s) + t / np.linalg.norm(t)
+    np.testing.assert_allclose(both, expected / np.linalg.norm(expected), atol=1e-6)
+    assert abs(float(s @ t) / np.linalg.norm(s) / np.linalg.norm(t)) < 0.999  # the two differ: the sum is a third query
+
+
+def test_bad_feature_queries_are_clear_errors(sfx):
+    index = SearchIndex.load(sfx["index"])
+    with pytest.raises(q.QueryError, match="via must be one of symbol, text, both"):
+        q.query_features(index, sfx["model"], FEATURES, via="image")
+    with pytest.raises(q.QueryError, match="unknown Galaxy Zoo answer"):
+        q.query_features(index, sfx["model"], ["bar_perhaps"])
+    with pytest.raises(q.QueryError, match="both answer question 'bar'"):
+        q.query_features(index, sfx["model"], ["bar_yes", "bar_no"])
+
+
+def test_answers_are_read_once_per_index_and_again_after_it_grows(sfx, monkeypatch):
+    index = SearchIndex.load(sfx["index"])
+    calls = []
+    real = GA.compute_index_answers
+    monkeypatch.setattr(GA, "compute_index_answers", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    for _ in range(3):
+        q.query_text(index, sfx["model"], "a smooth galaxy", k=3)
+    assert len(calls) == 1
+    g = index.record(index.table["id"].iloc[0])
+    new = pd.DataFrame([{**g, "id": "new-1", "bar_yes_fraction": 1.0, "bar_no_fraction": 0.0}])
+    index.add(index.vector(g["id"])[None] * -1, new)
+    hit = q.query_id(index, g["id"], k=len(index) - 1)[-1]
+    assert len(calls) == 2 and hit.id == "new-1" and hit.answers == A.hard_answers(
+        A.answer_matrix(new, sfx["tax"])[0], sfx["tax"].tree)
+
+
+def _flat_index(table: pd.DataFrame, info: dict | None = None) -> SearchIndex:
+    import faiss
+
+    x = np.random.default_rng(0).normal(size=(len(table), 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    flat = faiss.IndexFlatIP(8)
+    flat.add(x)
+    return SearchIndex(flat, table, {"format": "galaxalign-index", "kind": "exact", "count": len(table), "dim": 8,
+                                     **(info or {})})
+
+
+def test_an_answers_column_is_read_and_a_catalog_without_answers_adds_nothing():
+    table = pd.DataFrame({"id": ["a", "b", "c"], "label": [-1, -1, -1], "source": ["x", "y", "z"],
+                          "answers": ["smooth-or-featured_smooth;how-rounded_cigar", "bar_yes", ""]})
+    index = _flat_index(table)
+    by_id = {h.id: h for h in q.query_vector(index, np.ones(8, np.float32), k=3, features=["bar_yes", "bar_no"])}
+    assert by_id["a"].answers == ("smooth-or-featured_smooth", "how-rounded_cigar") and by_id["a"].matched == 0
+    assert by_id["b"].answers == ("smooth-or-featured_featured-or-disk", "disk-edge-on_no", "bar_yes")
+    assert by_id["b"].matched == 1
+    assert by_id["c"].answers == () and by_id["c"].matched == 0
+    plain = _flat_index(table.drop(columns=["answers"]))
+    hits = q.query_vector(plain, np.ones(8, np.float32), k=3, features=["bar_yes"])
+    assert all(h.answers is None and h.matched is None for h in hits)
+    assert "answers" not in hits[0].to_dict() and "matched" not in hits[0].to_dict()
+
+
+def test_a_bad_answers_cell_names_the_row():
+    table = pd.DataFrame({"id": ["a", "b"], "label": [-1, -1], "source": ["x", "y"], "answers": ["bar_yes", "bar_maybe"]})
+    with pytest.raises(A.AnswerError, match=r"index table: row 1 \(id 'b'\).*'bar_maybe'"):
+        q.query_vector(_flat_index(table), np.ones(8, np.float32), k=2)
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+def test_cli_feature_query_json_and_table(sfx, capsys):
+    from galaxalign.cli import main
+
+    assert main(["search", "--index", str(sfx["index"]), "--features", ",".join(FEATURES), "--via", "text",
+                 "-k", "6", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["query"] == {"features": FEATURES, "via": "text", "caption": q.feature_caption(FEATURES, sfx["tax"])}
+    assert len(out["results"]) == 6
+    for r in out["results"]:
+        assert r["answers"] == list(sfx["truth"][r["id"]])
+        assert r["matched"] == expected_matched(FEATURES, sfx["truth"][r["id"]])
+    assert main(["search", "--index", str(sfx["index"]), "--features", ",".join(FEATURES), "-k", "3"]) == 0
+    table = capsys.readouterr().out
+    assert "via: both" in table and "caption: galaxy with features or a disk, not edge-on" in table
+    assert "matched" in table.splitlines()[3] and table.count("answers: ") == 3
+    assert any(f"{expected_matched(FEATURES, path)}/{len(FEATURES)}" in table for path in sfx["truth"].values())
+    with pytest.raises(SystemExit) as exc:
+        main(["search", "--index", str(sfx["index"]), "--features", "bar_yes", "--via", "image"])
+    assert exc.value.code == 2
+
+
+def test_cli_symbol_query_shows_matched_features(sfx, capsys):
+    from galaxalign.cli import main
+
+    assert main(["search", "--index", str(sfx["index"]), "--symbol", "bar_yes,bar_yes", "-k", "4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["matched"] for r in out["results"]] == [int("bar_yes" in A.expand(sfx["truth"][r["id"]])) for r in out["results"]]
+
+
+# -- the HTTP API ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def client(sfx):
+    from fastapi.testclient import TestClient
+
+    from galaxalign.serve import create_app
+
+    with TestClient(create_app(sfx["index"], model=sfx["model"])) as c:
+        yield c
+
+
+@pytest.mark.parametrize("via", ["symbol", "text", "both"])
+def test_api_feature_search(client, sfx, via):
+    r = client.get("/api/search/features", params={"answers": ",".join(FEATURES), "via": via, "k": 8})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["query"] == {"answers": FEATURES, "via": via, "caption": q.feature_caption(FEATURES, sfx["tax"])}
+    assert len(body["results"]) == 8
+    for hit in body["results"]:
+        assert hit["answers"] == list(sfx["truth"][hit["id"]])
+        assert hit["matched"] == expected_matched(FEATURES, sfx["truth"][hit["id"]])
+    # the same ranking as the Python API's feature query
+    index = SearchIndex.load(sfx["index"])
+    assert [h["id"] for h in body["results"]] == [h.id for h in q.query_features(index, sfx["model"], FEATURES, via, 8)]
+
+
+def test_api_feature_search_defaults_to_both_and_pages(client):
+    first = client.get("/api/search/features", params={"answers": "bar_yes", "k": 4}).json()
+    second = client.get("/api/search/features", params={"answers": "bar_yes", "k": 4, "offset": 4}).json()
+    assert first["query"]["via"] == "both"
+    assert [h["rank"] for h in second["results"]] == [5, 6, 7, 8]
+    assert not {h["id"] for h in first["results"]} & {h["id"] for h in second["results"]}
+
+
+def test_api_symbol_and_text_hits_carry_answers(client, sfx):
+    symbol = client.post("/api/search/symbol", json={"answers": ["bar_yes"], "k": 5}).json()
+    assert all(h["matched"] == int("bar_yes" in A.expand(sfx["truth"][h["id"]])) for h in symbol["results"])
+    text = client.post("/api/search/text", json={"text": "a barred galaxy", "k": 5}).json()
+    assert all(h["answers"] == list(sfx["truth"][h["id"]]) and "matched" not in h for h in text["results"])
+
+
+def test_api_symbols_say_each_answer_in_caption_wording(client):
+    answers = {a["id"]: a for qn in client.get("/api/symbols").json()["questions"] for a in qn["answers"]}
+    assert answers["disk-edge-on_no"]["phrase"] == "not edge-on"
+    assert answers["something-odd_no"]["phrase"] == ""
+
+
+def test_api_bad_feature_queries_are_4xx(client):
+    assert client.get("/api/search/features", params={"answers": "bar_yes", "via": "image"}).status_code == 422
+    r = client.get("/api/search/features", params={"answers": "bar_perhaps"})
+    assert r.status_code == 400 and "unknown Galaxy Zoo answer" in r.json()["detail"]
+    assert client.get("/api/search/features", params={"answers": " , "}).status_code == 400
+    assert client.get("/api/search/features").status_code == 422
