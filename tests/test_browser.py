@@ -2,7 +2,8 @@
 
 Starts uvicorn on a free 127.0.0.1 port in a thread, loads the page, runs an image query, a symbol
 query (composed by clicking Galaxy Zoo answers) and a catalog pick, checks the result grid, and
-saves a screenshot. Skips when /usr/bin/chromium or Playwright is missing.
+saves a screenshot; then, on an index embedded by a briefly trained model, composes a feature query
+and checks that the top results carry its answers. Skips when /usr/bin/chromium or Playwright is missing.
 
 Run as a script to make the docs screenshot:  python tests/test_browser.py docs/img/search_page.png
 """
@@ -15,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -98,7 +100,7 @@ def run_page_session(page, base_url: str, query_png: Path, shot: Path, shot_afte
     preview = page.get_attribute("#symbol-preview", "src")
     page.wait_for_function("document.querySelector('#symbol-preview').complete && document.querySelector('#symbol-preview').naturalWidth > 0")
     page.click("#symbol-search")
-    page.wait_for_function("document.querySelector('#results-title').textContent.startsWith('Matching symbols')")
+    page.wait_for_function("document.querySelector('#results-title').textContent.startsWith('Matching features')")
     symbol_ids = page.eval_on_selector_all("#grid .card", "cards => cards.map(c => c.dataset.id)")
     thumbs_loaded = page.eval_on_selector_all(
         "#grid .card img", "imgs => Promise.all(imgs.map(i => i.decode().then(() => i.naturalWidth > 0, () => false)))")
@@ -138,6 +140,107 @@ def test_search_page_image_and_symbol_queries(fx, tmp_path, png_bytes):
     assert len(seen["symbol_ids"]) == 12 and all(seen["thumbs_loaded"])
     assert "not an image file" in seen["error_status"]
     assert shot.stat().st_size > 10_000
+
+
+# -- search by features on an index embedded by a trained model --------------------------------------
+FEATURE_QUERY = ["smooth-or-featured_featured-or-disk", "disk-edge-on_no", "has-spiral-arms_yes",
+                 "spiral-winding_tight", "spiral-arm-count_2"]
+
+
+def per_galaxy_overrides() -> list[str]:
+    """``answers.per_galaxy=true`` where this version's training config has the switch (per-galaxy
+    captions and symbols, graded positives); none where it does not (class-level training)."""
+    from galaxalign.training import load_config
+
+    return ["answers.per_galaxy=true"] if "per_galaxy" in (load_config("default").get("answers") or {}) else []
+
+
+def build_trained_feature_index(root: Path, num: int = 320, size: int = 64, steps: int = 300) -> dict:
+    """A rendered survey (true answers in its catalog), a model trained on it by the repo's trainer
+    (offline EfficientNet-Lite0 tower on the frozen-trunk feature cache: well under a minute on two
+    cores) and the exact index of its embeddings."""
+    from galaxalign.datasets import load_catalog
+    from galaxalign.inference import load_model
+    from galaxalign.search.embed import embed_survey
+    from galaxalign.search.index import build_index_from_embeddings
+    from galaxalign.survey.generate import generate_survey
+    from galaxalign.training import load_config, train
+
+    survey = generate_survey(root / "survey.h5", num, size=size, seed=0, workers=0, progress=False)
+    cfg = load_config("default", [f"data.source={survey}", "data.val_fraction=0.1", "data.test_fraction=0.0",
+                                  f"recipe.steps={steps}", "tensorboard=false", "device=cpu", f"out={root / 'run'}",
+                                  *per_galaxy_overrides()])
+    result = train(cfg, progress=False)
+    model, taxonomy = load_model(result.export_dir)
+    catalog = load_catalog(survey, taxonomy)
+    embed_survey(model, catalog, root / "embeddings", checkpoint=str(result.export_dir), data_source=str(survey),
+                 taxonomy=taxonomy, batch_size=64, progress=False)
+    index = build_index_from_embeddings(root / "embeddings", root / "index", kind="exact", progress=False)
+    return {"index": index, "model": result.export_dir, "taxonomy": taxonomy}
+
+
+@pytest.fixture(scope="session")
+def trained_feature_index(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trained-features")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GALAXALIGN_CACHE", str(root / "cache"))  # the feature cache of this run only
+        return build_trained_feature_index(root)
+
+
+def compose_feature_query(page, base_url: str, answers: list[str], via: str | None = None) -> dict:
+    """Click the answers on the symbol composer, search, and read the result cards."""
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(base_url + "/")
+    page.wait_for_function("document.querySelector('#info').textContent.includes('galaxies')")
+    page.click("button[data-tab=symbols]")
+    for a in answers:
+        question = a.rsplit("_", 1)[0]
+        page.wait_for_selector(f"[data-question={question}]:not(.inactive)")
+        page.click(f"button[data-answer='{a}']")
+    live_caption = page.text_content("#symbol-caption")
+    if via is not None:
+        page.select_option("#symbol-via", via)
+    page.click("#symbol-search")
+    page.wait_for_function("document.querySelector('#results-title').textContent.startsWith('Matching features')")
+    page.wait_for_selector("#grid .card")
+    cards = page.eval_on_selector_all("#grid .card", """cards => cards.map(c => ({
+        id: c.dataset.id, matched: c.dataset.matched === undefined ? null : parseInt(c.dataset.matched),
+        answers: (c.dataset.answers || '').split(',').filter(Boolean),
+        highlighted: [...c.querySelectorAll('.feature.match')].map(f => f.dataset.answer),
+        count: (c.querySelector('.matched') || {}).textContent}))""")
+    return {"cards": cards, "live_caption": live_caption, "caption": page.text_content("#symbol-caption"),
+            "title": page.text_content("#results-title"), "via": page.input_value("#symbol-via"), "page_errors": errors}
+
+
+def test_symbol_composer_finds_galaxies_by_their_features(trained_feature_index):
+    pytest.importorskip("playwright.sync_api")
+    from galaxalign import answers as A
+    from galaxalign.search.index import SearchIndex
+
+    index = SearchIndex.load(trained_feature_index["index"])
+    tree = trained_feature_index["taxonomy"].tree
+    paths = {str(i): A.hard_answers(row, tree)
+             for i, row in zip(index.table["id"], A.answer_matrix(index.table, trained_feature_index["taxonomy"]))}
+    # what a random draw of the index scores: the mean fraction of the query's answers a galaxy has
+    baseline = float(np.mean([A.relevance(FEATURE_QUERY, p, tree) for p in paths.values()]))
+    with serving(trained_feature_index["index"]) as url, chromium_page() as page:
+        seen = compose_feature_query(page, url, FEATURE_QUERY)
+    assert seen["page_errors"] == [] and seen["via"] == "both"
+    caption = A.caption(FEATURE_QUERY, tree)
+    assert seen["caption"] == seen["live_caption"] == f"“{caption}”"
+    assert caption == "galaxy with features or a disk, not edge-on, spiral arms, tightly wound arms, 2 spiral arms"
+    cards = seen["cards"]
+    assert len(cards) == 12
+    for card in cards:  # each card shows its galaxy's true answers, the query's own highlighted
+        assert tuple(card["answers"]) == paths[card["id"]]
+        have = set(A.expand(paths[card["id"]], tree))
+        assert card["highlighted"] == [a for a in paths[card["id"]] if a in FEATURE_QUERY]
+        assert card["matched"] == sum(a in have for a in FEATURE_QUERY)
+        assert card["count"] == f"{card['matched']}/{len(FEATURE_QUERY)} features"
+    top5 = float(np.mean([c["matched"] / len(FEATURE_QUERY) for c in cards[:5]]))
+    print(f"feature query top-5 mean fraction {top5:.3f}, random draw of the index {baseline:.3f}")
+    assert top5 >= baseline + 0.25 and top5 >= 1.5 * baseline, (top5, baseline)
 
 
 def docs_screenshot(page, base_url: str, query_png: Path, out: Path) -> None:

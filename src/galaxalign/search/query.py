@@ -205,6 +205,9 @@ def query_symbol(index: SearchIndex, model, answers: str | Sequence[str], k: int
 
 # A feature query: Galaxy Zoo answer ids, run through the symbol encoder (the composed pictogram),
 # the text encoder (the answers said in the volunteers' wording) or both.
+# OUR CHOICE: ``both`` (the default) is the unit-normalised sum of the unit symbol and unit text query
+# embeddings: equal weights, the direction halfway between them on the sphere, so a galaxy near both
+# queries outranks one near only one; the paper defines no multi-modal query.
 FEATURE_VIAS = ("symbol", "text", "both")
 DEFAULT_VIA = "both"
 
@@ -220,12 +223,7 @@ def feature_caption(answers: str | Sequence[str], taxonomy=None) -> str:
 
 def combine_feature_vectors(symbol_vector: np.ndarray, text_vector: np.ndarray) -> np.ndarray:
     """The ``both`` query of a feature search: the unit-normalised sum of the unit symbol and text
-    query embeddings.
-
-    OUR CHOICE: an equal-weight sum of the two normalised embeddings (then normalised): neither
-    modality dominates, and the result is the direction halfway between them on the sphere, so a
-    galaxy near both queries outranks one near only one. The paper defines no multi-modal query.
-    """
+    query embeddings (the choice is named at ``FEATURE_VIAS``)."""
     s = np.asarray(symbol_vector, dtype=np.float32).reshape(-1)
     t = np.asarray(text_vector, dtype=np.float32).reshape(-1)
     v = s / max(float(np.linalg.norm(s)), 1e-12) + t / max(float(np.linalg.norm(t)), 1e-12)

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { classes: [], questions: [], answers: new Map(), k: 12 };
+const state = { classes: [], questions: [], answers: new Map(), phrases: new Map(), k: 12 };
 
 function el(tag, attrs = {}, children = []) {
   const node = document.createElement(tag);
@@ -33,18 +33,39 @@ function setStatus(text, isError = false) {
   status.classList.toggle("error", isError);
 }
 
+// A hit's decision-tree answers (when the catalog has them), the feature query's ones highlighted.
+function featureLines(hit, query) {
+  if (!Array.isArray(hit.answers)) return [];
+  const wanted = new Set(query);
+  const chips = hit.answers
+    .filter((a) => wanted.has(a) || state.phrases.get(a))
+    .map((a) => el("span", { class: `feature${wanted.has(a) ? " match" : ""}`, "data-answer": a, title: a,
+                             text: state.phrases.get(a) || a }));
+  const lines = [];
+  if (hit.matched !== undefined && query.length) {
+    lines.push(el("div", { class: "matched", text: `${hit.matched}/${query.length} features` }));
+  }
+  lines.push(el("div", { class: "features" }, chips));
+  return lines;
+}
+
 function showResults(title, data) {
   $("#results-title").textContent = title;
   const grid = $("#grid");
   grid.replaceChildren();
+  const query = (data.query && Array.isArray(data.query.answers)) ? data.query.answers : [];
   for (const hit of data.results) {
-    grid.append(el("div", { class: "card", "data-id": hit.id, title: hit.source, onclick: () => searchId(hit.id) }, [
+    const attrs = { class: "card", "data-id": hit.id, title: hit.source, onclick: () => searchId(hit.id) };
+    if (hit.matched !== undefined) attrs["data-matched"] = String(hit.matched);
+    if (Array.isArray(hit.answers)) attrs["data-answers"] = hit.answers.join(",");
+    grid.append(el("div", attrs, [
       el("img", { src: hit.thumb_url, alt: hit.id, loading: "lazy" }),
       el("div", { class: "meta" }, [
         el("span", { class: "score", text: hit.score.toFixed(3) }),
         el("span", { class: "rank", text: `#${hit.rank} ` }),
         el("span", { class: "gid", text: hit.id }),
         el("div", { class: "label", text: hit.label_name }),
+        ...featureLines(hit, query),
       ]),
     ]));
   }
@@ -144,6 +165,10 @@ function renderQuestions() {
   const answers = selectedAnswers();
   $("#symbol-search").disabled = answers.length === 0;
   $("#symbol-answers").textContent = answers.length ? answers.join(", ") : "no answers yet";
+  // The caption the text encoder reads (the server's answers.caption says the same: reachable answers
+  // in tree order, in each answer's phrase); the search response's own caption replaces it.
+  $("#symbol-caption").textContent = answers.length
+    ? `“${answers.map((a) => state.phrases.get(a)).filter(Boolean).join(", ") || "galaxy"}”` : "";
   const preview = $("#symbol-preview");
   if (answers.length) preview.src = `/api/symbol.png?size=160&answers=${encodeURIComponent(answers.join(","))}`;
   else preview.removeAttribute("src");
@@ -152,8 +177,13 @@ function renderQuestions() {
 $("#symbol-clear").addEventListener("click", () => { state.answers.clear(); renderQuestions(); });
 $("#symbol-search").addEventListener("click", () => {
   const answers = selectedAnswers();
-  run(`Matching symbols ${answers.join(" + ")}`, () => api("/api/search/symbol", {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ answers, k: state.k }) }));
+  const via = $("#symbol-via").value;
+  const query = `answers=${encodeURIComponent(answers.join(","))}&via=${encodeURIComponent(via)}&k=${state.k}`;
+  run(`Matching features (${via}): ${answers.join(" + ")}`, async () => {
+    const data = await api(`/api/search/features?${query}`);
+    $("#symbol-caption").textContent = `“${data.query.caption}”`;
+    return data;
+  });
 });
 
 // -- sketch ---------------------------------------------------------------------------------
@@ -186,6 +216,7 @@ async function start() {
     info.classes.forEach((name, i) => select.append(el("option", { value: String(i), text: name })));
     const symbols = await api("/api/symbols");
     state.questions = symbols.questions;
+    for (const q of symbols.questions) for (const a of q.answers) state.phrases.set(a.id, a.phrase ?? a.text);
     renderQuestions();
     await loadCatalog();
   } catch (err) {
