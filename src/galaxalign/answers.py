@@ -251,3 +251,26 @@ def answer_similarity(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     num = np.minimum(a[:, None, :], b[None, :, :]).sum(-1)
     den = np.maximum(a[:, None, :], b[None, :, :]).sum(-1)
     return np.where(den > 0, num / np.maximum(den, 1e-12), 0.0)
+
+
+def answer_set_rows(matrix: np.ndarray, tree: DecisionTree | None = None) -> tuple[np.ndarray, list[tuple[str, ...]], np.ndarray]:
+    """Group galaxies by their path: ``(row of each galaxy (N,), the distinct paths (R), (R, A) mean
+    answer row of each path's galaxies)``. Paths are in order of first appearance; a galaxy without
+    answers gets row -1. There are far fewer distinct paths than galaxies, so captions and symbols
+    are made (and encoded) once per path."""
+    tree = tree or decision_tree()
+    paths = [hard_answers(r, tree) for r in matrix]
+    index: dict[tuple[str, ...], int] = {}
+    rows = np.full(len(paths), -1, dtype=np.int64)
+    for i, p in enumerate(paths):
+        if p:
+            rows[i] = index.setdefault(p, len(index))
+    distinct = list(index)
+    vectors = np.zeros((len(distinct), matrix.shape[1]), dtype=np.float32)
+    import warnings
+
+    for r in range(len(distinct)):
+        with warnings.catch_warnings():  # questions no galaxy of the path reached: all NaN -> 0
+            warnings.simplefilter("ignore", RuntimeWarning)
+            vectors[r] = np.nan_to_num(np.nanmean(matrix[rows == r], axis=0), nan=0.0)
+    return rows, distinct, vectors
