@@ -147,34 +147,36 @@ FEATURE_QUERY = ["smooth-or-featured_featured-or-disk", "disk-edge-on_no", "has-
                  "spiral-winding_tight", "spiral-arm-count_2"]
 
 
-def per_galaxy_overrides() -> list[str]:
-    """``answers.per_galaxy=true`` where this version's training config has the switch (per-galaxy
-    captions and symbols, graded positives); none where it does not (class-level training)."""
-    from galaxalign.training import load_config
+def build_trained_feature_index(root: Path, num: int = 240, size: int = 48, steps: int = 300) -> dict:
+    """A rendered survey (true answers in its catalog), a model trained on it per galaxy by the repo's
+    trainer (``answers.per_galaxy=true``; offline EfficientNet-Lite0 tower on the frozen-trunk feature
+    cache at the cutouts' own 48 px, under a minute on two cores) and the exact index of its embeddings.
 
-    return ["answers.per_galaxy=true"] if "per_galaxy" in (load_config("default").get("answers") or {}) else []
-
-
-def build_trained_feature_index(root: Path, num: int = 320, size: int = 64, steps: int = 300) -> dict:
-    """A rendered survey (true answers in its catalog), a model trained on it by the repo's trainer
-    (offline EfficientNet-Lite0 tower on the frozen-trunk feature cache: well under a minute on two
-    cores) and the exact index of its embeddings."""
+    Every galaxy is in the training or validation split, so the index embeds them from the feature
+    cache the training filled (``use_cache=True``), not by a second pass of the trunk."""
     from galaxalign.datasets import load_catalog
-    from galaxalign.inference import load_model
-    from galaxalign.search.embed import embed_survey
+    from galaxalign.inference import encode_images, load_model
+    from galaxalign.search.embed import write_embedding_shards
     from galaxalign.search.index import build_index_from_embeddings
     from galaxalign.survey.generate import generate_survey
     from galaxalign.training import load_config, train
 
     survey = generate_survey(root / "survey.h5", num, size=size, seed=0, workers=0, progress=False)
     cfg = load_config("default", [f"data.source={survey}", "data.val_fraction=0.1", "data.test_fraction=0.0",
-                                  f"recipe.steps={steps}", "tensorboard=false", "device=cpu", f"out={root / 'run'}",
-                                  *per_galaxy_overrides()])
+                                  "answers.per_galaxy=true", f"model.backbone.image_size={size}",
+                                  f"recipe.steps={steps}", "tensorboard=false", "device=cpu",
+                                  f"out={root / 'run'}"])
     result = train(cfg, progress=False)
     model, taxonomy = load_model(result.export_dir)
     catalog = load_catalog(survey, taxonomy)
-    embed_survey(model, catalog, root / "embeddings", checkpoint=str(result.export_dir), data_source=str(survey),
-                 taxonomy=taxonomy, batch_size=64, progress=False)
+
+    def embed(part, on_batch):
+        out = encode_images(model, part.reset_index(drop=True), use_cache=True)
+        on_batch(len(part))
+        return out
+
+    write_embedding_shards(catalog, root / "embeddings", embed, checkpoint=str(result.export_dir),
+                           data_source=str(survey), taxonomy=taxonomy.to_dict(), progress=False)
     index = build_index_from_embeddings(root / "embeddings", root / "index", kind="exact", progress=False)
     return {"index": index, "model": result.export_dir, "taxonomy": taxonomy}
 
