@@ -148,6 +148,19 @@ def select_primary(val_accuracy: dict[str, float], default: str) -> str:
     return tied[0]
 
 
+def cached_embeddings(model, catalog, cache: dict | None, batch_size: int = 64, progress: bool = True) -> np.ndarray:
+    """Image embeddings of a catalog's rows (``inference.embed_catalog``), memoised in ``cache`` by the
+    catalog's ids: every metric of one model on the same galaxies shares one embedding pass."""
+    from galaxalign.inference import embed_catalog
+
+    key = ("image", tuple(catalog["id"].astype(str)))
+    if cache is None:
+        return embed_catalog(model, catalog, modality="image", batch_size=batch_size, progress=progress)
+    if key not in cache:
+        cache[key] = embed_catalog(model, catalog, modality="image", batch_size=batch_size, progress=progress)
+    return cache[key]
+
+
 def _labelled(catalog):
     return catalog[catalog["label"] >= 0].reset_index(drop=True)
 
@@ -198,8 +211,6 @@ def evaluate_model(
     Returns a JSON-safe dict; ``per_query`` holds each test galaxy's primary-classifier hit and
     average precision, in test order, for paired comparisons between models.
     """
-    from galaxalign.inference import embed_catalog
-
     t0 = time.perf_counter()
     test = _labelled(test)
     gallery = _labelled(gallery)
@@ -215,10 +226,7 @@ def evaluate_model(
     cache = embeddings if embeddings is not None else {}
 
     def embed(cat):
-        key = ("image", tuple(cat["id"].astype(str)))
-        if key not in cache:
-            cache[key] = embed_catalog(model, cat, modality="image", batch_size=batch_size, progress=progress)
-        return cache[key]
+        return cached_embeddings(model, cat, cache, batch_size=batch_size, progress=progress)
 
     q = embed(test)
     g = embed(gallery)
