@@ -140,6 +140,10 @@ def exemplar_search(model, taxonomy, exemplars: str | Path | tuple[pd.DataFrame,
     ``answers`` (per answer: ``n_pos``, ``n_neg``, and per modality ``auc`` / ``auc_all``), per modality
     the mean ``auc`` with ``ci`` and ``auc_all`` over answers, ``unmapped`` and ``scoring``.
     ``images``: the exemplars' decoded images, when the caller has read them already."""
+    # OUR CHOICE: the headline negatives are exemplars that certainly lack the answer (a different
+    # answer to a question on its path); an exemplar of an unrelated question (a "2 arms" exemplar for
+    # a "bar" query) may or may not have it and is only counted in ``auc_all``. Real images are embedded
+    # as they are (no refit of the feature normaliser as sim-to-real does): every method sees the same.
     tree = taxonomy.tree
     catalog, unmapped = exemplars if isinstance(exemplars, tuple) else load_exemplars(exemplars, tree)
     if catalog.empty:

@@ -41,10 +41,9 @@ MODALITIES = ("symbol", "text")
 
 # ------------------------------------------------------------------------------------------ nDCG
 def dcg(gains: Sequence[float], k: int = K) -> float:
-    """Discounted cumulative gain of a ranked list of gains: sum_i gain_i / log2(i + 1), i = 1..k.
-
-    OUR CHOICE: linear gains (the relevance itself), not 2^rel - 1: the relevance is already a graded
-    fraction of answers, and linear gains keep "half the features" worth half a hit."""
+    """Discounted cumulative gain of a ranked list of gains: sum_i gain_i / log2(i + 1), i = 1..k."""
+    # OUR CHOICE: linear gains (the relevance itself), not 2^rel - 1: the relevance is already a graded
+    # fraction of answers, and linear gains keep "half the features" worth half a hit.
     g = np.asarray(gains, dtype=np.float64)[:k]
     return float((g / np.log2(np.arange(2, g.size + 2))).sum())
 
@@ -170,6 +169,9 @@ def nearest_class(query: Sequence[str], taxonomy) -> int:
     path (``answers.relevance``), ties broken by Jaccard similarity of the two answer sets, then by id."""
     from galaxalign.answers import relevance
 
+    # OUR CHOICE: the image-only baseline has no label encoder, so a feature query is mapped to one
+    # class by its answers (an oracle mapping, in its favour) and galaxies ranked by the head's
+    # probability of that class: "a member of the nearest class", all class-level search can do.
     tree = taxonomy.tree
     q = set(expand(query, tree))
     best, best_key = 0, (-1.0, -1.0)
