@@ -154,7 +154,7 @@ def test_reports_show_the_feature_search_table_and_verdict():
         r.update({"train_seconds": 1.0, "classifiers": {}, "description": "x", "checkpoint": "c",
                   **{m: 0.5 for m in ("accuracy", "macro_f1", "map", "map_at_10", "precision_at_10")}})
     runs[0]["feature_exemplars"] = {"gz2-exemplars": {
-        "n": 86, "n_answers": 28, "symbol": {"auc": 0.61, "ci": [0.55, 0.67], "auc_all": 0.58},
+        "n": 86, "n_answers": 35, "symbol": {"auc": 0.61, "ci": [0.55, 0.67], "auc_all": 0.58, "n_answers": 28},
         "text": {"auc": 0.57, "ci": [0.5, 0.64], "auc_all": 0.55}}}
     report = {"runs": runs, "reference": "galaxalign", "dataset": {}, "backbone": "tiny", "timings": {},
               "budget": {"stage1_epochs": 1, "stage2_epochs": 1, "baseline_epochs": 2, "batch_size": 8},
@@ -231,6 +231,22 @@ def test_shipped_exemplar_manifests_map_to_tree_answers(tax):
 
 
 # -------------------------------------------------------------------------------------- the grid
+def test_evaluate_adds_feature_search_when_the_split_has_answers(tmp_path, survey, make_model, capsys):
+    import json
+
+    from galaxalign.cli import main
+
+    path, _ = survey
+    model_dir = make_model(tmp_path / "model")
+    assert main(["evaluate", "--checkpoint", str(model_dir), "--data", str(path), "--bootstrap", "20",
+                 "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    figures = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert 0 <= figures["feature_search_symbol_ndcg_at_10"] <= 1 and 0 <= figures["feature_search_text_ndcg_at_10"] <= 1
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert report["feature_search"]["n_pool"] == report["n_test"]
+    assert "## Feature search" in (tmp_path / "ev" / "report.md").read_text()
+
+
 def test_grid_runner_reports_feature_search_for_each_run(tmp_path, survey):
     import json
 

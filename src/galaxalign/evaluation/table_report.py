@@ -179,9 +179,9 @@ def feature_search_section(report: dict) -> list[str]:
         rows = []
         for r in ex_runs:
             for name, e in r["feature_exemplars"].items():
-                rows.append([r["name"], name, str(e["n"]), str(e["n_answers"]),
+                rows.append([r["name"], name, str(e["n"]), str(e["symbol"].get("n_answers", e["n_answers"])),
                              *(f"{fmt(e[m]['auc'], e[m].get('ci'))} ({fmt(e[m].get('auc_all'))})" for m in ("symbol", "text"))])
-        lines += [markdown_table(["run", "exemplars", "images", "answers", "symbol AUC", "text AUC"], rows), ""]
+        lines += [markdown_table(["run", "exemplars", "images", "answers scored", "symbol AUC", "text AUC"], rows), ""]
     return lines
 
 
