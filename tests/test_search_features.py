@@ -93,6 +93,19 @@ def test_both_is_the_normalised_sum_of_the_symbol_and_text_query_embeddings(sfx)
     assert abs(float(s @ t) / np.linalg.norm(s) / np.linalg.norm(t)) < 0.999  # the two differ: the sum is a third query
 
 
+def test_the_text_query_is_the_caption_in_the_first_prompt_template_as_trained_and_measured(sfx):
+    import dataclasses
+
+    from galaxalign.evaluation.feature_search import query_text
+
+    model, tax = sfx["model"], sfx["tax"]
+    assert q.feature_text(FEATURES, tax) == q.feature_caption(FEATURES, tax) == query_text(FEATURES, tax)
+    wrapped = dataclasses.replace(tax, prompt_templates=("survey cutout showing {label}", "{label}"))
+    text = q.feature_text(FEATURES, wrapped)
+    assert text == "survey cutout showing " + q.feature_caption(FEATURES, wrapped) == query_text(FEATURES, wrapped)
+    np.testing.assert_allclose(q.feature_vector(model, FEATURES, "text", wrapped), q.embed_text(model, text), atol=1e-6)
+
+
 def test_bad_feature_queries_are_clear_errors(sfx):
     index = SearchIndex.load(sfx["index"])
     with pytest.raises(q.QueryError, match="via must be one of symbol, text, both"):

@@ -19,6 +19,7 @@ from galaxalign.search.query import (
     FEATURE_VIAS,
     QueryError,
     feature_caption,
+    feature_text,
     feature_vector,
     load_image,
     parse_answers,
@@ -34,7 +35,7 @@ from galaxalign.search.query import (
 
 __all__ = [
     "CatalogFilter", "FilterError", "parse_filter", "query_vector",
-    "FEATURE_VIAS", "feature_caption", "feature_vector", "query_features",
+    "FEATURE_VIAS", "feature_caption", "feature_text", "feature_vector", "query_features",
     "Hit", "IndexMismatchError", "QueryError", "SearchIndex", "build_index", "build_index_from_embeddings",
     "choose_kind", "embed_survey", "load_image", "parse_answers", "query_id", "query_image", "query_sketch",
     "query_symbol", "query_text", "read_embeddings", "read_manifest", "render_query_symbol",

@@ -221,6 +221,15 @@ def feature_caption(answers: str | Sequence[str], taxonomy=None) -> str:
     return caption(parse_answers(answers, tree), tree)
 
 
+def feature_text(answers: str | Sequence[str], taxonomy=None) -> str:
+    """What a feature query sends to the text encoder: its caption in the taxonomy's first prompt
+    template (``{label}`` for the shipped ones), as per-galaxy training phrases each galaxy's caption
+    (``class_bank.galaxy_rows``) and as ``evaluation.feature_search`` asks its text queries."""
+    text = feature_caption(answers, taxonomy)
+    templates = getattr(taxonomy, "prompt_templates", None) or ("{label}",)
+    return templates[0].format(label=text)
+
+
 def combine_feature_vectors(symbol_vector: np.ndarray, text_vector: np.ndarray) -> np.ndarray:
     """The ``both`` query of a feature search: the unit-normalised sum of the unit symbol and text
     query embeddings (the choice is named at ``FEATURE_VIAS``)."""
@@ -241,11 +250,11 @@ def feature_vector(model, answers: str | Sequence[str], via: str = DEFAULT_VIA, 
     check_via(via)
     parsed = parse_answers(answers, taxonomy.tree if taxonomy is not None else None)
     if via == "text":
-        return embed_text(model, feature_caption(parsed, taxonomy))
+        return embed_text(model, feature_text(parsed, taxonomy))
     symbol = embed_image(model, render_query_symbol(parsed, taxonomy=taxonomy), "symbol")
     if via == "symbol":
         return symbol
-    return combine_feature_vectors(symbol, embed_text(model, feature_caption(parsed, taxonomy)))
+    return combine_feature_vectors(symbol, embed_text(model, feature_text(parsed, taxonomy)))
 
 
 def query_features(index: SearchIndex, model, answers: str | Sequence[str], via: str = DEFAULT_VIA, k: int = 10,

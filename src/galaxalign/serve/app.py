@@ -142,13 +142,12 @@ class Searcher:
     def symbol_vector(self, answers: tuple[str, ...]) -> np.ndarray:
         return self.query_vectors.get(("symbol", tuple(answers)), lambda: self._symbols(tuple(answers)))
 
-    def feature_vector(self, answers: tuple[str, ...], via: str, caption: str) -> np.ndarray:
+    def feature_vector(self, answers: tuple[str, ...], via: str) -> np.ndarray:
         """A feature query's embedding (search.query.feature_vector), from the cached symbol / text ones."""
         if via == "symbol":
             return self.symbol_vector(answers)
-        if via == "text":
-            return self.text_vector(caption)
-        return q.combine_feature_vectors(self.symbol_vector(answers), self.text_vector(caption))
+        text = self.text_vector(q.feature_text(answers, q.index_taxonomy(self.index)))
+        return text if via == "text" else q.combine_feature_vectors(self.symbol_vector(answers), text)
 
     def load_model(self):
         """The model, loaded on first use; a missing or refused file raises OSError / ValueError naming it."""
@@ -437,7 +436,7 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
         tax = q.index_taxonomy(index)
         parsed = q.parse_answers(answers, tax.tree if tax is not None else None)
         caption = q.feature_caption(parsed, tax)
-        hits = q.query_vector(index, searcher.feature_vector(parsed, via, caption), k, where, offset, features=parsed)
+        hits = q.query_vector(index, searcher.feature_vector(parsed, via), k, where, offset, features=parsed)
         return searcher.hits_json(hits, {"answers": list(parsed), "via": via, "caption": caption, "where": where}, k, offset)
 
     return app
