@@ -217,7 +217,8 @@ def hard_answers(row: Sequence[float], tree: DecisionTree | None = None) -> tupl
     return tuple(chosen)
 
 
-def _phrase(answer) -> str:
+def phrase(answer) -> str:
+    """How a caption says one answer: its `phrase` in the tree, else its text in lower case."""
     if answer.phrase is not None:
         return answer.phrase
     return answer.text.lower()
@@ -229,7 +230,7 @@ def caption(answers: Iterable[str], tree: DecisionTree | None = None) -> str:
     Implied answers are said too; answers whose phrase is empty are left out."""
     tree = tree or decision_tree()
     known = tree.answers
-    words = [_phrase(known[a]) for a in expand(answers, tree)]
+    words = [phrase(known[a]) for a in expand(answers, tree)]
     return ", ".join(w for w in words if w) or "galaxy"
 
 

@@ -330,7 +330,7 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
 
     @app.get("/api/symbols", summary="the Galaxy Zoo decision tree with each answer's pictogram URL")
     def symbols() -> dict[str, Any]:
-        from galaxalign.answers import _phrase as answer_phrase  # how a caption says an answer
+        from galaxalign.answers import phrase as answer_phrase  # how a caption says an answer
         from galaxalign.taxonomy import decision_tree
 
         tax = q.index_taxonomy(index)  # the model's own tree, saved with it
