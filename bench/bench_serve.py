@@ -38,6 +38,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def build_fixture(root: Path, galaxies: int) -> tuple[Path, Path]:
     import torch
 
@@ -232,7 +241,10 @@ def main(argv=None):
                 time.sleep(0.2)
             httpx.post(base + "/api/search/text", json={"text": "warm-up"}, timeout=60)  # loads the model
             print(f"serving {len(ids)} galaxies; {args.requests} requests, {args.concurrency} concurrent", file=sys.stderr)
+            server_cpu0, client_cpu0, load0 = cpu_seconds(server.pid), cpu_seconds(os.getpid()), os.getloadavg()[0]
             latencies, statuses, errors, wall = asyncio.run(load(base, ids, args.requests, args.concurrency, args.seed))
+            server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu0, cpu_seconds(os.getpid()) - client_cpu0
+            load1 = os.getloadavg()[0]
         finally:
             server.terminate()
             try:
@@ -252,6 +264,10 @@ def main(argv=None):
         "load_generator": "asyncio HTTP/1.1 keep-alive client (one connection per concurrent client, every status and body checked) on the same machine as the server (127.0.0.1), sharing its cores",
         "cpu_cores": os.cpu_count(), **pct(everything),
         "requests_per_s": round(len(everything) / wall, 1),
+        # CPU per request (user + system, all threads): what the timings cost, whatever else runs
+        "server_cpu_ms_per_request": round(server_cpu / len(everything) * 1000, 3),
+        "client_cpu_ms_per_request": round(client_cpu / len(everything) * 1000, 3),
+        "load_average_1min": [round(load0, 2), round(load1, 2)],  # before, after: the machine is shared
         "by_kind": {kind: pct(vs) for kind, vs in sorted(latencies.items())},
         "statuses": statuses, "server_errors_5xx": server_errors, "client_errors": len(errors),
         "client_error_kinds": sorted(set(errors))[:10],
