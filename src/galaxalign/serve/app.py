@@ -282,13 +282,19 @@ class BodyLimit:
 def render_json(content: Any) -> bytes:
     """JSON with every non-ASCII character escaped: a lone surrogate that a request smuggled in (and
     that an error message echoes back) cannot make the response unencodable, i.e. a 500."""
+    options = {"ensure_ascii": True, "allow_nan": False, "separators": (",", ":"), "default": _json_default}
     try:
-        text = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(content, **options)
     except ValueError:  # NaN / Infinity (Python's JSON parser accepts them in requests): null
-        text = json.dumps(_finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-    except TypeError:  # a value plain JSON does not know (numpy scalars, paths): FastAPI's encoder first
-        return render_json(jsonable_encoder(content))
+        text = json.dumps(_finite(content), **options)
     return text.encode("ascii")
+
+
+def _json_default(value: Any) -> Any:
+    """What plain JSON does not know: numpy values as Python ones, the rest through FastAPI's encoder."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return jsonable_encoder(value)
 
 
 class ResponseCache:
@@ -403,6 +409,8 @@ class SafeJSONResponse(JSONResponse):
 
 
 def _finite(value: Any) -> Any:
+    if isinstance(value, (np.generic, np.ndarray)):
+        value = value.tolist()
     if isinstance(value, float):
         return value if np.isfinite(value) else None
     if isinstance(value, dict):
