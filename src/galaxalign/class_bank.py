@@ -1,4 +1,5 @@
-"""Once-per-class encoding of the class-level modalities (text labels and symbols).
+"""Once-per-row encoding of the label modalities (text and symbols): a row is a class, or (per-galaxy
+alignment) one distinct decision-tree path that galaxies share.
 
 In a batch of B galaxies from C << B classes, every sample of a class shares its class's text and
 symbol. ``ClassBank.batch(labels)`` returns only the DISTINCT prompt tokens and symbol images the
@@ -6,6 +7,11 @@ batch needs plus index tensors mapping each sample to its row; the model encodes
 once and expands with ``features[index]`` (``GalaxAlignModel.forward_features``). Because encoding
 is per-row, this gives the same loss and gradients as encoding every sample's copy (exactly so for
 towers without batch-statistics layers; with BatchNorm in train mode only the batch statistics differ).
+
+Per-galaxy alignment (:func:`galaxy_rows`): every galaxy's text is the caption of ITS answers and its
+symbol is composed from them; galaxies with the same path share one row, so the "labels" the bank
+takes are row ids and there are far fewer rows than galaxies (each caption tokenised and each
+symbol rendered once per path).
 """
 from __future__ import annotations
 
@@ -16,6 +22,37 @@ import numpy as np
 import torch
 
 from galaxalign.taxonomy import Taxonomy
+
+
+@dataclass
+class BankRows:
+    """What a bank encodes per row: prompts, symbol answer sets (variants cycle through them), and
+    for per-galaxy rows the (R, A) answer rows the graded loss compares (None: class rows)."""
+
+    prompts: list[list[str]]
+    symbols: list[list[tuple[str, ...]]]
+    vectors: np.ndarray | None = None
+    names: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def galaxy_rows(catalog, taxonomy: Taxonomy) -> tuple[np.ndarray, BankRows]:
+    """Per-galaxy rows of a labelled catalog: ``(row id of each galaxy, BankRows)``. Each distinct
+    path (``answers.answer_set_rows``) is one row: its caption in every prompt template, its composed
+    symbol, its mean answer row. Galaxies without answers of their own use their class's."""
+    from galaxalign import answers as A
+
+    tree = taxonomy.tree
+    matrix = A.answer_matrix(catalog, taxonomy)
+    rows, paths, vectors = A.answer_set_rows(matrix, tree)
+    if (rows < 0).any():
+        i = int(np.flatnonzero(rows < 0)[0])
+        raise ValueError(f"galaxy {catalog['id'].iloc[i]!r} has no decision-tree answers (and no class to stand in)")
+    captions = [A.caption(p, tree) for p in paths]
+    prompts = [[t.format(label=c) for t in taxonomy.prompt_templates] for c in captions]
+    return rows, BankRows(prompts=prompts, symbols=[[p] for p in paths], vectors=vectors, names=captions)
 
 
 @dataclass
@@ -56,24 +93,32 @@ class ClassBank:
     """
 
     def __init__(self, taxonomy: Taxonomy, model, n_symbol_variants: int = 4, symbol_size: int | None = None,
-                 seed: int = 0):
-        from galaxalign.symbols import class_symbol_bank
+                 seed: int = 0, rows: BankRows | None = None):
+        from galaxalign.symbols import book_of, class_symbol_bank
+        from galaxalign.symbols.raster import answer_symbol_bank
 
         if n_symbol_variants < 1:
             raise ValueError(f"n_symbol_variants must be >= 1, got {n_symbol_variants}")
         self.taxonomy = taxonomy
-        self.num_classes = len(taxonomy.classes)
+        self.rows = rows
+        # "classes" are the bank's rows: the taxonomy's classes, or the per-galaxy paths of ``rows``.
+        self.num_classes = len(taxonomy.classes) if rows is None else len(rows)
         self.n_symbol_variants = int(n_symbol_variants)
         self.rng = np.random.default_rng(seed)
 
-        self.prompts: list[list[str]] = [taxonomy.prompts(c) for c in range(self.num_classes)]
+        self.prompts: list[list[str]] = ([taxonomy.prompts(c) for c in range(self.num_classes)] if rows is None
+                                         else [list(p) for p in rows.prompts])
         flat = [p for ps in self.prompts for p in ps]
         self.prompt_offsets = np.cumsum([0] + [len(ps) for ps in self.prompts])
         self.all_prompts = flat
         self.tokens = model.tokenize(flat)  # tokenised once; batches select rows
 
         size = int(symbol_size or model.image_size)
-        images, class_ids = class_symbol_bank(taxonomy, size, self.n_symbol_variants, seed)
+        if rows is None:
+            images, class_ids = class_symbol_bank(taxonomy, size, self.n_symbol_variants, seed)
+        else:  # one answer set per row (its path); variants are augmentations of it
+            images, class_ids = answer_symbol_bank([s[0] for s in rows.symbols], size, self.n_symbol_variants, seed,
+                                                   book=book_of(taxonomy), tree=taxonomy.tree)
         images = np.asarray(images)
         class_ids = np.asarray(class_ids, dtype=np.int64)
         if images.ndim != 4 or images.shape[0] != class_ids.shape[0]:
@@ -171,11 +216,11 @@ class ClassBank:
             prompt_rows = p_off + (u[0] * p_cnt).long().clamp_max(p_cnt - 1)
             symbol_rows = s_off + (u[1] * s_cnt).long().clamp_max(s_cnt - 1)
             images = None
-            if symbols:
+            if symbols and self.symbol_views is not None:  # cached features: no pixels to augment
+                images = self._cached_symbols(self._pool_order[device].index_select(0, symbol_rows).cpu(), True, device)
+            elif symbols:
                 images = self.symbol_augment(pool.index_select(0, self._pool_order[device].index_select(0, symbol_rows)), g)
             tokens = _select_tokens(tokens_dev, prompt_rows, trim=False)
-            if symbols and self.symbol_views is not None:
-                images = self._cached_symbols(self._pool_order[device].index_select(0, symbol_rows).cpu(), True, device)
             return ClassBankBatch(tokens, inverse, images, inverse, texts=[], classes=classes)
         if train:
             prompt_rows = [int(self.prompt_offsets[c] + self.rng.integers(len(self.prompts[c]))) for c in cls]

@@ -204,10 +204,10 @@ def class_prototypes(model: GalaxAlignModel, taxonomy: Taxonomy, modality: str =
         raise ValueError(f"modality must be 'text', 'symbol' or 'both', got {modality!r}")
     protos = []
     if modality in ("text", "both"):
-        rows = []
-        for c in range(len(taxonomy.classes)):
-            rows.append(F.normalize(encode_texts(model, taxonomy.prompts(c)).mean(0), dim=-1))
-        protos.append(torch.stack(rows))
+        prompts = [taxonomy.prompts(c) for c in range(len(taxonomy.classes))]
+        # One call for every class's prompts: each call switches the whole model to eval and back.
+        feats = encode_texts(model, [p for ps in prompts for p in ps]).split([len(ps) for ps in prompts])
+        protos.append(torch.stack([F.normalize(f.mean(0), dim=-1) for f in feats]))
     if modality in ("symbol", "both"):
         from galaxalign.symbols import class_symbol_bank
 

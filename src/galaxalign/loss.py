@@ -11,6 +11,15 @@ i.e. soft cross-entropy minus the (constant) target entropy, so a perfect alignm
 gradients equal those of the soft cross-entropy. With all labels distinct T is the identity and the
 loss equals the stock CLIP loss exactly.
 
+GRADED positives (per-galaxy alignment, ``galaxalign.answers``): ``labels`` may be an (N, A) matrix of
+decision-tree answer rows instead of class ids. Two galaxies are then positives to the degree that
+their answers agree: with ``s_ij`` the soft Jaccard similarity of their rows (sum of minima over sum of
+maxima; for hard answers |shared answers| / |answers of either|), ``M_ij = s_ij ** p`` and the same
+row-normalised targets as above. OUR CHOICE: p = ``DEFAULT_GRADED_POWER`` = 4, so a galaxy that
+shares 6 of 8 answers weighs 0.32 of an identical one and an unrelated one (s ~ 0.2) 0.002: a batch's
+many loosely related galaxies do not drown the close ones. Class-level labels are the special case
+(identical rows within a class: s = 1) and p -> infinity gives the label-aware loss on distinct paths.
+
 Distributed training: call the loss with ``gather=True`` (or gather yourself with
 ``gather_features``) and every rank computes the loss of the global batch (same value as one process
 on the whole batch). Default (``gather_with_grad=False``): gradients flow into the local shard only,
@@ -88,9 +97,25 @@ def gather_features(*features: torch.Tensor | None, labels: torch.Tensor | None 
     return (*out, labels)
 
 
-def label_targets(labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Row-normalised same-label mask: row i spreads probability 1 over samples sharing i's label."""
-    mask = (labels[:, None] == labels[None, :]).to(dtype)
+DEFAULT_GRADED_POWER = 4.0
+
+
+def answer_agreement(answers: torch.Tensor) -> torch.Tensor:
+    """(N,N) soft Jaccard similarity of (N,A) answer rows (NaN counts as 0); 1 on the diagonal."""
+    a = torch.nan_to_num(answers, nan=0.0).clamp(min=0.0)
+    num = torch.minimum(a[:, None, :], a[None, :, :]).sum(-1)
+    den = torch.maximum(a[:, None, :], a[None, :, :]).sum(-1)
+    s = num / den.clamp(min=1e-12)
+    return s.fill_diagonal_(1.0)
+
+
+def label_targets(labels: torch.Tensor, dtype: torch.dtype, graded_power: float = DEFAULT_GRADED_POWER) -> torch.Tensor:
+    """Row-normalised positives: 1-D class ids -> the same-label mask; 2-D answer rows -> the graded
+    agreement ``answer_agreement ** graded_power`` (module docstring)."""
+    if labels.ndim == 2:
+        mask = answer_agreement(labels.to(dtype)) ** float(graded_power)
+    else:
+        mask = (labels[:, None] == labels[None, :]).to(dtype)
     return mask / mask.sum(dim=1, keepdim=True)
 
 
@@ -106,6 +131,7 @@ def contrastive_loss(
     logit_scale: torch.Tensor | float,
     labels: torch.Tensor | None = None,
     label_aware: bool = True,
+    graded_power: float = DEFAULT_GRADED_POWER,
 ) -> torch.Tensor:
     """Symmetric InfoNCE between rows of ``a`` and ``b`` (L2-normalised (N,D)); see module docstring."""
     if a.shape != b.shape:
@@ -116,15 +142,15 @@ def contrastive_loss(
     dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
     scale = torch.as_tensor(logit_scale, device=a.device).to(dtype)
     with torch.autocast(device_type=a.device.type, enabled=False):
-        return _contrastive_loss_fp32(a.to(dtype), b.to(dtype), scale, labels, label_aware)
+        return _contrastive_loss_fp32(a.to(dtype), b.to(dtype), scale, labels, label_aware, graded_power)
 
 
-def _contrastive_loss_fp32(a, b, logit_scale, labels, label_aware):
+def _contrastive_loss_fp32(a, b, logit_scale, labels, label_aware, graded_power=DEFAULT_GRADED_POWER):
     logits = logit_scale * a @ b.T
     if label_aware and labels is not None:
         if labels.shape[0] != a.shape[0]:
             raise ValueError(f"{labels.shape[0]} labels for a batch of {a.shape[0]} features")
-        targets = label_targets(labels.to(a.device), logits.dtype)  # symmetric: same mask both ways
+        targets = label_targets(labels.to(a.device), logits.dtype, graded_power)  # symmetric: same mask both ways
         return 0.5 * (_soft_ce_minus_entropy(logits, targets) + _soft_ce_minus_entropy(logits.T, targets))
     # Stock CLIP (open_clip ClipLoss): the diagonal is the only positive.
     target = torch.arange(a.shape[0], device=a.device)
@@ -134,15 +160,16 @@ def _contrastive_loss_fp32(a, b, logit_scale, labels, label_aware):
 class ContrastiveLoss(nn.Module):
     """Symmetric contrastive loss between two modalities; label-aware by default, stock CLIP if not."""
 
-    def __init__(self, label_aware: bool = True, gather_with_grad: bool = False):
+    def __init__(self, label_aware: bool = True, gather_with_grad: bool = False, graded_power: float = DEFAULT_GRADED_POWER):
         super().__init__()
         self.label_aware = bool(label_aware)
         self.gather_with_grad = bool(gather_with_grad)
+        self.graded_power = float(graded_power)
 
     def forward(self, a, b, logit_scale, labels=None, gather: bool = False) -> torch.Tensor:
         if gather:
             a, b, labels = gather_features(a, b, labels=labels, gather_with_grad=self.gather_with_grad)
-        return contrastive_loss(a, b, logit_scale, labels, self.label_aware)
+        return contrastive_loss(a, b, logit_scale, labels, self.label_aware, self.graded_power)
 
 
 class TriModalLoss(nn.Module):
@@ -153,7 +180,7 @@ class TriModalLoss(nn.Module):
     """
 
     def __init__(self, weights: Mapping[str, float] | Sequence[float] | None = None, label_aware: bool = True,
-                 gather_with_grad: bool = False):
+                 gather_with_grad: bool = False, graded_power: float = DEFAULT_GRADED_POWER):
         super().__init__()
         if weights is None:
             weights = DEFAULT_WEIGHTS
@@ -168,7 +195,7 @@ class TriModalLoss(nn.Module):
         self.weights = {p: float(weights.get(p, 0.0)) for p in PAIRS}
         if any(w < 0 for w in self.weights.values()):
             raise ValueError(f"loss weights must be >= 0, got {self.weights}")
-        self.pair_loss = ContrastiveLoss(label_aware)
+        self.pair_loss = ContrastiveLoss(label_aware, graded_power=graded_power)
         self.gather_with_grad = bool(gather_with_grad)
 
     def forward(self, image_features=None, text_features=None, symbol_features=None, logit_scale=1.0,

@@ -36,6 +36,7 @@ class Answer:
     key: str
     text: str
     icon: str
+    phrase: str | None = None   # how a per-galaxy caption says it (None: derived from ``text``)
 
     @property
     def id(self) -> str:
@@ -49,6 +50,7 @@ class Question:
     text: str
     answers: tuple[Answer, ...]
     requires: tuple[str, ...] = ()
+    multiple_choice: bool = False   # volunteers may pick several answers (odd features)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,9 @@ class DecisionTree:
         """Plain-data form (the YAML file's layout), embedded in a taxonomy's ``to_dict``."""
         return {"questions": [
             {"key": q.key, "text": q.text, **({"requires": list(q.requires)} if q.requires else {}),
-             "answers": [{"key": a.key, "text": a.text, "icon": a.icon} for a in q.answers]}
+             **({"multiple_choice": True} if q.multiple_choice else {}),
+             "answers": [{"key": a.key, "text": a.text, "icon": a.icon, **({} if a.phrase is None else {"phrase": a.phrase})}
+                         for a in q.answers]}
             for q in self.questions
         ]}
 
@@ -179,8 +183,10 @@ def _tree_from_dict(data: dict, source: str) -> DecisionTree:
     questions = []
     for qi, q in enumerate(data.get("questions") or []):
         try:
-            answers = tuple(Answer(q["key"], str(a["key"]), a["text"], a.get("icon", "")) for a in q["answers"])
-            questions.append(Question(q["key"], q["text"], answers, tuple(q.get("requires", ()))))
+            answers = tuple(Answer(q["key"], str(a["key"]), a["text"], a.get("icon", ""),
+                                   None if a.get("phrase") is None else str(a["phrase"])) for a in q["answers"])
+            questions.append(Question(q["key"], q["text"], answers, tuple(q.get("requires", ())),
+                                      bool(q.get("multiple_choice", False))))
         except (KeyError, TypeError) as exc:
             raise TaxonomyError(f"{source}: question #{qi} is missing field {exc}") from None
     if not questions:

@@ -87,6 +87,9 @@ def validate(config: dict, source: str) -> dict:
         for field, spec in cls.items():
             if field != "kind":
                 _check_spec(spec, f"{source}: classes.{key}.{field}")
+    from galaxalign.survey.answers import validate_answer_rules
+
+    validate_answer_rules(config, source)
     return config
 
 

@@ -3,7 +3,9 @@
 Layout: ``images`` uint8 (N, H, W, 3); ``ans`` uint8 (N,); ``ra``, ``dec``, ``redshift``, ``pxscale``
 float64 (N,); group ``params/`` with one float32 dataset per generating parameter (NaN where not
 applicable); file attributes ``generator_version``, ``seed``, ``size``, ``num``, ``class_names``,
-``class_keys``, ``class_weights``, ``config_hash``, ``observing``.
+``class_keys``, ``class_weights``, ``config_hash``, ``observing``; and one float32 dataset per
+decision-tree answer, ``<answer>_fraction`` (galaxy-datasets' vote-fraction columns): each galaxy's
+true answers from its generating parameters (1 / 0 / NaN, ``survey.answers``).
 
 Reproducible: galaxy ``i`` is drawn from ``SeedSequence([seed, i])`` and the class list from
 ``SeedSequence([seed, LABEL_STREAM])``, so the bytes do not depend on the number of workers.
@@ -24,7 +26,9 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
+from galaxalign.answers import answer_ids, fraction_column
 from galaxalign.runtime import atomic_path, cache_dir
+from galaxalign.survey.answers import answer_rows
 from galaxalign.survey.classes import (
     DEFAULT_SURVEY_NUM,
     DEFAULT_SURVEY_SIZE,
@@ -205,6 +209,10 @@ def generate_survey(out: str | os.PathLike, num: int, size: int = 128, seed: int
         cols["pxscale"][:] = params[:, PARAM_NAMES.index("pxscale")]
         for j, name in enumerate(PARAM_NAMES):
             group.create_dataset(name, data=params[:, j].astype(np.float32))
+        # Each galaxy's true decision-tree answers (galaxy-datasets' vote-fraction columns; 1/0/NaN).
+        rows = answer_rows(labels, {name: params[:, j] for j, name in enumerate(PARAM_NAMES)}, config)
+        for j, answer in enumerate(answer_ids(taxonomy.tree)):
+            h5.create_dataset(fraction_column(answer), data=rows[:, j])
         h5.attrs.update({
             "generator": "galaxalign.survey",
             "generator_version": GENERATOR_VERSION,

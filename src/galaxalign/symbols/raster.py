@@ -371,3 +371,38 @@ def class_symbol_bank(
         except SymbolError as exc:
             raise SymbolError(f"{taxonomy.name}: class {c} {spec.name!r}: {exc}") from None
     return images, ids
+
+
+def answer_symbol_bank(
+    answer_sets: Sequence[Sequence[str]],
+    size: int = 224,
+    n_variants: int = 2,
+    seed: int = 0,
+    book: SymbolBook | None = None,
+    tree: DecisionTree | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Symbol variants of arbitrary answer sets (per-galaxy paths): uint8 ``(R*n, size, size, 3)`` and
+    the row of each ``(R*n,)``, row-major as :func:`class_symbol_bank`. Variant 0 is canonical; variant
+    v of an answer set is seeded by (seed, the set's text, v), so a rendering depends only on its
+    answers and is drawn once however many galaxies share them (``_answer_symbol``'s cache)."""
+    if int(n_variants) < 1:
+        raise SymbolError(f"n_variants must be at least 1, got {n_variants}")
+    n = int(n_variants)
+    book = book or symbol_book()
+    tree = tree or decision_tree()
+    images = np.empty((len(answer_sets) * n, size, size, 3), np.uint8)
+    for r, answers in enumerate(answer_sets):
+        key = tuple(sorted(set(answers)))
+        for v in range(n):
+            images[r * n + v] = _answer_symbol(key, int(size), v, int(seed), book, tree)
+    return images, np.repeat(np.arange(len(answer_sets), dtype=np.int64), n)
+
+
+@lru_cache(maxsize=4096)
+def _answer_symbol(answers: tuple[str, ...], size: int, variant: int, seed: int, book: SymbolBook, tree: DecisionTree) -> np.ndarray:
+    import zlib
+
+    rng = None if variant == 0 else _rng((seed, zlib.crc32(",".join(answers).encode()), variant))
+    out = render_symbol(answers, size=size, seed=rng, augment=variant > 0, book=book, tree=tree)
+    out.setflags(write=False)
+    return out

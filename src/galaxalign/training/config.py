@@ -64,6 +64,15 @@ SCHEMA: dict[str, Any] = {
         "symbol_text": 1.0,
         "image_symbol": 1.0,
         "label_aware": True,
+        # Per-galaxy alignment: positives graded by answer agreement ** graded_power (galaxalign.loss).
+        "graded_power": 4.0,
+    },
+    # Per-galaxy decision-tree answers (galaxalign.answers): "auto" aligns each galaxy with its own
+    # caption and symbol when the training catalog carries answers, true always (galaxies without
+    # answers use their class's), false class-level texts and symbols as in the paper.
+    "answers": {
+        "per_galaxy": "auto",
+        "symbol_variants": 2,  # symbol variants per distinct answer path (the class bank's variants: symbols.variants)
     },
     "symbols": {
         "variants": 4,  # symbol variants per class in the class bank
@@ -319,6 +328,12 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
     hs = c["optimizer"]["head_lr_scale"]
     _check(isinstance(hs, (int, float)) and hs > 0, "optimizer.head_lr_scale", f"must be a number > 0, got {hs!r}", source)
     _check(isinstance(c["symbols"]["variants"], int) and c["symbols"]["variants"] > 0, "symbols.variants", "must be a positive integer", source)
+    pg = c["answers"]["per_galaxy"]
+    _check(pg in (True, False, "auto"), "answers.per_galaxy", f"must be true, false or 'auto', got {pg!r}", source)
+    sv = c["answers"]["symbol_variants"]
+    _check(isinstance(sv, int) and not isinstance(sv, bool) and sv > 0, "answers.symbol_variants", f"must be a positive integer, got {sv!r}", source)
+    gp = c["loss"]["graded_power"]
+    _check(isinstance(gp, (int, float)) and not isinstance(gp, bool) and gp > 0, "loss.graded_power", f"must be a number > 0, got {gp!r}", source)
     return cfg
 
 

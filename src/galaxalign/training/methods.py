@@ -1,7 +1,8 @@
 """What each training method optimises, and how it is validated.
 
 - ``galaxalign``: tri-modal contrastive loss (image-text, symbol-text, image-symbol), texts and symbols
-  encoded once per class present in the batch (``ClassBank``).
+  encoded once per class present in the batch (``ClassBank``); with per-galaxy rows (``rows``, from
+  ``class_bank.galaxy_rows``) once per distinct answer path, with positives graded by answer agreement.
 - ``image_text``: the same contrastive image-text loss without symbols (symbol terms weighted 0).
 - ``image_only``: cross-entropy on the linear head (``GalaxAlignModel.classifier``) over the image tower.
 - ``zero_shot``: nothing to optimise; only validation.
@@ -127,7 +128,7 @@ def _gather(*features, labels):
 class ContrastiveObjective:
     """``galaxalign`` and ``image_text``: the TriModalLoss over features gathered across ranks."""
 
-    def __init__(self, cfg: dict, model: nn.Module, taxonomy, env: DistEnv):
+    def __init__(self, cfg: dict, model: nn.Module, taxonomy, env: DistEnv, rows=None):
         from galaxalign.class_bank import ClassBank
         from galaxalign.loss import TriModalLoss
 
@@ -140,11 +141,18 @@ class ContrastiveObjective:
         self.use_symbols = weights["symbol_text"] > 0 or weights["image_symbol"] > 0
         use_text = weights["image_text"] > 0 or weights["symbol_text"] > 0
         use_images = weights["image_text"] > 0 or weights["image_symbol"] > 0
-        self.loss_fn = TriModalLoss(weights, label_aware=bool(cfg["loss"]["label_aware"]))
+        self.loss_fn = TriModalLoss(weights, label_aware=bool(cfg["loss"]["label_aware"]),
+                                    graded_power=float(cfg["loss"].get("graded_power", 4.0)))
         # OUR CHOICE: each rank draws its own prompts and symbol variants (more variety per global batch).
-        self.bank = ClassBank(taxonomy, model, n_symbol_variants=int(cfg["symbols"]["variants"]), seed=int(cfg["symbols"]["seed"]) + env.rank)
+        variants = int(cfg["symbols"]["variants"] if rows is None else cfg["answers"]["symbol_variants"])
+        self.bank = ClassBank(taxonomy, model, n_symbol_variants=variants, seed=int(cfg["symbols"]["seed"]) + env.rank, rows=rows)
+        # Per-galaxy rows: the loss compares the galaxies' answer rows (graded positives), not row ids.
+        self.row_vectors = None if rows is None else torch.as_tensor(rows.vectors, dtype=torch.float32)
+        # OUR CHOICE: encoding every row each step (fixed shapes) only while rows are few; hundreds of
+        # per-galaxy paths are encoded per batch (those present) instead.
+        all_rows = bool(cfg["symbols"]["all_classes"]) and (rows is None or len(rows) <= 64)
         self.forward_module = TriModalForward(model, self.bank, self.use_symbols, bool(cfg["symbols"]["joint_forward"]),
-                                              all_classes=bool(cfg["symbols"]["all_classes"]),
+                                              all_classes=all_rows,
                                               symbol_refresh_every=int(cfg["symbols"]["refresh_every"]),
                                               use_text=use_text, use_images=use_images)
         if model.classifier is not None:
@@ -159,6 +167,9 @@ class ContrastiveObjective:
 
     def loss(self, module: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
         out = module(images, labels)
+        if self.row_vectors is not None:
+            self.row_vectors = self.row_vectors.to(labels.device)
+            labels = self.row_vectors[labels]
         feats = (out.get("image_features"), out.get("text_features"), out.get("symbol_features"))
         if self.env.distributed:
             *feats, labels = _gather(*feats, labels=labels)
@@ -221,10 +232,12 @@ class ZeroShotObjective(ContrastiveObjective):
         self.forward_module = None
 
 
-def build_objective(cfg: dict, model: nn.Module, taxonomy, env: DistEnv):
+def build_objective(cfg: dict, model: nn.Module, taxonomy, env: DistEnv, rows=None):
+    """The method's objective; ``rows`` (``class_bank.BankRows``): per-galaxy rows for the contrastive
+    methods (the labels the trainer then feeds are row ids)."""
     method = cfg["method"]
     if method in ("galaxalign", "image_text"):
-        return ContrastiveObjective(cfg, model, taxonomy, env)
+        return ContrastiveObjective(cfg, model, taxonomy, env, rows=rows)
     if method == "image_only":
         return ClassifierObjective(cfg, model, taxonomy, env)
     if method == "zero_shot":

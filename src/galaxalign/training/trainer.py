@@ -352,6 +352,10 @@ class Trainer:
         if progress and self.env.is_main and self.recipe.get("enabled"):
             print(describe_choices(self.recipe), flush=True)
         self.cfg = cfg
+        self.rows, self.train_labels = self.label_rows()
+        if progress and self.env.is_main and self.rows is not None:
+            print(f"per-galaxy alignment: {len(self.rows)} distinct decision-tree paths over {len(self.train_cat)} "
+                  "training galaxies (answers.per_galaxy)", flush=True)
         self.cached = bool(cfg["recipe"].get("enabled")) and cfg["recipe"].get("cache") is True
         self.out = Path(cfg["out"])
         self.ckpt_dir = self.out / "checkpoints"
@@ -376,6 +380,26 @@ class Trainer:
         self.best = self.resume_state.get("best") if self.resume_state else None  # (metric, value) of best.pt
 
     # -- set-up ---------------------------------------------------------------------------------
+
+    def label_rows(self):
+        """``(BankRows or None, the label of each training galaxy the objective sees)``: class ids, or
+        with per-galaxy alignment the row id of each galaxy's decision-tree path (class_bank.galaxy_rows).
+
+        OUR CHOICE: ``answers.per_galaxy: auto`` turns it on for ``galaxalign`` when the training
+        catalog carries per-galaxy answers; ``image_text`` stays the paper's class-level baseline
+        unless ``answers.per_galaxy: true``."""
+        from galaxalign.answers import has_galaxy_answers
+        from galaxalign.class_bank import galaxy_rows
+
+        cfg = self.cfg
+        labels = self.train_cat["label"].to_numpy(np.int64).copy()
+        mode = cfg["answers"]["per_galaxy"]
+        if cfg["method"] not in ("galaxalign", "image_text") or mode is False:
+            return None, labels
+        if mode == "auto" and (cfg["method"] != "galaxalign" or not has_galaxy_answers(self.train_cat, self.taxonomy)):
+            return None, labels
+        row_of, rows = galaxy_rows(self.train_cat, self.taxonomy)
+        return rows, row_of
 
     def setup(self) -> None:
         cfg, env = self.cfg, self.env
@@ -411,10 +435,11 @@ class Trainer:
         if self.cached:
             from galaxalign.features import CachedViews
 
-            return CachedViews(self.train_views, self.train_cat["label"].to_numpy(np.int64))
+            return CachedViews(self.train_views, self.train_labels)
         # The model's train transform supplies the augmentation (its ranges are the model's choice).
         self.augment = self.model.train_transform(strength=float(self.cfg["data"]["augment"])).augment
-        self.train_images = GalaxyDataset(self.train_cat, image_size=self.model.image_size, in_memory=self.cfg["data"]["in_memory"])
+        catalog = self.train_cat if self.rows is None else self.train_cat.assign(label=self.train_labels)
+        self.train_images = GalaxyDataset(catalog, image_size=self.model.image_size, in_memory=self.cfg["data"]["in_memory"])
         return AugmentedSamples(self.train_images, self.augment)
 
     # -- frozen-trunk features, normaliser, warm start -----------------------------------------------
@@ -465,15 +490,15 @@ class Trainer:
         from galaxalign.training.warm_start import warm_start_text_projection
 
         emb, labels = self.train_embeddings()
-        warm_start_text_projection(self.model, self.taxonomy, emb, labels)
+        warm_start_text_projection(self.model, self.taxonomy if self.rows is None else self.rows.prompts, emb, labels)
 
     def train_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(N,D) 8-view-averaged embeddings of the labelled training galaxies (from the cached views,
-        through the image tower's current projection) and their labels."""
+        through the image tower's current projection) and their labels (per-galaxy: row ids)."""
         from galaxalign.features import embed_pooled_views
 
         emb = torch.from_numpy(embed_pooled_views(self.model.image_encoder, self.train_views, tta=True))
-        return emb, torch.from_numpy(self.train_cat["label"].to_numpy(np.int64).copy())
+        return emb, torch.from_numpy(self.train_labels.copy())
 
     def loader(self, dataset, sampler: ResumableSampler) -> DataLoader:
         """One loader per stage: persistent workers keep their HDF5 handles across epochs; batches are
@@ -677,7 +702,7 @@ class Trainer:
                 break
         if not plan:
             # zero_shot: nothing to train; evaluate and save the initial model so evaluation can run on it.
-            objective = build_objective(cfg, self.model, self.taxonomy, env)
+            objective = build_objective(cfg, self.model, self.taxonomy, env, rows=self.rows)
             self.validate(objective, None, 0)
             self.save(lambda: self.state(0, None, 0, 0, None, None, None))
         export_dir = self.out / "model"
@@ -697,7 +722,7 @@ class Trainer:
             model.separate_symbol_encoder()
             model.to(env.device)
         self.compile_towers()
-        objective = build_objective(cfg, model, self.taxonomy, env)
+        objective = build_objective(cfg, model, self.taxonomy, env, rows=self.rows)
         if self.cached and getattr(objective, "bank", None) is not None and objective.use_symbols:
             objective.bank.use_pooled_symbols(model.symbol_encoder, model.symbol_transform(train=False))
         if self.cached and stage.number == 2 and pos is None and objective.use_symbols and not model.symbol_encoder_shared:
@@ -855,7 +880,7 @@ class Trainer:
 
         model, bank = self.model, objective.bank
         emb, labels = self.train_embeddings()
-        means = class_means(emb, labels, len(self.taxonomy.classes))
+        means = class_means(emb, labels, bank.num_classes)
         present = set(labels.unique().tolist())
         tower = model.symbol_encoder
         rows = [(r, c) for c in sorted(present) for r in bank.symbol_rows[c]]

@@ -51,19 +51,23 @@ def ridge_projection(linear: torch.nn.Linear, inputs: torch.Tensor, targets: tor
 def warm_start_text_projection(model, taxonomy, image_embeddings: torch.Tensor, labels: torch.Tensor) -> bool:
     """Point every class's prompt embeddings at its labelled galaxies' mean image embedding.
 
+    ``taxonomy``: a Taxonomy (its classes' prompts), or a list of prompt lists, one per label value
+    (per-galaxy rows: each answer path's captions).
     Needs a text tower that ends in ``proj`` (a Linear) after ``sentence_embedding`` (the offline
     MiniLM tower); returns False (nothing changed) for other towers."""
     tower = model.text_encoder
     proj = getattr(tower, "proj", None)
     if not isinstance(proj, torch.nn.Linear) or not callable(getattr(tower, "sentence_embedding", None)):
         return False
-    means = class_means(image_embeddings, labels, len(taxonomy.classes))
-    present = [c for c in range(len(taxonomy.classes)) if bool((labels == c).any())]
+    prompts = ([taxonomy.prompts(c) for c in range(len(taxonomy.classes))] if hasattr(taxonomy, "classes")
+               else [list(p) for p in taxonomy])
+    means = class_means(image_embeddings, labels, len(prompts))
+    present = [c for c in range(len(prompts)) if bool((labels == c).any())]
     if len(present) < 2:
         return False
     texts, targets = [], []
     for c in present:
-        for p in taxonomy.prompts(c):
+        for p in prompts[c]:
             texts.append(p)
             targets.append(means[c])
     was = tower.training

@@ -1,0 +1,107 @@
+"""Per-galaxy alignment: graded positives, per-path rows and symbols, and the trainer's switch."""
+import numpy as np
+import pytest
+import torch
+
+from galaxalign import answers as A
+from galaxalign.loss import answer_agreement, contrastive_loss, label_targets
+from galaxalign.taxonomy import load_taxonomy
+
+
+@pytest.fixture(scope="module")
+def tax():
+    return load_taxonomy("galaxy10_decals")
+
+
+def test_graded_targets_weigh_pairs_by_answer_agreement_to_the_power(tax):
+    rows = torch.as_tensor(np.stack([A.answer_vector(a, tax.tree) for a in (
+        ["bar_yes", "spiral-winding_tight"],      # 5 answers with their path
+        ["bar_no", "spiral-winding_tight"],       # shares 4 of 6
+        ["smooth-or-featured_smooth", "how-rounded_round"],  # shares nothing
+    )]))
+    s = answer_agreement(rows)
+    assert s[0, 1] == pytest.approx(4 / 6) and s[0, 2] == 0 and torch.all(torch.diag(s) == 1)
+    t = label_targets(rows, torch.float64, graded_power=2.0)
+    w = (4 / 6) ** 2
+    assert t[0].tolist() == pytest.approx([1 / (1 + w), w / (1 + w), 0.0])
+    assert torch.allclose(t.sum(1), torch.ones(3, dtype=torch.float64))
+
+
+def test_class_answer_rows_give_exactly_the_label_aware_loss(tax):
+    torch.manual_seed(0)
+    labels = torch.tensor([2, 2, 5, 7, 5, 9])
+    class_rows = torch.as_tensor(A.class_answer_matrix(tax))[labels]
+    a, b = torch.nn.functional.normalize(torch.randn(2, 6, 16), dim=-1)
+    # different classes share answers (e.g. "featured"), so a finite power gives them some weight;
+    # a large one leaves only identical answer sets, the label-aware special case.
+    graded = contrastive_loss(a, b, 10.0, class_rows, graded_power=200.0)
+    assert graded.item() == pytest.approx(contrastive_loss(a, b, 10.0, labels).item(), rel=1e-6)
+    assert contrastive_loss(a, b, 10.0, class_rows, graded_power=4.0).item() != pytest.approx(graded.item())
+
+
+def test_galaxy_rows_make_one_caption_and_symbol_per_distinct_path(tmp_path, tax):
+    from galaxalign.class_bank import galaxy_rows
+    from galaxalign.datasets import load_catalog
+    from galaxalign.survey.generate import generate_survey
+
+    cat = load_catalog(generate_survey(tmp_path / "s.h5", 60, size=32, seed=1, workers=0, progress=False))
+    row_of, rows = galaxy_rows(cat, tax)
+    matrix = A.answer_matrix(cat, tax)
+    paths = [A.hard_answers(r, tax.tree) for r in matrix]
+    assert len(rows) == len(set(paths)) < len(cat)
+    for i in range(len(cat)):
+        assert rows.symbols[row_of[i]] == [paths[i]]
+        assert rows.prompts[row_of[i]][0] == tax.prompt_templates[0].format(label=A.caption(paths[i], tax.tree))
+    assert rows.vectors.shape == (len(rows), len(A.answer_ids(tax.tree)))
+
+
+def test_answer_symbols_depend_only_on_their_answers():
+    from galaxalign.symbols.raster import answer_symbol_bank
+
+    s1 = ("bar_yes", "spiral-winding_tight")
+    s2 = ("smooth-or-featured_smooth", "how-rounded_cigar")
+    a, ids = answer_symbol_bank([s1, s2], size=32, n_variants=2, seed=0)
+    b, _ = answer_symbol_bank([s2, s1], size=32, n_variants=2, seed=0)
+    assert ids.tolist() == [0, 0, 1, 1]
+    assert np.array_equal(a[0:2], b[2:4]) and np.array_equal(a[2:4], b[0:2])
+    assert not np.array_equal(a[0], a[1])  # variant 1 is an augmented drawing
+
+
+def _trainer(tmp_path, survey, **over):
+    from galaxalign.training.config import load_config
+    from galaxalign.training.trainer import Trainer
+
+    ov = [f"data.source={survey}", "data.size=32", f"out={tmp_path / 'run'}", "tensorboard=false", "batch_size=16"]
+    ov += [f"{k}={v}" for k, v in over.items()]
+    return Trainer(load_config("default", ov), progress=False)
+
+
+def test_trainer_aligns_per_galaxy_when_the_catalog_has_answers(tmp_path, tax):
+    from galaxalign.survey.generate import generate_survey
+
+    survey = generate_survey(tmp_path / "s.h5", 120, size=32, seed=2, workers=0, progress=False)
+    t = _trainer(tmp_path, survey)
+    assert t.rows is not None and t.train_labels.max() == len(t.rows) - 1
+    assert _trainer(tmp_path, survey, **{"answers.per_galaxy": "false"}).rows is None
+    assert _trainer(tmp_path, survey, method="image_text").rows is None          # auto: the paper's baseline
+    assert _trainer(tmp_path, survey, method="image_text", **{"answers.per_galaxy": "true"}).rows is not None
+
+
+def test_per_galaxy_training_runs_and_learns_its_rows(tmp_path):
+    from galaxalign.survey.generate import generate_survey
+    from galaxalign.training.config import load_config
+    from galaxalign.training.trainer import train
+
+    survey = generate_survey(tmp_path / "s.h5", 120, size=32, seed=2, workers=0, progress=False)
+    cfg = load_config("default", [f"data.source={survey}", "data.size=32", f"out={tmp_path / 'run'}",
+                                  "tensorboard=false", "batch_size=16", "max_steps=6", "validate=false"])
+    res = train(cfg, progress=False)
+    losses = [r for r in res.history if r.get("kind") == "train"]
+    assert losses and all(np.isfinite(float(r["loss"])) for r in losses)
+
+
+def test_bad_per_galaxy_setting_names_the_key():
+    from galaxalign.training.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="answers.per_galaxy"):
+        load_config("default", ["answers.per_galaxy=sometimes"])
