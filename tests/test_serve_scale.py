@@ -217,3 +217,22 @@ def test_warm_up_loads_the_model_without_filling_the_caches(fx):
     searcher = app.state.searcher
     assert searcher.warm_up() is fx["loaded_model"]
     assert searcher.query_vectors.stats()["items"] == 0 and searcher.http_cache.stats()["items"] == 0
+
+
+def test_thumbnail_png_decodes_to_the_exact_pixels():
+    import io
+
+    from PIL import Image
+
+    from galaxalign.serve.app import _png
+
+    rng = np.random.default_rng(0)
+    for shape in [(128, 128, 3), (37, 90, 3), (1, 1, 3)]:
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        decoded = Image.open(io.BytesIO(_png(image, 128)))
+        decoded.load()  # checks every chunk's CRC and the zlib stream
+        assert decoded.mode == "RGB" and np.array_equal(np.asarray(decoded), image)
+    big = rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)
+    assert Image.open(io.BytesIO(_png(big, 128))).size == (85, 128)  # shrunk to fit, aspect kept
+    grey = Image.open(io.BytesIO(_png(rng.integers(0, 256, (20, 20), dtype=np.uint8), 128)))
+    assert grey.mode == "L"
