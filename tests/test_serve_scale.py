@@ -236,3 +236,23 @@ def test_thumbnail_png_decodes_to_the_exact_pixels():
     assert Image.open(io.BytesIO(_png(big, 128))).size == (85, 128)  # shrunk to fit, aspect kept
     grey = Image.open(io.BytesIO(_png(rng.integers(0, 256, (20, 20), dtype=np.uint8), 128)))
     assert grey.mode == "L"
+
+
+def test_serve_freezes_the_loaded_heap_and_shortens_the_gil_interval(fx, monkeypatch):
+    import gc
+    import sys
+
+    import uvicorn
+
+    from galaxalign.serve.server import SWITCH_INTERVAL_S, serve
+
+    ran = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: ran.append(gc.get_freeze_count()))
+    interval = sys.getswitchinterval()
+    try:
+        serve(fresh_app(fx), port=0)
+        assert ran and ran[0] > 10_000  # the app's objects were frozen before serving
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+    finally:
+        gc.unfreeze()
+        sys.setswitchinterval(interval)
