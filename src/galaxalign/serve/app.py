@@ -79,7 +79,12 @@ class SymbolQuery(BaseModel):
 
 def thumb_url(galaxy_id: str) -> str:
     """The thumbnail URL of a galaxy; the id is percent-encoded (any character round-trips)."""
-    return f"/api/thumb/{quote(str(galaxy_id), safe='')}.png"
+    return _thumb_url(str(galaxy_id))
+
+
+@lru_cache(maxsize=65536)
+def _thumb_url(galaxy_id: str) -> str:  # ten per search result page, the same ids over and over
+    return f"/api/thumb/{quote(galaxy_id, safe='')}.png"
 
 
 @lru_cache(maxsize=65536)
