@@ -39,13 +39,17 @@ def test_report_has_every_method_at_every_fraction(quick_demo):
 
 @pytest.mark.slow
 def test_report_keeps_the_fields_serve_reads(quick_demo):
-    _, report = quick_demo
+    out, report = quick_demo
     ds = report["dataset"]
     assert Path(ds["path"]).is_file() and ds["num"] == 300 and ds["size"] == 64
     assert sum(ds["splits"].values()) == ds["num"]
     assert report["backbone"].startswith("offline")
-    ga = [r for r in report["runs"] if r["method"] == "galaxalign" and r["label_fraction"] == 1.0]
+    ga = [r for r in report["runs"] if r["run"] == "galaxalign" and r["label_fraction"] == 1.0]
     assert len(ga) == 1 and Path(ga[0]["checkpoint"]).is_dir()
+    from galaxalign.search.demo_index import demo_sources
+
+    # the page serves the reference run (per-galaxy GalaxAlign), not the class-level one beside it
+    assert Path(demo_sources(out)[1]).resolve() == Path(ga[0]["checkpoint"]).resolve()
     assert report["timings"]["total_seconds"] > 0
 
 

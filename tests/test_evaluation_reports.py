@@ -58,8 +58,10 @@ def _epochs(spec):
 
 
 def test_baselines_get_galaxaligns_budget_and_every_method_runs_at_every_fraction():
-    specs = {(s.method, s.label_fraction): s for s in expand_grid(load_grid("demo"), BASE)}
-    assert set(specs) == {(m, f) for m in ("zero_shot", "image_only", "image_text", "galaxalign") for f in (0.01, 0.1, 1.0)}
+    specs = {(s.run, s.label_fraction): s for s in expand_grid(load_grid("demo"), BASE)}
+    runs = ("zero_shot", "image_only", "image_text", "galaxalign_class", "galaxalign")
+    assert set(specs) == {(m, f) for m in runs for f in (0.01, 0.1, 1.0)}
+    assert load_config(BASE, [specs["galaxalign_class", 1.0].overrides])["answers"]["per_galaxy"] is False
     assert _epochs(specs["image_only", 1.0])[1] == 3  # 2 + 1: one stage with both stages' epochs
     assert _epochs(specs["galaxalign", 1.0])[1:3] == (2, 1)
     assert _epochs(specs["galaxalign", 0.1]) == ([1, 2], 20, 10, False)  # 1/f times the epochs, no per-epoch validation
@@ -70,14 +72,15 @@ def test_baselines_get_galaxaligns_budget_and_every_method_runs_at_every_fractio
 def test_ablations_are_data_with_references_and_the_same_budget():
     specs = expand_grid(load_grid("ablate"), BASE)
     names = [s.name for s in specs]
-    assert names[:3] == ["full", "no_symbols", "no_stage1"] and len(set(names)) == 8
+    assert names[:3] == ["full", "no_symbols", "no_stage1"] and len(set(names)) == 9
+    assert load_config(BASE, [next(s for s in specs if s.name == "label_aware_class_level").overrides])["answers"]["per_galaxy"] is False
     no_stage1 = load_config(BASE, [next(s for s in specs if s.name == "no_stage1").overrides])
     assert no_stage1["stages"] == [2] and no_stage1["stage2"]["epochs"] == 3 and no_stage1["stage2"]["lr"] == 3e-4
     assert load_config(BASE, [specs[1].overrides])["stage1"]["epochs"] == 3  # no_symbols: image_text, 2 + 1
 
 
 def test_seeds_are_a_grid_axis_and_name_the_runs_apart():
-    specs = expand_grid(load_grid("demo"), BASE, methods=["galaxalign"], seeds=[0, 1])
+    specs = expand_grid(load_grid("demo"), BASE, runs=["galaxalign"], seeds=[0, 1])
     assert [(s.label_fraction, s.seed) for s in specs] == [(0.01, 0), (0.01, 1), (0.1, 0), (0.1, 1), (1.0, 0), (1.0, 1)]
     assert [s.name for s in specs][2:] == ["galaxalign_lf0.1_s0", "galaxalign_lf0.1_s1", "galaxalign_lf1_s0", "galaxalign_lf1_s1"]
     assert load_config(BASE, [specs[1].overrides])["seed"] == 1

@@ -34,7 +34,11 @@ def run(args) -> int:
         progress=not args.quiet,
     )
     keys = ("primary_classifier", "accuracy", "macro_f1", "map", "map_at_10", "precision_at_10", "n_test", "n_gallery")
-    print(json.dumps({k: report[k] for k in keys}))
+    figures = {k: report[k] for k in keys}
+    fs = report.get("feature_search")
+    if fs:  # the split carries per-galaxy answers: feature-search nDCG@10 of symbol and text queries
+        figures.update({f"feature_search_{m}_ndcg_at_{fs['k']}": fs[m]["ndcg"] for m in ("symbol", "text")})
+    print(json.dumps(figures))
     if args.out:
         print(f"wrote {args.out}/report.json, report.md and plots")
     return 0

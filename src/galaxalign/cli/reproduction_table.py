@@ -15,7 +15,9 @@ def add_common_arguments(parser, grid: str, out: str) -> None:
     parser.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the grid's)")
     parser.add_argument("--exemplars", action="append", default=None,
                         help="real labelled galaxies (folder or catalog) for the sim-to-real check, e.g. "
-                             "../shared/data/gz2-exemplars; repeat for several surveys, each reported separately")
+                             "../shared/data/gz2-exemplars; repeat for several surveys, each reported separately. "
+                             "A folder whose manifest.csv names each image's decision-tree answer also gets the "
+                             "one-answer feature search (ROC-AUC) for every run")
     parser.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: the grid's, 1000; 200 with --quick)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 

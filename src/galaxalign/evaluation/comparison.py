@@ -80,6 +80,7 @@ def compare_to_reference(runs: Sequence[dict], reference: str, metrics: Sequence
             adv = vs[best["name"]][metric]
             verdict[metric] = {
                 "reference": ref[metric], "best_other": best["name"], "best_other_method": best["method"],
+                "best_other_run": best.get("run", best["method"]),
                 "best_other_value": best[metric], "advantage": adv["difference"], "ci": adv["ci"],
                 "beats_all": all(ref[metric] > r[metric] for r in cands),
                 "clearly": all(vs[r["name"]][metric]["ci"][0] > 0 for r in cands),

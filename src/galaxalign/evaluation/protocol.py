@@ -148,6 +148,19 @@ def select_primary(val_accuracy: dict[str, float], default: str) -> str:
     return tied[0]
 
 
+def cached_embeddings(model, catalog, cache: dict | None, batch_size: int = 64, progress: bool = True) -> np.ndarray:
+    """Image embeddings of a catalog's rows (``inference.embed_catalog``), memoised in ``cache`` by the
+    catalog's ids: every metric of one model on the same galaxies shares one embedding pass."""
+    from galaxalign.inference import embed_catalog
+
+    key = ("image", tuple(catalog["id"].astype(str)))
+    if cache is None:
+        return embed_catalog(model, catalog, modality="image", batch_size=batch_size, progress=progress)
+    if key not in cache:
+        cache[key] = embed_catalog(model, catalog, modality="image", batch_size=batch_size, progress=progress)
+    return cache[key]
+
+
 def _labelled(catalog):
     return catalog[catalog["label"] >= 0].reset_index(drop=True)
 
@@ -198,8 +211,6 @@ def evaluate_model(
     Returns a JSON-safe dict; ``per_query`` holds each test galaxy's primary-classifier hit and
     average precision, in test order, for paired comparisons between models.
     """
-    from galaxalign.inference import embed_catalog
-
     t0 = time.perf_counter()
     test = _labelled(test)
     gallery = _labelled(gallery)
@@ -215,10 +226,7 @@ def evaluate_model(
     cache = embeddings if embeddings is not None else {}
 
     def embed(cat):
-        key = ("image", tuple(cat["id"].astype(str)))
-        if key not in cache:
-            cache[key] = embed_catalog(model, cat, modality="image", batch_size=batch_size, progress=progress)
-        return cache[key]
+        return cached_embeddings(model, cat, cache, batch_size=batch_size, progress=progress)
 
     q = embed(test)
     g = embed(gallery)
@@ -383,6 +391,15 @@ def evaluation_markdown(report: dict) -> str:
     lines.append("Each test galaxy queries the gallery; relevant = same class; the query itself is excluded.\n")
     keys = ["map", "map_at_10", "precision_at_1", "precision_at_5", "precision_at_10", "recall_at_10"]
     lines.append(markdown_table(["metric", "value"], [[k, fmt(rt.get(k), ci.get(k))] for k in keys]))
+    fs = report.get("feature_search")
+    if fs:
+        lines.append("\n## Feature search\n")
+        lines.append(f"{fs['n_queries']} seeded feature queries (decision-tree answer sets) over the {fs['n_pool']} "
+                     "galaxies of the split, relevance = the fraction of the query's answers a galaxy has; 95 % "
+                     "bootstrap intervals over queries"
+                     + (f"; a random ranking scores {fs['chance']:.3f}" if fs.get("chance") is not None else "") + ".\n")
+        lines.append(markdown_table(["query", f"nDCG@{fs['k']}"],
+                                    [[m, fmt(fs[m]["ndcg"], fs[m].get("ci"))] for m in ("symbol", "text")]))
     for name, png in report.get("plots", {}).items():
         lines.append(f"\n![{name}]({Path(png).name})\n")
     return "\n".join(lines)
@@ -464,13 +481,22 @@ def evaluate(
     # whatever is searched; the primary classifier is chosen on the validation split.
     train_labelled = splits["train_labelled"]
     method = train_cfg.get("method")
+    cache: dict = {}
     result = evaluate_model(
         model, tax, splits[split], splits[gallery_split], train_labelled, out_dir, method=method,
         title=Path(checkpoint).name, knn_k=knn_k, n_resamples=n_resamples, progress=progress,
-        val=splits["val"] if split != "val" else None,
+        val=splits["val"] if split != "val" else None, embeddings=cache,
     )
     report = {"checkpoint": str(checkpoint), "dataset": info, "split": split, "gallery_split": gallery_split,
               "label_fraction": lf, "taxonomy": tax.name, **result}
+    from galaxalign.answers import has_galaxy_answers
+
+    if has_galaxy_answers(splits[split], tax):
+        # The split's galaxies carry their true answers: search them by features too (same embeddings).
+        from galaxalign.evaluation.feature_search import feature_search_model
+
+        report["feature_search"] = feature_search_model(model, tax, _labelled(splits[split]), method=method,
+                                                        n_resamples=n_resamples, cache=cache, progress=progress)
     if out_dir is not None:
         out_dir = Path(out_dir)
         write_json(report, out_dir / "report.json")

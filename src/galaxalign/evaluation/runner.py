@@ -92,6 +92,8 @@ class GridRunner:
         self.timings: dict[str, Any] = {"data_seconds": time.perf_counter() - t0, "runs": {}}
         self._labelled: dict[float, Any] = {}
         self.device = pick_device(str(self.base_cfg["device"]))  # evaluate where training ran
+        self.feature_pool, self.feature_queries = feature_search_setup(self.splits["test"], self.taxonomy)
+        self.exemplar_sets: dict[str, tuple] = {}
 
     def labelled_train(self, fraction: float):
         if fraction not in self._labelled:
@@ -125,6 +127,38 @@ class GridRunner:
             progress=self.progress, embeddings=embeddings, val=self.splits.get("val"),
         )
 
+    def feature_search(self, spec: RunSpec, model, cache: dict) -> dict | None:
+        """Feature-search nDCG@10 on the test galaxies' true answers (None when they have none)."""
+        if self.feature_queries is None:
+            return None
+        from galaxalign.evaluation.feature_search import feature_search_model
+
+        res = feature_search_model(model, self.taxonomy, self.feature_pool, self.feature_queries, method=spec.method,
+                                   n_resamples=self.n_resamples, cache=cache, progress=self.progress)
+        res.pop("queries", None)  # the report holds them once (report["feature_search"]["queries"])
+        return res
+
+    def load_exemplars(self, sets: Sequence[str | Path]) -> None:
+        """Read each exemplar folder once per grid (manifest mapped to tree answers, images decoded)."""
+        from galaxalign.evaluation.feature_exemplars import load_exemplars, read_exemplar_images
+
+        for ex in sets:
+            ex = Path(ex)
+            if not (ex / "manifest.csv").is_file():
+                continue  # a labelled catalog without per-answer exemplars: sim-to-real only
+            catalog, unmapped = load_exemplars(ex, self.taxonomy.tree)
+            if len(catalog):
+                self.exemplar_sets[ex.name] = (catalog, unmapped, read_exemplar_images(catalog))
+
+    def exemplar_search(self, spec: RunSpec, model) -> dict | None:
+        if not self.exemplar_sets:
+            return None
+        from galaxalign.evaluation.feature_exemplars import exemplar_search
+
+        return {name: exemplar_search(model, self.taxonomy, (cat, unmapped), method=spec.method, images=images,
+                                      n_resamples=self.n_resamples)
+                for name, (cat, unmapped, images) in self.exemplar_sets.items()}
+
     def execute(self, specs: list[RunSpec], on_run: Callable[[dict], None] | None = None) -> list[dict]:
         from galaxalign.inference import load_model
 
@@ -144,7 +178,13 @@ class GridRunner:
             train_s = 0.0 if spec.method == "zero_shot" else float(tr.seconds)
             res = self.evaluate(spec, model, cache)
             rec = run_record(spec, res, train_s, tr.export_dir, tr.checkpoint, tr.history)
+            t_fs = time.perf_counter()
+            for key, value in (("feature_search", self.feature_search(spec, model, cache)),
+                               ("feature_exemplars", self.exemplar_search(spec, model))):
+                if value is not None:
+                    rec[key] = value
             self.timings["runs"][spec.name] = {"train_seconds": train_s, "eval_seconds": res["eval_seconds"],
+                                               "feature_search_seconds": time.perf_counter() - t_fs,
                                                "wall_seconds": time.perf_counter() - t0}
             records.append(rec)
             if self.progress:
@@ -153,6 +193,22 @@ class GridRunner:
             if on_run is not None:
                 on_run(rec)
         return records
+
+
+def feature_search_setup(test, taxonomy):
+    """``(pool, queries)`` of the feature-search benchmark: the labelled test galaxies (those the
+    protocol embeds, so the embeddings are shared) and the seeded queries drawn from their true
+    paths; ``(None, None)`` when the test catalog carries no per-galaxy answers."""
+    from galaxalign.answers import has_galaxy_answers
+
+    if not has_galaxy_answers(test, taxonomy):
+        return None, None
+    from galaxalign.evaluation.feature_search import galaxy_paths, sample_feature_queries
+
+    pool = test[test["label"] >= 0].reset_index(drop=True)
+    if pool.empty:
+        return None, None
+    return pool, sample_feature_queries(galaxy_paths(pool, taxonomy), taxonomy)
 
 
 def run_record(spec: RunSpec, res: dict, train_seconds: float, export_dir: Path | None, checkpoint: Path | None,
@@ -216,6 +272,12 @@ def run_table(
     out.mkdir(parents=True, exist_ok=True)
     runner = GridRunner(g, out, quick, overrides, progress, n_resamples, config)
     specs = expand_grid(g, runner.base_cfg, runs=runs, methods=methods, label_fractions=label_fractions, seeds=seeds)
+    # Several exemplar sets (e.g. SDSS and KiDS/GAMA) are reported separately, one result per set.
+    sets = [] if exemplars is None else ([exemplars] if isinstance(exemplars, (str, Path)) else list(exemplars))
+    for ex in sets:
+        if not Path(ex).exists():
+            raise FileNotFoundError(f"exemplars {ex} do not exist (pass an existing folder or catalog, or leave it out)")
+    runner.load_exemplars(sets)
     report: dict[str, Any] = {
         "kind": REPORT_KINDS[g.kind],
         "title": g.title,
@@ -247,8 +309,6 @@ def run_table(
     t0 = time.perf_counter()
     ga = [r for r in report["runs"] if r["method"] == "galaxalign"]
     best = max(ga, key=lambda r: r["label_fraction"]) if ga else None
-    # Several exemplar sets (e.g. SDSS and KiDS/GAMA) are reported separately, one result per set.
-    sets = [] if exemplars is None else ([exemplars] if isinstance(exemplars, (str, Path)) else list(exemplars))
     by_set = {}
     if best and g.kind == "demo":
         for ex in sets:
@@ -259,6 +319,14 @@ def run_table(
     runner.timings["sim_to_real_seconds"] = time.perf_counter() - t0
     if g.reference is not None:
         report["comparison"] = compare_to_reference(report["runs"], g.reference, n_resamples=runner.n_resamples)
+    if runner.feature_queries is not None:
+        from galaxalign.evaluation.feature_search import K, compare_feature_search
+
+        report["feature_search"] = {
+            "k": K, "n_pool": int(len(runner.feature_pool)), "queries": [list(q) for q in runner.feature_queries],
+            "comparison": (compare_feature_search(report["runs"], g.reference, n_resamples=runner.n_resamples)
+                           if g.reference is not None else {}),
+        }
     runner.timings["total_seconds"] = time.perf_counter() - t_start
     write_json(report, out / "report.json")
     write_text(render_report(report), out / "report.md")

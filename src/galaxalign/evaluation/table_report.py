@@ -68,11 +68,11 @@ def _verdict_section(report: dict) -> list[str]:
                        if v["clearly"] else "but the paired 95 % interval of the difference to at least one method "
                        "includes 0, so the difference is not established")
                 lines.append(f"- Label fraction {key}, {metric}: GalaxAlign {v['reference']:.3f} beats the best other "
-                             f"method ({v['best_other_method']}, {v['best_other_value']:.3f}) by {v['advantage']:+.3f} "
+                             f"method ({v.get('best_other_run', v['best_other_method'])}, {v['best_other_value']:.3f}) by {v['advantage']:+.3f} "
                              f"{ci}, {how}.")
             else:
                 lines.append(f"- Label fraction {key}, {metric}: **GalaxAlign ({v['reference']:.3f}) does not beat "
-                             f"{v['best_other_method']} ({v['best_other_value']:.3f}) on this data** (difference "
+                             f"{v.get('best_other_run', v['best_other_method'])} ({v['best_other_value']:.3f}) on this data** (difference "
                              f"{v['advantage']:+.3f} {ci}, paired bootstrap).")
     return lines
 
@@ -122,6 +122,69 @@ def _embedding_vs_prototypes(runs: list[dict]) -> list[str]:
     return lines
 
 
+def feature_search_section(report: dict) -> list[str]:
+    """"Feature search nDCG@10 (symbol / text)": every run's figures with intervals over queries, the
+    paired difference to the grid's reference and the verdict; then the real-exemplar ROC-AUCs."""
+    runs = [r for r in report["runs"] if r.get("feature_search")]
+    lines: list[str] = []
+    if runs:
+        fs = report.get("feature_search") or {}
+        k = fs.get("k", runs[0]["feature_search"].get("k", 10))
+        comparison = fs.get("comparison") or {}
+        diff: dict = {}
+        for comp in comparison.values():
+            for name, per in comp["vs"].items():
+                diff[name] = per
+        ref_names = {comp["reference"] for comp in comparison.values()}
+        rows = []
+        for r in runs:
+            f = r["feature_search"]
+            cells = [r["name"], r["method"]]
+            cells += [fmt(f[m]["ndcg"], f[m].get("ci")) for m in ("symbol", "text")]
+            for m in ("symbol", "text"):
+                d = (diff.get(r["name"]) or {}).get(m)
+                cells.append("reference" if r["name"] in ref_names else
+                             (f"{d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]" if d else "—"))
+            rows.append(cells)
+        ref = report.get("reference")
+        first = runs[0]["feature_search"]
+        lines += [f"## Feature search nDCG@{k} (symbol / text)", "",
+                  f"{first['n_queries']} feature queries (decision-tree answer sets of 3-7 answers drawn with a fixed "
+                  f"seed from the test galaxies' true paths), each asked as a composed symbol and as a caption in the "
+                  f"volunteers' wording; the {first['n_pool']} test galaxies ranked by similarity to the query (the "
+                  "image-only baseline: by its head's probability of the query's nearest class). Relevance = the "
+                  "fraction of the query's answers a galaxy has. Brackets: 95 % bootstrap intervals over queries; the "
+                  f"difference columns are `{ref}` minus the run, paired over the same queries."
+                  + (f" A random ranking scores {first['chance']:.3f}." if first.get("chance") is not None else ""),
+                  "",
+                  markdown_table(["run", "method", f"symbol nDCG@{k}", f"text nDCG@{k}", f"{ref} − run (symbol)",
+                                  f"{ref} − run (text)"], rows),
+                  ""]
+        for key, comp in comparison.items():
+            for m, v in comp["verdict"].items():
+                ci = f"[{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]"
+                how = ("clearly above every other run (paired 95 % interval of each difference above 0)" if v["clearly"]
+                       else "above every other run, but not clearly (a paired interval includes 0)" if v["beats_all"]
+                       else f"**not above every other run** (best other: {v['best_other']})")
+                lines.append(f"- Label fraction {key}, {m} queries: {comp['reference']} {fmt(v['reference'])} vs best "
+                             f"other {v['best_other']} {fmt(v['best_other_value'])} ({v['advantage']:+.3f} {ci}): {how}.")
+        lines.append("")
+    ex_runs = [r for r in report["runs"] if r.get("feature_exemplars")]
+    if ex_runs:
+        lines += ["### Real exemplars: one-answer queries (ROC-AUC)", "",
+                  "For every answer with real exemplars, a symbol and a text query for that answer score every "
+                  "exemplar; ROC-AUC of its exemplars against those of contradicting answers (0.5 = chance), mean "
+                  "over answers with a 95 % bootstrap interval over answers; in parentheses against all other "
+                  "exemplars.", ""]
+        rows = []
+        for r in ex_runs:
+            for name, e in r["feature_exemplars"].items():
+                rows.append([r["name"], name, str(e["n"]), str(e["symbol"].get("n_answers", e["n_answers"])),
+                             *(f"{fmt(e[m]['auc'], e[m].get('ci'))} ({fmt(e[m].get('auc_all'))})" for m in ("symbol", "text"))])
+        lines += [markdown_table(["run", "exemplars", "images", "answers scored", "symbol AUC", "text AUC"], rows), ""]
+    return lines
+
+
 def _data_line(ds: dict) -> str:
     head = (f"Data: embedded synthetic survey `{ds.get('path')}` ({ds.get('num')} galaxies, {ds.get('size')} px, "
             if ds.get("source") == "survey" else f"Data: `{ds.get('path')}` (")
@@ -168,6 +231,7 @@ def demo_markdown(report: dict) -> str:
         "",
         *_why_section(report),
         "",
+        *feature_search_section(report),
     ]
     s2r = report.get("sim_to_real")
     by_set = report.get("sim_to_real_by_set") or ({"exemplars": s2r} if s2r else {})
@@ -237,6 +301,7 @@ def ablation_markdown(report: dict) -> str:
         _classifier_table(runs),
         "",
     ]
+    lines += feature_search_section(report)
     comparison = report.get("comparison") or {}
     if comparison:
         lines += [f"## Effect of each change (accuracy, mAP; minus = worse than `{report.get('reference')}`; "

@@ -23,8 +23,10 @@ def demo_sources(demo_dir: str | Path = DEMO_DIR) -> tuple[str, str]:
     runs = [r for r in data.get("runs") or [] if r.get("method") == "galaxalign" and r.get("checkpoint")]
     if not runs:
         raise ValueError(f"{report}: no run with method 'galaxalign' and a checkpoint in field 'runs'")
-    # OUR CHOICE: serve the model trained with the most labels (label_fraction 1.0 in the demo).
-    best = max(runs, key=lambda r: float(r.get("label_fraction") or 0))
+    # OUR CHOICE: serve the grid's reference run (GalaxAlign as the demo trains it: per-galaxy when the
+    # survey has answers) trained with the most labels (label_fraction 1.0 in the demo).
+    reference = data.get("reference") or "galaxalign"
+    best = max(runs, key=lambda r: (r.get("run", r.get("method")) == reference, float(r.get("label_fraction") or 0)))
     root = report.parent
     resolve = lambda p: str(p if Path(p).is_absolute() or Path(p).exists() else root / p)  # noqa: E731
     return resolve(survey), resolve(best["checkpoint"])
