@@ -4,14 +4,17 @@
 
 Without --index it builds a fixture: the embedded rendered survey (``survey.default_survey``,
 --galaxies of them) embedded by a tiny random model and indexed exactly. The server runs in a
-subprocess (`python -m galaxalign serve`); the client is httpx async with ``--concurrency``
-connections, run on the same machine as the server (they share its cores: on a 2-core machine
-the load generator takes a good part of one). The request mix: by-id search (60%; a quarter of
-them the second page, ``offset=10``, and a tenth filtered, ``where=class=...``), thumbnails (15%),
-text search (10%, from 8 recurring descriptions, as the page's examples recur), text search with
-a new description every time (5%: cache misses, batched into shared forward passes), symbol search
-(5%) and /api/info (5%). Prints one JSON object: latency p50/p90/p99 (ms) overall and per request
-kind, requests/s, status counts.
+subprocess (`python -m galaxalign serve`); the load generator is a plain asyncio HTTP/1.1 client
+(:class:`HTTPConnection`: one keep-alive connection per concurrent client, ``--concurrency`` of
+them, each sending its next request when its last answer is in), run on the same machine as the
+server: they share its cores. Every response's status is counted and every 200's body checked
+(JSON results of the right length, ranks, the query galaxy not among its own neighbours; PNG
+thumbnails); a failed check counts as a client error. The request mix: by-id search (60%; a
+quarter of them the second page, ``offset=10``, and a tenth filtered, ``where=class=...``),
+thumbnails (15%), text search (10%, from 8 recurring descriptions, as the page's examples recur),
+text search with a new description every time (5%: cache misses, batched into shared forward
+passes), symbol search (5%) and /api/info (5%). Prints one JSON object: latency p50/p90/p99 (ms)
+overall and per request kind, requests/s, status counts.
 """
 from __future__ import annotations
 
@@ -26,12 +29,22 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def build_fixture(root: Path, galaxies: int) -> tuple[Path, Path]:
@@ -58,9 +71,80 @@ def build_fixture(root: Path, galaxies: int) -> tuple[Path, Path]:
     return build_index_from_embeddings(root / "emb", root / "index", progress=False), ckpt
 
 
-async def load(base: str, ids: list[str], n: int, concurrency: int, seed: int):
-    import httpx
+class HTTPConnection:
+    """One HTTP/1.1 keep-alive connection over asyncio streams: the load generator's client.
 
+    A plain client (request line and headers out; status line, headers and a ``Content-Length`` or
+    chunked body back), because a full client library (httpx) costs more CPU per request than the
+    server it measures, and on a 2-core machine the two share the cores.
+    """
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.writer.write(head.encode("ascii") + b"\r\n" + (body or b""))
+        try:
+            lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            status = int(lines[0].split(" ", 2)[1])
+            headers = {}
+            for line in lines[1:]:
+                if line:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+            if headers.get("transfer-encoding", "").lower() == "chunked":
+                parts = []
+                while size := int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                    parts.append((await self.reader.readexactly(size + 2))[:size])
+                while await self.reader.readuntil(b"\r\n") != b"\r\n":  # trailers, then the blank line
+                    pass
+                data = b"".join(parts)
+            else:
+                data = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        except BaseException:
+            self.close()
+            raise
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, headers, data
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+def check_body(kind: str, request: dict | None, url: str, headers: dict, data: bytes, galaxies: int) -> str | None:
+    """What is wrong with a 200 response's body for its request kind (None: nothing)."""
+    if kind == "thumb":
+        ok = headers.get("content-type") == "image/png" and data.startswith(b"\x89PNG\r\n\x1a\n")
+        return None if ok else "thumbnail is not a PNG"
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return "body is not JSON"
+    if kind == "info":
+        return None if doc.get("count") == galaxies else f"info count {doc.get('count')} != {galaxies}"
+    k = request["k"] if request else 10
+    offset = 10 if "offset=10" in url else 0
+    results = doc.get("results")
+    if not isinstance(results, list) or not 0 < len(results) <= k or doc.get("k") != k or doc.get("offset") != offset:
+        return f"bad result list for {url}"
+    if [r.get("rank") for r in results] != list(range(offset + 1, offset + len(results) + 1)):
+        return f"ranks out of order for {url}"
+    if kind == "by_id" and doc["query"]["id"] in {r.get("id") for r in results}:
+        return f"the query galaxy is among its own neighbours for {url}"
+    return None
+
+
+async def load(base: str, ids: list[str], n: int, concurrency: int, seed: int):
     rng = random.Random(seed)
     texts = ["a barred spiral galaxy", "a smooth round galaxy", "an edge-on disk", "two merging galaxies",
              "a cigar-shaped elliptical", "a spiral with loose arms", "a galaxy with a bulge", "a ring galaxy"]
@@ -72,9 +156,9 @@ async def load(base: str, ids: list[str], n: int, concurrency: int, seed: int):
         gid = rng.choice(ids)
         if r < 0.60:
             extra = "&offset=10" if rng.random() < 0.25 else ("&where=class=" + str(rng.randrange(10)) if rng.random() < 0.13 else "")
-            plan.append(("by_id", "GET", f"/api/search/id/{gid}?k=10{extra}", None))
+            plan.append(("by_id", "GET", f"/api/search/id/{quote(gid, safe='')}?k=10{extra}", None))
         elif r < 0.75:
-            plan.append(("thumb", "GET", f"/api/thumb/{gid}.png", None))
+            plan.append(("thumb", "GET", f"/api/thumb/{quote(gid, safe='')}.png", None))
         elif r < 0.85:
             plan.append(("text", "POST", "/api/search/text", {"text": rng.choice(texts), "k": 10}))
         elif r < 0.90:
@@ -87,22 +171,29 @@ async def load(base: str, ids: list[str], n: int, concurrency: int, seed: int):
     statuses: dict[str, int] = {}
     errors: list[str] = []
     queue = iter(plan)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
-        async def worker():
-            for kind, method, url, body in queue:
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+
+    async def worker():
+        conn = HTTPConnection(host, int(port))
+        try:
+            for kind, method, url, request in queue:
+                body = json.dumps(request).encode() if request is not None else None
                 t0 = time.perf_counter()
                 try:
-                    r = await client.request(method, url, json=body)
-                    statuses[str(r.status_code)] = statuses.get(str(r.status_code), 0) + 1
-                except httpx.HTTPError as exc:
+                    status, headers, data = await conn.request(method, url, body)
+                except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
                     errors.append(type(exc).__name__)
                     continue
                 latencies.setdefault(kind, []).append(time.perf_counter() - t0)
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+                if status == 200 and (problem := check_body(kind, request, url, headers, data, len(ids))):
+                    errors.append(problem)
+        finally:
+            conn.close()
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - t0
     return latencies, statuses, errors, wall
 
 
@@ -150,7 +241,10 @@ def main(argv=None):
                 time.sleep(0.2)
             httpx.post(base + "/api/search/text", json={"text": "warm-up"}, timeout=60)  # loads the model
             print(f"serving {len(ids)} galaxies; {args.requests} requests, {args.concurrency} concurrent", file=sys.stderr)
+            server_cpu0, client_cpu0, load0 = cpu_seconds(server.pid), cpu_seconds(os.getpid()), os.getloadavg()[0]
             latencies, statuses, errors, wall = asyncio.run(load(base, ids, args.requests, args.concurrency, args.seed))
+            server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu0, cpu_seconds(os.getpid()) - client_cpu0
+            load1 = os.getloadavg()[0]
         finally:
             server.terminate()
             try:
@@ -167,15 +261,20 @@ def main(argv=None):
     server_errors = sum(v for k, v in statuses.items() if k.startswith("5"))
     result = {
         "requests": args.requests, "concurrency": args.concurrency, "galaxies": len(ids),
-        "load_generator": "httpx async client on the same machine as the server (127.0.0.1), sharing its cores",
+        "load_generator": "asyncio HTTP/1.1 keep-alive client (one connection per concurrent client, every status and body checked) on the same machine as the server (127.0.0.1), sharing its cores",
         "cpu_cores": os.cpu_count(), **pct(everything),
         "requests_per_s": round(len(everything) / wall, 1),
+        # CPU per request (user + system, all threads): what the timings cost, whatever else runs
+        "server_cpu_ms_per_request": round(server_cpu / len(everything) * 1000, 3),
+        "client_cpu_ms_per_request": round(client_cpu / len(everything) * 1000, 3),
+        "load_average_1min": [round(load0, 2), round(load1, 2)],  # before, after: the machine is shared
         "by_kind": {kind: pct(vs) for kind, vs in sorted(latencies.items())},
         "statuses": statuses, "server_errors_5xx": server_errors, "client_errors": len(errors),
+        "client_error_kinds": sorted(set(errors))[:10],
         "non_2xx": sum(v for k, v in statuses.items() if not k.startswith("2")),
     }
     print(json.dumps(result, indent=2))
-    return 1 if server_errors or errors else 0
+    return 1 if server_errors or errors or result["non_2xx"] else 0
 
 
 if __name__ == "__main__":

@@ -234,11 +234,14 @@ def test_ids_that_only_look_like_paths_are_still_unknown(folder_client):
 
 
 # -- stalled connections -----------------------------------------------------------------------------------
-def test_connections_that_never_finish_their_headers_are_closed(fx):
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_connections_that_never_finish_their_headers_are_closed(fx, http):
     from galaxalign.serve import create_app
 
+    if http == "httptools":
+        pytest.importorskip("httptools")
     app = create_app(fx["index"], model=fx["loaded_model"])
-    with running_server(app, header_timeout_s=0.5, max_connections=64) as base:
+    with running_server(app, header_timeout_s=0.5, max_connections=64, http=http) as base:
         port = int(base.rsplit(":", 1)[1])
         stalled = []
         for i in range(20):

@@ -29,7 +29,7 @@ def run(args) -> int:
         checkpoint = checkpoint or demo_checkpoint
     app = create_app(index_dir, checkpoint)
     if app.state.searcher.checkpoint:
-        app.state.searcher.load_model()  # load now: a bad checkpoint fails here in one line, and the first query is fast
+        app.state.searcher.warm_up()  # load now: a bad checkpoint fails here in one line, and the first query is fast
     print(f"serving {index_dir} on http://{args.host}:{args.port}/ (API docs at /docs)")
     serve(app, host=args.host, port=args.port)
     return 0

@@ -139,6 +139,9 @@ class SearchIndex:
         self.class_names = list(class_names) if class_names is not None else _class_names_from(info)
         self._ids: pd.Index | None = None
         self._hit_columns: tuple | None = None
+        # Bumped by every change that can change a search's results (add, remove, calibrate):
+        # caches of results (the service's) key on it, so they never serve a stale answer.
+        self.generation = 0
         self._check()
 
     # -- loading ---------------------------------------------------------------------------------
@@ -351,6 +354,7 @@ class SearchIndex:
         self.info.setdefault("params", {})[knob] = tuned[knob]
         self.info["calibration"] = tuned["calibration"]
         set_search_params(self.index, self.kind, self.params)
+        self.generation += 1
         return tuned
 
     # -- growth ----------------------------------------------------------------------------------
@@ -392,6 +396,7 @@ class SearchIndex:
         self._keys = np.concatenate([self._keys, keys])
         self._ids = self._hit_columns = None
         self.info["count"] = len(self)
+        self.generation += 1
         return keys
 
     def remove(self, galaxy_ids: Iterable[str]) -> int:
@@ -421,6 +426,7 @@ class SearchIndex:
         self._keys = self._keys[keep]
         self._ids = self._hit_columns = None
         self.info["count"] = len(self)
+        self.generation += 1
         return removed
 
     def save(self, path: str | Path | None = None) -> Path:

@@ -13,8 +13,11 @@ import io
 import json
 import os
 import random
+import struct
 import threading
+import zlib
 from collections import OrderedDict
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +46,17 @@ MAX_K = 100
 THUMB_SIZE = 128
 ICON_SIZE = 96
 CACHE_ITEMS = 4096
+# OUR CHOICE: the rendered JSON of the last 4,096 distinct searches (by id, text, symbols; a few
+# KB each) is kept and served again while the index is unchanged (SearchIndex.generation).
+RESPONSE_CACHE_ITEMS = 4096
+# OUR CHOICE: up to 64 MB of whole HTTP responses (searches and thumbnails), keyed by the raw request.
+HTTP_CACHE_BYTES = 64 * 1024 * 1024
+HTTP_CACHE_MAX_BODY = 64 * 1024  # requests with bigger bodies (uploads) are never cached
+# OUR CHOICE: on an index of at most 4M vector components (16k galaxies at D=256: an exact scan
+# well under a millisecond) a search runs on the event loop; handing it to a thread costs more.
+INLINE_SEARCH_WORK = 4_000_000
+CACHED_ROUTES = (("GET", "/api/search/id/"), ("GET", "/api/thumb/"), ("POST", "/api/search/text"),
+                 ("POST", "/api/search/symbol"))
 # OUR CHOICE: results can be paged up to 1,000 deep (offset + k fetched from the index per request).
 MAX_OFFSET = 1000
 WHERE_HELP = ("catalog filter, e.g. 'mag_r=16:17;redshift=:0.1;class=2,3;cone=150.1,2.2,1.5' "
@@ -66,7 +80,23 @@ class SymbolQuery(BaseModel):
 
 def thumb_url(galaxy_id: str) -> str:
     """The thumbnail URL of a galaxy; the id is percent-encoded (any character round-trips)."""
-    return f"/api/thumb/{quote(str(galaxy_id), safe='')}.png"
+    return _thumb_url(str(galaxy_id))
+
+
+@lru_cache(maxsize=65536)
+def _thumb_url(galaxy_id: str) -> str:  # ten per search result page, the same ids over and over
+    return f"/api/thumb/{quote(galaxy_id, safe='')}.png"
+
+
+@lru_cache(maxsize=65536)
+def _public_str(value: str) -> str:
+    from galaxalign.datasets.images import parse_h5_source
+
+    h5 = parse_h5_source(value)
+    path, suffix = (h5[0], f"#{h5[1]}") if h5 else (value, "")
+    if os.path.isabs(path) or path.startswith("~") or ".." in Path(path).parts or "\\" in path:
+        return Path(path.replace("\\", "/")).name + suffix
+    return value
 
 
 def public_name(value: Any) -> Any:
@@ -77,13 +107,7 @@ def public_name(value: Any) -> Any:
     """
     if not isinstance(value, str) or not value:
         return value
-    from galaxalign.datasets.images import parse_h5_source
-
-    h5 = parse_h5_source(value)
-    path, suffix = (h5[0], f"#{h5[1]}") if h5 else (value, "")
-    if os.path.isabs(path) or path.startswith("~") or ".." in Path(path).parts or "\\" in path:
-        return Path(path.replace("\\", "/")).name + suffix
-    return value
+    return _public_str(value)  # the same few thousand catalog sources, over and over: memoised
 
 
 class _LRU:
@@ -91,6 +115,14 @@ class _LRU:
 
     def __init__(self, size: int):
         self.size, self.data, self.lock = size, OrderedDict(), threading.Lock()
+
+    def peek(self, key):
+        """The cached value (now most recently used) or None."""
+        with self.lock:
+            if key in self.data:
+                self.data.move_to_end(key)
+                return self.data[key]
+        return None
 
     def get(self, key, make):
         with self.lock:
@@ -106,14 +138,36 @@ class _LRU:
 
 
 def _png(image: np.ndarray, size: int | None = None) -> bytes:
+    """PNG bytes of a uint8 image, shrunk to fit ``size`` (LANCZOS)."""
     from PIL import Image
 
     im = Image.fromarray(np.asarray(image, dtype=np.uint8))
     if size:
         im.thumbnail((size, size), Image.Resampling.LANCZOS)
+    if im.mode == "RGB":
+        return _png_rgb(np.asarray(im))
     buf = io.BytesIO()
-    im.save(buf, format="PNG", optimize=False)
+    im.save(buf, format="PNG", optimize=False, compress_level=1)
     return buf.getvalue()
+
+
+def _png_rgb(rgb: np.ndarray) -> bytes:
+    """A plain PNG of an (H, W, 3) uint8 array: no row filters, zlib level 1.
+
+    Noisy sky images gain almost nothing from PNG's row filters and strong compression (a few
+    percent of size), which cost Pillow's encoder 2-4x the time; zlib runs without the GIL.
+    """
+    h, w, _ = rgb.shape
+    rows = np.empty((h, 1 + 3 * w), dtype=np.uint8)
+    rows[:, 0] = 0  # filter type None for every row
+    rows[:, 1:] = rgb.reshape(h, 3 * w)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, deflate, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
+            + chunk(b"IEND", b""))
 
 
 class Searcher:
@@ -128,6 +182,8 @@ class Searcher:
         self._reader = None
         self.thumbs = _LRU(CACHE_ITEMS)
         self.icons = _LRU(512)
+        self.responses = _LRU(RESPONSE_CACHE_ITEMS)
+        self.http_cache = HTTPCache()
         # Query embeddings: repeated text / symbol queries from the cache, concurrent ones batched.
         self.query_vectors = EmbeddingCache()
         self._texts = MicroBatcher(lambda texts: q.embed_texts(self.model, texts))
@@ -162,6 +218,18 @@ class Searcher:
                     self._model = model.eval()
         return self._model
 
+    def warm_up(self):
+        """Load the model and run the text and symbol paths once (their imports, first-call set-up),
+        so that the first users of each do not stall everyone else's requests; returns the model."""
+        model = self.load_model()
+        from galaxalign.taxonomy import decision_tree
+
+        tax = q.index_taxonomy(self.index)
+        answer = (tax.tree if tax is not None else decision_tree()).questions[0].answers[0].id
+        q.embed_texts(model, ["a galaxy"])
+        q.embed_images(model, [q.render_query_symbol((answer,), taxonomy=tax)], "symbol")
+        return model
+
     @property
     def model(self):
         try:
@@ -182,6 +250,23 @@ class Searcher:
         except (OSError, ValueError) as exc:
             # The catalog points at an image that is gone or broken: this galaxy has no thumbnail.
             raise HTTPException(404, f"image of galaxy {galaxy_id!r} is unavailable: {exc}") from None
+
+    @property
+    def inline_search(self) -> bool:
+        """Whether a search (with the query vector at hand) is cheap enough for the event loop."""
+        return len(self.index) * self.index.dim <= INLINE_SEARCH_WORK
+
+    async def cached_search(self, key: tuple, search, inline: bool = False) -> Response:
+        """The JSON response of a search, rendered once per index generation and then served from
+        the cache; ``search()`` returns the response's content. It runs in the thread pool (it may
+        need the model or a long scan) unless ``inline``. Errors propagate (to the 4xx handlers)
+        and are not cached."""
+        key = (self.index.generation, *key)
+        body = self.responses.peek(key)
+        if body is None:
+            make = lambda: render_json(search())  # noqa: E731
+            body = self.responses.get(key, make) if inline else await run_in_threadpool(self.responses.get, key, make)
+        return Response(body, media_type="application/json")
 
     def hits_json(self, hits: list[Hit], query: dict, k: int, offset: int = 0) -> dict:
         return {
@@ -231,19 +316,138 @@ class BodyLimit:
         return f"request body of {size}+ bytes is over the upload limit ({self.limit} bytes with the form envelope)"
 
 
-class SafeJSONResponse(JSONResponse):
+def render_json(content: Any) -> bytes:
     """JSON with every non-ASCII character escaped: a lone surrogate that a request smuggled in (and
     that an error message echoes back) cannot make the response unencodable, i.e. a 500."""
+    options = {"ensure_ascii": True, "allow_nan": False, "separators": (",", ":"), "default": _json_default}
+    try:
+        text = json.dumps(content, **options)
+    except ValueError:  # NaN / Infinity (Python's JSON parser accepts them in requests): null
+        text = json.dumps(_finite(content), **options)
+    return text.encode("ascii")
+
+
+def _json_default(value: Any) -> Any:
+    """What plain JSON does not know: numpy values as Python ones, the rest through FastAPI's encoder."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return jsonable_encoder(value)
+
+
+class ResponseCache:
+    """ASGI middleware: a repeated request for a search or a thumbnail is answered from memory.
+
+    A request is cached only when it is one of :data:`CACHED_ROUTES`, its body (if any) is small
+    and the app answered it with a complete 200; the key is the raw request (method, path, query
+    string, content type, body) and the index's ``generation``, so adding or removing galaxies
+    (which bumps it) retires every stored answer. A hit skips routing, validation and the
+    endpoint: the bytes are exactly what the app sent for that request before. Least recently
+    used entries are dropped beyond ``max_bytes``.
+    """
+
+    def __init__(self, app, searcher: "Searcher"):
+        self.app, self.searcher, self.store = app, searcher, searcher.http_cache
+
+    async def __call__(self, scope, receive, send):
+        method, path = scope.get("method"), scope.get("path", "")
+        if scope["type"] != "http" or not any(method == m and path.startswith(p) for m, p in CACHED_ROUTES):
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        body = b""
+        if method == "POST":
+            try:
+                declared = int(headers.get(b"content-length", b"-1"))
+            except ValueError:
+                declared = -1
+            if not 0 <= declared <= HTTP_CACHE_MAX_BODY:  # chunked or large: not cached
+                return await self.app(scope, receive, send)
+            chunks = []
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":  # the client went away
+                    return
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+        key = (self.searcher.index.generation, method, scope.get("raw_path") or path.encode(),
+               scope.get("query_string", b""), headers.get(b"content-type"), body)
+        entry = self.store.get(key)
+        if entry is not None:
+            await send({"type": "http.response.start", "status": 200, "headers": entry[0]})
+            await send({"type": "http.response.body", "body": entry[1]})
+            return
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if method == "POST" and not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        start, parts = None, []
+
+        async def capture(message):
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body" and start is not None and start["status"] == 200:
+                parts.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    self.store.put(key, list(start.get("headers", [])), b"".join(parts))
+            await send(message)
+
+        await self.app(scope, replay, capture)
+
+
+class HTTPCache:
+    """The stored responses of :class:`ResponseCache`: an LRU bounded in bytes (used on the event
+    loop only, so it needs no lock)."""
+
+    def __init__(self, max_bytes: int = HTTP_CACHE_BYTES):
+        self.max_bytes = int(max_bytes)
+        self.data: OrderedDict[tuple, tuple[list, bytes, int]] = OrderedDict()
+        self.bytes = 0
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple) -> tuple[list, bytes, int] | None:
+        entry = self.data.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        self.data.move_to_end(key)
+        self.hits += 1
+        return entry
+
+    def put(self, key: tuple, headers: list, body: bytes) -> None:
+        size = len(body) + sum(len(k) + len(v) for k, v in headers) + sum(len(x) for x in key[2:] if x)
+        if size > self.max_bytes // 16:
+            return
+        old = self.data.pop(key, None)
+        if old is not None:
+            self.bytes -= old[2]
+        self.data[key] = (headers, body, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, (_, _, dropped) = self.data.popitem(last=False)
+            self.bytes -= dropped
+
+    def stats(self) -> dict:
+        return {"items": len(self.data), "bytes": self.bytes, "max_bytes": self.max_bytes,
+                "hits": self.hits, "misses": self.misses}
+
+
+class SafeJSONResponse(JSONResponse):
+    """A JSONResponse rendered by :func:`render_json`."""
 
     def render(self, content: Any) -> bytes:
-        try:
-            text = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-        except ValueError:  # NaN / Infinity (Python's JSON parser accepts them in requests): null
-            text = json.dumps(_finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-        return text.encode("ascii")
+        return render_json(content)
 
 
 def _finite(value: Any) -> Any:
+    if isinstance(value, (np.generic, np.ndarray)):
+        value = value.tolist()
     if isinstance(value, float):
         return value if np.isfinite(value) else None
     if isinstance(value, dict):
@@ -294,6 +498,7 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
     async def _http_error(_request: Request, exc: StarletteHTTPException):
         return _error(exc.status_code, exc.detail, getattr(exc, "headers", None))
 
+    app.add_middleware(ResponseCache, searcher=searcher)  # inside BodyLimit: limits are checked first
     app.add_middleware(BodyLimit, limit=max_upload_bytes + 64 * 1024)  # room for the multipart envelope
 
     async def read_upload(file: UploadFile) -> np.ndarray:
@@ -312,9 +517,13 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
     _mount_docs(app)
 
     # -- facts -----------------------------------------------------------------------------------
+    # Endpoints whose work is a few dict lookups are ``async``: they answer on the event loop, with
+    # no thread hand-off; anything that may compute (a search not in the cache, a thumbnail not yet
+    # drawn, the model) goes to the thread pool. Searches return pre-rendered JSON (a Response, so
+    # FastAPI does not re-encode it).
     @app.get("/api/info", summary="the index: size, kind, model, classes, limits")
-    def info() -> dict[str, Any]:
-        return {
+    async def info() -> dict[str, Any]:
+        return SafeJSONResponse({
             "count": len(index),
             "dim": index.dim,
             "kind": index.kind,
@@ -326,7 +535,8 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
                        "max_aspect_ratio": q.MAX_ASPECT_RATIO, "max_text_chars": q.MAX_TEXT_CHARS, "max_k": MAX_K,
                        "max_offset": MAX_OFFSET},
             "query_cache": searcher.query_vectors.stats(),
-        }
+            "response_cache": searcher.http_cache.stats(),
+        })
 
     @app.get("/api/symbols", summary="the Galaxy Zoo decision tree with each answer's pictogram URL")
     def symbols() -> dict[str, Any]:
@@ -361,8 +571,11 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
 
     @app.get("/api/thumb/{galaxy_id:path}.png", summary="a catalog galaxy's thumbnail, by (percent-encoded) id",
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
-    def thumb(galaxy_id: str):
-        png = searcher.thumbs.get(galaxy_id, lambda: _png(searcher.image_of(galaxy_id), THUMB_SIZE))
+    async def thumb(galaxy_id: str):
+        png = searcher.thumbs.peek(galaxy_id)
+        if png is None:
+            png = await run_in_threadpool(searcher.thumbs.get, galaxy_id,
+                                          lambda: _png(searcher.image_of(galaxy_id), THUMB_SIZE))
         return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
     @app.get("/api/catalog", summary="browse the indexed catalog (in order or a random sample)")
@@ -408,22 +621,30 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
         return searcher.hits_json(hits, {"sketch": file.filename, "where": where}, k, offset)
 
     @app.get("/api/search/id/{galaxy_id:path}", summary="neighbours of a catalog galaxy (its stored embedding)")
-    def search_id(galaxy_id: str, k: int = Query(10, ge=1, le=MAX_K), offset: int = Query(0, ge=0, le=MAX_OFFSET),
-                  where: str | None = Query(None, description=WHERE_HELP)):
-        hits = q.query_id(index, galaxy_id, k, where=where, offset=offset)
-        return searcher.hits_json(hits, {"id": galaxy_id, "where": where}, k, offset)
+    async def search_id(galaxy_id: str, k: int = Query(10, ge=1, le=MAX_K), offset: int = Query(0, ge=0, le=MAX_OFFSET),
+                        where: str | None = Query(None, description=WHERE_HELP)):
+        return await searcher.cached_search(("id", galaxy_id, k, offset, where), lambda: searcher.hits_json(
+            q.query_id(index, galaxy_id, k, where=where, offset=offset), {"id": galaxy_id, "where": where}, k, offset),
+            inline=searcher.inline_search)
 
     @app.post("/api/search/text", summary="galaxies matching a description (text encoder)")
-    def search_text(body: TextQuery):
-        hits = q.query_vector(index, searcher.text_vector(body.text), body.k, body.where, body.offset)
-        return searcher.hits_json(hits, {"text": body.text, "where": body.where}, body.k, body.offset)
+    async def search_text(body: TextQuery):
+        # A query vector already cached needs no model: the search may then run inline.
+        vector = searcher.query_vectors.peek(("text", q.clean_text(body.text))) if searcher.inline_search else None
+        return await searcher.cached_search(("text", body.text, body.k, body.offset, body.where), lambda: searcher.hits_json(
+            q.query_vector(index, vector if vector is not None else searcher.text_vector(body.text), body.k, body.where,
+                           body.offset), {"text": body.text, "where": body.where}, body.k, body.offset),
+            inline=vector is not None)
 
     @app.post("/api/search/symbol", summary="galaxies matching the symbol composed from Galaxy Zoo answers")
-    def search_symbol(body: SymbolQuery):
-        tax = q.index_taxonomy(index)
-        answers = q.parse_answers(body.answers, tax.tree if tax is not None else None)
-        hits = q.query_vector(index, searcher.symbol_vector(answers), body.k, body.where, body.offset, features=answers)
-        return searcher.hits_json(hits, {"answers": list(answers), "where": body.where}, body.k, body.offset)
+    async def search_symbol(body: SymbolQuery):
+        def search():
+            tax = q.index_taxonomy(index)
+            answers = q.parse_answers(body.answers, tax.tree if tax is not None else None)
+            hits = q.query_vector(index, searcher.symbol_vector(answers), body.k, body.where, body.offset, features=answers)
+            return searcher.hits_json(hits, {"answers": list(answers), "where": body.where}, body.k, body.offset)
+
+        return await searcher.cached_search(("symbol", tuple(body.answers), body.k, body.offset, body.where), search)
 
     @app.get("/api/search/features", summary="galaxies with the given Galaxy Zoo answers (a feature query)")
     def search_features(answers: str = Query(..., description="comma-separated answer ids, e.g. "

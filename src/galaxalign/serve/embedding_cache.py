@@ -81,6 +81,15 @@ class EmbeddingCache:
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
+    def peek(self, key: Hashable) -> np.ndarray | None:
+        """The cached vector of ``key`` (a hit), or None without computing anything."""
+        with self._lock:
+            vector = self._data.get(key)
+            if vector is not None:
+                self._data.move_to_end(key)
+                self.hits += 1
+            return vector
+
     def get(self, key: Hashable, compute: Callable[[], np.ndarray]) -> np.ndarray:
         with self._lock:
             if key in self._data:
