@@ -39,7 +39,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if __package__ is None and not sys.argv[1:]:
+    if not sys.argv[1:]:
         print(__doc__)
         sys.exit(2)
     main(sys.argv[1:])
