@@ -50,6 +50,7 @@ def test_report_keeps_the_fields_serve_reads(quick_demo):
 
     # the page serves the reference run (per-galaxy GalaxAlign), not the class-level one beside it
     assert Path(demo_sources(out)[1]).resolve() == Path(ga[0]["checkpoint"]).resolve()
+    assert report["sim_to_real_run"] == "galaxalign_lf1"  # the reference run, not galaxalign_class
     assert report["timings"]["total_seconds"] > 0
 
 
@@ -57,7 +58,7 @@ def test_report_keeps_the_fields_serve_reads(quick_demo):
 def test_report_md_and_plots_exist(quick_demo):
     out, report = quick_demo
     md = (out / "report.md").read_text()
-    assert "| method | label fraction | accuracy |" in md
+    assert "| run | label fraction | accuracy |" in md
     assert "## Does GalaxAlign beat the baselines here?" in md
     from galaxalign.evaluation.table_report import render_report_file
 

@@ -35,9 +35,10 @@ def _runs_table(runs: list[dict]) -> str:
     seeds = _several_seeds(runs)
     rows = []
     for r in runs:
-        first = [r["method"], f"{r['label_fraction']:g}", *([str(r.get("seed", 0))] if seeds else [])]
+        # the grid's run name: two runs of one method (class-level and per-galaxy GalaxAlign) stay apart
+        first = [r.get("run", r["method"]), f"{r['label_fraction']:g}", *([str(r.get("seed", 0))] if seeds else [])]
         rows.append([*first, *(fmt(r[m], r.get(f"{m}_ci")) for m in METRICS), f"{r['train_seconds']:.0f}"])
-    headers = ["method", "label fraction", *(["seed"] if seeds else []), *METRIC_HEADERS, "train s"]
+    headers = ["run", "label fraction", *(["seed"] if seeds else []), *METRIC_HEADERS, "train s"]
     return markdown_table(headers, rows)
 
 
@@ -238,7 +239,8 @@ def demo_markdown(report: dict) -> str:
     lines += ["## Sim-to-real", ""]
     if by_set:
         for name, res in by_set.items():
-            lines += [f"### {name}", "", sim_to_real_markdown(res), ""]
+            lines += [f"### {name}", "", *([f"Run: `{report['sim_to_real_run']}`.", ""] if report.get("sim_to_real_run") else []),
+                      sim_to_real_markdown(res), ""]
     else:
         lines += ["Not run (pass the real labelled galaxies with `--exemplars`, e.g. ../shared/data/gz2-exemplars).", ""]
     lines += ["## Plots", ""]
