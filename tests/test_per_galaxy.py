@@ -105,3 +105,31 @@ def test_bad_per_galaxy_setting_names_the_key():
 
     with pytest.raises(ConfigError, match="answers.per_galaxy"):
         load_config("default", ["answers.per_galaxy=sometimes"])
+
+
+def test_partial_paths_say_some_answers_closed_under_requires_and_seeded_by_the_path(tax):
+    from galaxalign.class_bank import partial_paths
+
+    path = A.expand(["bar_yes", "spiral-winding_tight", "spiral-arm-count_2", "bulge-size_obvious"], tax.tree)
+    subs = partial_paths(path, 3, tax.tree)
+    assert subs == partial_paths(path, 3, tax.tree) and 1 <= len(subs) <= 3
+    for sub in subs:
+        assert set(sub) < set(path) and A.expand(sub, tax.tree) == sub  # a proper, closed subset
+
+
+def test_galaxy_rows_add_partial_captions_and_alternate_partial_symbols(tmp_path, tax):
+    from galaxalign.class_bank import galaxy_rows
+    from galaxalign.datasets import load_catalog
+    from galaxalign.survey.generate import generate_survey
+    from galaxalign.symbols.raster import answer_symbol_bank
+
+    cat = load_catalog(generate_survey(tmp_path / "s.h5", 30, size=32, seed=1, workers=0, progress=False))
+    _, plain = galaxy_rows(cat, tax)
+    _, rows = galaxy_rows(cat, tax, partial_captions=2, partial_symbols=1)
+    n_templates = len(tax.prompt_templates)
+    assert all(len(p) == n_templates for p in plain.prompts)
+    assert any(len(p) > n_templates for p in rows.prompts) and all(p[:n_templates] == q for p, q in zip(rows.prompts, plain.prompts))
+    r = next(i for i, s in enumerate(rows.symbols) if len(s) == 2)
+    images, _ = answer_symbol_bank([rows.symbols[r]], size=32, n_variants=2, seed=0)
+    partial, _ = answer_symbol_bank([rows.symbols[r][1]], size=32, n_variants=2, seed=0)
+    assert np.array_equal(images[1], partial[1])  # variant 1 draws the partial path

@@ -38,10 +38,32 @@ class BankRows:
         return len(self.prompts)
 
 
-def galaxy_rows(catalog, taxonomy: Taxonomy) -> tuple[np.ndarray, BankRows]:
+def partial_paths(path: tuple[str, ...], n: int, tree, keep: float = 0.6) -> list[tuple[str, ...]]:
+    """``n`` partial descriptions of a path, as a volunteer or a user's query says only some answers:
+    each answer kept with probability ``keep``, closed under ``requires``; seeded by the path itself
+    (the same path always gives the same subsets). Empty draws and the full path are skipped."""
+    import zlib
+
+    from galaxalign import answers as A
+
+    rng = np.random.default_rng(zlib.crc32(",".join(path).encode()))
+    out: list[tuple[str, ...]] = []
+    for _ in range(4 * n):
+        if len(out) >= n:
+            break
+        kept = [a for a in path if rng.random() < keep]
+        sub = A.expand(kept, tree) if kept else ()
+        if sub and sub != tuple(path) and sub not in out:
+            out.append(sub)
+    return out
+
+
+def galaxy_rows(catalog, taxonomy: Taxonomy, partial_captions: int = 0, partial_symbols: int = 0) -> tuple[np.ndarray, BankRows]:
     """Per-galaxy rows of a labelled catalog: ``(row id of each galaxy, BankRows)``. Each distinct
-    path (``answers.answer_set_rows``) is one row: its caption in every prompt template, its composed
-    symbol, its mean answer row. Galaxies without answers of their own use their class's."""
+    path (``answers.answer_set_rows``) is one row: its caption in every prompt template (plus
+    ``partial_captions`` captions of :func:`partial_paths`, in the first template), its composed
+    symbol (alternating with ``partial_symbols`` symbols of partial paths across the variants), its
+    mean answer row. Galaxies without answers of their own use their class's."""
     from galaxalign import answers as A
 
     tree = taxonomy.tree
@@ -51,8 +73,11 @@ def galaxy_rows(catalog, taxonomy: Taxonomy) -> tuple[np.ndarray, BankRows]:
         i = int(np.flatnonzero(rows < 0)[0])
         raise ValueError(f"galaxy {catalog['id'].iloc[i]!r} has no decision-tree answers (and no class to stand in)")
     captions = [A.caption(p, tree) for p in paths]
-    prompts = [[t.format(label=c) for t in taxonomy.prompt_templates] for c in captions]
-    return rows, BankRows(prompts=prompts, symbols=[[p] for p in paths], vectors=vectors, names=captions)
+    prompts = [[t.format(label=c) for t in taxonomy.prompt_templates]
+               + [taxonomy.prompt_templates[0].format(label=A.caption(sub, tree)) for sub in partial_paths(p, partial_captions, tree)]
+               for p, c in zip(paths, captions)]
+    symbols = [[p, *partial_paths(p, partial_symbols, tree)] if partial_symbols else [p] for p in paths]
+    return rows, BankRows(prompts=prompts, symbols=symbols, vectors=vectors, names=captions)
 
 
 @dataclass
@@ -117,7 +142,7 @@ class ClassBank:
         if rows is None:
             images, class_ids = class_symbol_bank(taxonomy, size, self.n_symbol_variants, seed)
         else:  # one answer set per row (its path); variants are augmentations of it
-            images, class_ids = answer_symbol_bank([s[0] for s in rows.symbols], size, self.n_symbol_variants, seed,
+            images, class_ids = answer_symbol_bank([list(s) for s in rows.symbols], size, self.n_symbol_variants, seed,
                                                    book=book_of(taxonomy), tree=taxonomy.tree)
         images = np.asarray(images)
         class_ids = np.asarray(class_ids, dtype=np.int64)

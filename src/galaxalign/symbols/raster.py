@@ -374,7 +374,7 @@ def class_symbol_bank(
 
 
 def answer_symbol_bank(
-    answer_sets: Sequence[Sequence[str]],
+    answer_sets: Sequence[Sequence[str] | Sequence[Sequence[str]]],
     size: int = 224,
     n_variants: int = 2,
     seed: int = 0,
@@ -382,18 +382,21 @@ def answer_symbol_bank(
     tree: DecisionTree | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Symbol variants of arbitrary answer sets (per-galaxy paths): uint8 ``(R*n, size, size, 3)`` and
-    the row of each ``(R*n,)``, row-major as :func:`class_symbol_bank`. Variant 0 is canonical; variant
-    v of an answer set is seeded by (seed, the set's text, v), so a rendering depends only on its
-    answers and is drawn once however many galaxies share them (``_answer_symbol``'s cache)."""
+    the row of each ``(R*n,)``, row-major as :func:`class_symbol_bank`. A row is one answer set or a
+    list of alternative sets (variant v draws set v mod their number, as a class's alternative
+    symbols). Variant 0 is canonical; variant v of an answer set is seeded by (seed, the set's text,
+    v), so a rendering depends only on its answers and is drawn once however many galaxies share them
+    (``_answer_symbol``'s cache)."""
     if int(n_variants) < 1:
         raise SymbolError(f"n_variants must be at least 1, got {n_variants}")
     n = int(n_variants)
     book = book or symbol_book()
     tree = tree or decision_tree()
     images = np.empty((len(answer_sets) * n, size, size, 3), np.uint8)
-    for r, answers in enumerate(answer_sets):
-        key = tuple(sorted(set(answers)))
+    for r, row in enumerate(answer_sets):
+        alternatives = [row] if not row or isinstance(row[0], str) else list(row)
         for v in range(n):
+            key = tuple(sorted(set(alternatives[v % len(alternatives)])))
             images[r * n + v] = _answer_symbol(key, int(size), v, int(seed), book, tree)
     return images, np.repeat(np.arange(len(answer_sets), dtype=np.int64), n)
 

@@ -73,6 +73,8 @@ SCHEMA: dict[str, Any] = {
     "answers": {
         "per_galaxy": "auto",
         "symbol_variants": 2,  # symbol variants per distinct answer path (the class bank's variants: symbols.variants)
+        "partial_captions": 0,  # extra captions per path that say only some of its answers (class_bank.partial_paths)
+        "partial_symbols": 0,  # symbols of partial paths alternating with the full one across the symbol variants
     },
     "symbols": {
         "variants": 4,  # symbol variants per class in the class bank
@@ -332,6 +334,10 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
     _check(pg in (True, False, "auto"), "answers.per_galaxy", f"must be true, false or 'auto', got {pg!r}", source)
     sv = c["answers"]["symbol_variants"]
     _check(isinstance(sv, int) and not isinstance(sv, bool) and sv > 0, "answers.symbol_variants", f"must be a positive integer, got {sv!r}", source)
+    pc = c["answers"]["partial_captions"]
+    _check(isinstance(pc, int) and not isinstance(pc, bool) and pc >= 0, "answers.partial_captions", f"must be an integer >= 0, got {pc!r}", source)
+    ps = c["answers"]["partial_symbols"]
+    _check(isinstance(ps, int) and not isinstance(ps, bool) and ps >= 0, "answers.partial_symbols", f"must be an integer >= 0, got {ps!r}", source)
     gp = c["loss"]["graded_power"]
     _check(isinstance(gp, (int, float)) and not isinstance(gp, bool) and gp > 0, "loss.graded_power", f"must be a number > 0, got {gp!r}", source)
     return cfg

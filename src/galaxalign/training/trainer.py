@@ -398,7 +398,8 @@ class Trainer:
             return None, labels
         if mode == "auto" and (cfg["method"] != "galaxalign" or not has_galaxy_answers(self.train_cat, self.taxonomy)):
             return None, labels
-        row_of, rows = galaxy_rows(self.train_cat, self.taxonomy)
+        row_of, rows = galaxy_rows(self.train_cat, self.taxonomy, int(cfg["answers"]["partial_captions"]),
+                                   int(cfg["answers"]["partial_symbols"]))
         return rows, row_of
 
     def setup(self) -> None:
