@@ -60,6 +60,20 @@ def test_hard_answers_walk_the_tree_and_skip_unreached_questions(tax):
     assert A.hard_answers(row, tax.tree) == ("smooth-or-featured_smooth", "how-rounded_in-between")
 
 
+def test_the_tree_walk_breaks_ties_to_the_first_answer_and_keeps_multiple_choice_answers(tax):
+    ids = A.answer_ids(tax.tree)
+    rows = np.full((2, len(ids)), np.nan, np.float32)
+    for a, v in {"smooth-or-featured_featured-or-disk": 0.5, "smooth-or-featured_artifact": 0.5,
+                 "smooth-or-featured_smooth": 0.5, "something-odd_yes": 1.0,
+                 "odd-feature_ring": 0.5, "odd-feature_dust-lane": 0.7, "odd-feature_merger": 0.2}.items():
+        rows[0, ids.index(a)] = v
+    rows[1, ids.index("bar_yes")] = 1.0  # bar is only reached through disk-edge-on_no: nothing said
+    masks = A.path_masks(rows, tax.tree)
+    assert [a for a, on in zip(ids, masks[0]) if on] == [
+        "smooth-or-featured_smooth", "something-odd_yes", "odd-feature_ring", "odd-feature_dust-lane"]
+    assert not masks[1].any() and A.hard_answers(rows[1], tax.tree) == ()
+
+
 def test_caption_says_the_path_in_volunteer_wording(tax):
     text = A.caption(["bar_yes", "spiral-winding_tight", "spiral-arm-count_2"], tax.tree)
     assert text == ("galaxy with features or a disk, not edge-on, a bar through the centre, spiral arms, "

@@ -45,19 +45,6 @@ def expected_matched(query, path) -> int:
 
 
 # -- the answers of every galaxy -------------------------------------------------------------------
-def test_vectorised_walk_equals_hard_answers_row_by_row():
-    tree = A.decision_tree()
-    ids = A.answer_ids(tree)
-    rng = np.random.default_rng(1)
-    m = rng.random((500, len(ids))).astype(np.float32)
-    m[rng.random(m.shape) < 0.3] = np.nan
-    m[rng.random(m.shape) < 0.15] = 0.0
-    m[rng.random(m.shape) < 0.15] = 0.5   # ties, and multiple-choice answers at the threshold
-    masks = GA.hard_answer_masks(m, tree)
-    for i in range(len(m)):
-        assert tuple(a for a, on in zip(ids, masks[i]) if on) == A.hard_answers(m[i], tree), i
-
-
 def test_every_hit_carries_its_galaxys_true_answers(sfx):
     index = SearchIndex.load(sfx["index"])
     hits = q.query_text(index, sfx["model"], "a spiral galaxy", k=40)

@@ -190,31 +190,43 @@ def answer_matrix(catalog: pd.DataFrame, taxonomy: Taxonomy, where: str = "catal
     return out
 
 
-def hard_answers(row: Sequence[float], tree: DecisionTree | None = None) -> tuple[str, ...]:
-    """A galaxy's path through the tree from its answer row: walking the questions in order, each
-    question its chosen answers reach contributes its majority answer (ties: the first); questions
-    with no values are skipped; multiple-choice questions contribute every answer at or above
-    ``MULTIPLE_CHOICE_THRESHOLD``."""
+def path_masks(matrix: np.ndarray, tree: DecisionTree | None = None) -> np.ndarray:
+    """(N, A) bool: every row's path through the tree, all rows at once (the one tree walk; see
+    :func:`hard_answers`). Walking the questions in order, each question its row's earlier answers
+    reach contributes its majority answer (ties: the first); questions with no values are skipped;
+    multiple-choice questions contribute every answer at or above ``MULTIPLE_CHOICE_THRESHOLD``."""
     tree = tree or decision_tree()
-    row = np.asarray(row, dtype=np.float64)
-    chosen: list[str] = []
-    have: set[str] = set()
+    ids = answer_ids(tree)
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.ndim != 2 or m.shape[1] != len(ids):
+        raise AnswerError(f"answer matrix: expected (N, {len(ids)}) columns in tree order, got {m.shape}")
+    col = {a: i for i, a in enumerate(ids)}
+    chosen = np.zeros(m.shape, dtype=bool)
     j = 0
     for q in tree.questions:
-        values = row[j:j + len(q.answers)]
-        j += len(q.answers)
-        if q.requires and not any(r in have for r in q.requires):
-            continue
-        if np.isnan(values).all():
-            continue
+        width = len(q.answers)
+        values = m[:, j:j + width]
+        reached = ~np.isnan(values).all(axis=1)
+        if q.requires:  # only answers of earlier questions are set yet
+            reached &= chosen[:, [col[r] for r in q.requires]].any(axis=1)
         v = np.nan_to_num(values, nan=0.0)
         if q.multiple_choice:
-            picked = [a.id for a, x in zip(q.answers, v) if x >= MULTIPLE_CHOICE_THRESHOLD]
+            picked = v >= MULTIPLE_CHOICE_THRESHOLD
         else:
-            picked = [q.answers[int(np.argmax(v))].id] if v.max() > 0 else []
-        chosen.extend(picked)
-        have.update(picked)
-    return tuple(chosen)
+            picked = np.zeros(v.shape, dtype=bool)
+            picked[np.arange(len(v)), np.argmax(v, axis=1)] = True  # argmax: the first of ties
+            picked &= (v.max(axis=1) > 0)[:, None]
+        chosen[:, j:j + width] = picked & reached[:, None]
+        j += width
+    return chosen
+
+
+def hard_answers(row: Sequence[float], tree: DecisionTree | None = None) -> tuple[str, ...]:
+    """A galaxy's path through the tree from its answer row (:func:`path_masks` of one row)."""
+    tree = tree or decision_tree()
+    ids = answer_ids(tree)
+    mask = path_masks(np.asarray(row, dtype=np.float64).reshape(1, -1), tree)[0]
+    return tuple(a for a, on in zip(ids, mask) if on)
 
 
 def phrase(answer) -> str:
@@ -260,7 +272,8 @@ def answer_set_rows(matrix: np.ndarray, tree: DecisionTree | None = None) -> tup
     answers gets row -1. There are far fewer distinct paths than galaxies, so captions and symbols
     are made (and encoded) once per path."""
     tree = tree or decision_tree()
-    paths = [hard_answers(r, tree) for r in matrix]
+    ids = answer_ids(tree)
+    paths = [tuple(a for a, on in zip(ids, mask) if on) for mask in path_masks(matrix, tree)] if len(matrix) else []
     index: dict[tuple[str, ...], int] = {}
     rows = np.full(len(paths), -1, dtype=np.int64)
     for i, p in enumerate(paths):

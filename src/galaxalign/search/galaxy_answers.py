@@ -8,7 +8,7 @@ of the query's answers are on it (``matched``; :func:`galaxalign.answers.relevan
 of query answers).
 
 The work is done once per loaded index, not per request: the answer matrix is read in row chunks,
-every galaxy's path is walked for all rows at once (:func:`hard_answer_masks`, the vectorised form of
+every galaxy's path is walked for all rows at once (``galaxalign.answers.path_masks``, the vectorised form of
 ``hard_answers``) and the index keeps one small code per galaxy into the list of distinct paths
 (vote fractions of a million galaxies still fall on a few thousand distinct paths).
 """
@@ -20,39 +20,10 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from galaxalign import answers as A
-from galaxalign.taxonomy import decision_tree
 
 # OUR CHOICE: answer matrices are read 65,536 galaxies at a time (about 13 MB of float32 each), so a
 # catalog of millions never holds its whole (N, A) matrix in memory.
 CHUNK_ROWS = 65_536
-
-
-def hard_answer_masks(matrix: np.ndarray, tree=None) -> np.ndarray:
-    """(N, A) bool: each row's path through the tree, for all rows at once; row ``i`` is True exactly
-    at the answers of ``galaxalign.answers.hard_answers(matrix[i], tree)`` (same walk, same ties)."""
-    tree = tree or decision_tree()
-    m = np.asarray(matrix, dtype=np.float64)
-    if m.ndim != 2 or m.shape[1] != len(A.answer_ids(tree)):
-        raise ValueError(f"answer matrix: expected (N, {len(A.answer_ids(tree))}) columns in tree order, got {m.shape}")
-    col = {a: i for i, a in enumerate(A.answer_ids(tree))}
-    chosen = np.zeros(m.shape, dtype=bool)
-    j = 0
-    for q in tree.questions:
-        width = len(q.answers)
-        values = m[:, j:j + width]
-        reached = ~np.isnan(values).all(axis=1)
-        if q.requires:  # only answers of earlier questions are set yet, as in the walk
-            reached &= chosen[:, [col[r] for r in q.requires]].any(axis=1)
-        v = np.nan_to_num(values, nan=0.0)
-        if q.multiple_choice:
-            picked = v >= A.MULTIPLE_CHOICE_THRESHOLD
-        else:
-            picked = np.zeros(v.shape, dtype=bool)
-            picked[np.arange(len(v)), np.argmax(v, axis=1)] = True  # argmax: the first of ties
-            picked &= (v.max(axis=1) > 0)[:, None]
-        chosen[:, j:j + width] = picked & reached[:, None]
-        j += width
-    return chosen
 
 
 @dataclass(frozen=True)
@@ -87,7 +58,7 @@ def compute_index_answers(table, taxonomy=None) -> IndexAnswers | None:
     masks: list[np.ndarray] = []
     for start in range(0, len(table), CHUNK_ROWS):
         part = table.iloc[start:start + CHUNK_ROWS]
-        chunk = hard_answer_masks(A.answer_matrix(part, taxonomy, where="index table"), tree)
+        chunk = A.path_masks(A.answer_matrix(part, taxonomy, where="index table"), tree)
         packed = np.packbits(chunk, axis=1)
         uniq, inverse = np.unique(packed, axis=0, return_inverse=True)
         local = np.empty(len(uniq), dtype=np.int32)
