@@ -25,6 +25,40 @@ def http_implementation() -> str:
     return "httptools"
 
 
+class _HeaderDeadline:
+    """Mixin for a uvicorn HTTP protocol: close a connection whose next request's headers do not
+    arrive within ``deadline_s`` of its start (or of the end of its last response). Subclasses say
+    when headers are complete (:meth:`_disarm`) and may refine :meth:`_still_waiting`."""
+
+    deadline_s = HEADER_TIMEOUT_S
+    _deadline = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.deadline_s, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _still_waiting(self) -> bool:
+        return True
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if self._still_waiting() and not self.transport.is_closing():
+            self.transport.close()  # no request's headers arrived in time
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
 def header_timeout_protocol(timeout_s: float = HEADER_TIMEOUT_S, http: str = "auto"):
     """uvicorn's HTTP protocol (``http``: ``h11``, ``httptools`` or ``auto``, see
     :func:`http_implementation`), closing connections that do not deliver a request's headers in time.
@@ -34,33 +68,36 @@ def header_timeout_protocol(timeout_s: float = HEADER_TIMEOUT_S, http: str = "au
     """
     http = http_implementation() if http == "auto" else http
     if http == "httptools":
-        return _httptools_header_timeout_protocol(timeout_s)
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        class HttpToolsHeaderTimeoutProtocol(_HeaderDeadline, HttpToolsProtocol):
+            deadline_s = timeout_s
+
+            def on_headers_complete(self) -> None:
+                self._disarm()  # the deadline is met
+                super().on_headers_complete()
+
+            def on_response_complete(self) -> None:
+                pipelined = bool(self.pipeline)  # a request already read: its headers came in time
+                super().on_response_complete()
+                if not pipelined and not self.transport.is_closing():
+                    self._arm()
+
+        return HttpToolsHeaderTimeoutProtocol
     if http != "h11":
         raise ValueError(f"unknown HTTP implementation {http!r}: expected h11, httptools or auto")
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class HeaderTimeoutProtocol(H11Protocol):
-        _deadline = None
+    class HeaderTimeoutProtocol(_HeaderDeadline, H11Protocol):
+        deadline_s = timeout_s
         _armed_cycle = None
 
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            self._arm()
-
         def _arm(self) -> None:
-            self._disarm()
+            super()._arm()
             self._armed_cycle = self.cycle
-            self._deadline = self.loop.call_later(timeout_s, self._expire)
 
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
-        def _expire(self) -> None:
-            self._deadline = None
-            if self.cycle is self._armed_cycle and not self.transport.is_closing():
-                self.transport.close()  # no new request started in time
+        def _still_waiting(self) -> bool:
+            return self.cycle is self._armed_cycle  # no new request started since arming
 
         def handle_events(self) -> None:
             super().handle_events()
@@ -72,54 +109,7 @@ def header_timeout_protocol(timeout_s: float = HEADER_TIMEOUT_S, http: str = "au
             if not self.transport.is_closing():
                 self._arm()
 
-        def connection_lost(self, exc) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
     return HeaderTimeoutProtocol
-
-
-def _httptools_header_timeout_protocol(timeout_s: float):
-    """The httptools twin of the h11 protocol above: the deadline runs from the connection's start
-    (or the end of its last response) until the parser has a request's complete headers."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-    class HttpToolsHeaderTimeoutProtocol(HttpToolsProtocol):
-        _deadline = None
-
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            self._arm()
-
-        def _arm(self) -> None:
-            self._disarm()
-            self._deadline = self.loop.call_later(timeout_s, self._expire)
-
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
-        def _expire(self) -> None:
-            self._deadline = None
-            if not self.transport.is_closing():
-                self.transport.close()  # no request's headers arrived in time
-
-        def on_headers_complete(self) -> None:
-            self._disarm()  # the deadline is met
-            super().on_headers_complete()
-
-        def on_response_complete(self) -> None:
-            pipelined = bool(self.pipeline)  # a request already read: its headers came in time
-            super().on_response_complete()
-            if not pipelined and not self.transport.is_closing():
-                self._arm()
-
-        def connection_lost(self, exc) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-    return HttpToolsHeaderTimeoutProtocol
 
 
 def server_config(app, host: str = "127.0.0.1", port: int = 8000, *, header_timeout_s: float = HEADER_TIMEOUT_S,
