@@ -97,7 +97,8 @@ def test_feature_search_of_a_model_on_a_survey(survey, tax):
     path, cat = survey
     qs = FS.sample_feature_queries(FS.galaxy_paths(cat, tax), tax, n=12, seed=0)
     res = FS.feature_search(_tiny(), path, qs, taxonomy=tax, n_resamples=50)
-    assert res["n_queries"] == 12 and res["n_pool"] == len(cat) and res["scoring"] == "embedding"
+    assert res["n_queries"] == 12 and res["n_pool"] == len(cat) and res["scoring"] == "path_posterior"
+    assert set(res["composed"]) == {"symbol", "text"}
     assert res["per_query"]["query"] == [",".join(q) for q in qs]
     for m in ("symbol", "text"):
         v = np.array(res["per_query"][m])
@@ -268,7 +269,7 @@ def test_grid_runner_reports_feature_search_for_each_run(tmp_path, survey):
     for r in report["runs"]:
         assert r["feature_search"]["per_query"]["query"] == [",".join(q) for q in fs["queries"]]
         assert r["feature_exemplars"][tmp_path.name]["n"] == 3
-    assert {r["name"]: r["feature_search"]["scoring"] for r in report["runs"]} == {"ga": "embedding", "io": "class_prototype"}
+    assert {r["name"]: r["feature_search"]["scoring"] for r in report["runs"]} == {"ga": "path_posterior", "io": "class_prototype"}
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## Feature search nDCG@10 (symbol / text)" in md
     assert json.loads((tmp_path / "out" / "report.json").read_text())["feature_search"]["k"] == 10

@@ -98,6 +98,14 @@ def test_per_galaxy_training_runs_and_learns_its_rows(tmp_path):
     res = train(cfg, progress=False)
     losses = [r for r in res.history if r.get("kind") == "train"]
     assert losses and all(np.isfinite(float(r["loss"])) for r in losses)
+    # the exported model carries the distinct paths it was aligned with (search.features ranks by them)
+    from galaxalign import answers as A
+    from galaxalign.datasets import load_catalog
+    from galaxalign.inference import load_model
+
+    model, tax = load_model(res.checkpoint)
+    cat = load_catalog(survey, tax)
+    assert model.answer_paths and set(model.answer_paths) <= {A.hard_answers(r, tax.tree) for r in A.answer_matrix(cat, tax)}
 
 
 def test_bad_per_galaxy_setting_names_the_key():

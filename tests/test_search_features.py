@@ -234,3 +234,72 @@ def test_api_bad_feature_queries_are_4xx(client):
     assert r.status_code == 400 and "unknown Galaxy Zoo answer" in r.json()["detail"]
     assert client.get("/api/search/features", params={"answers": " , "}).status_code == 400
     assert client.get("/api/search/features").status_code == 422
+
+
+# -- ranking by the expected fraction of the query's answers (search.features) ------------------------
+def test_path_bank_scores_are_the_expected_relevance_under_the_posterior(sfx):
+    from galaxalign.search.features import bank_paths, build_path_bank
+
+    tax, model = sfx["tax"], sfx["model"]
+    assert bank_paths(model, tax) == tuple(tuple(c.answers) for c in tax.classes if c.answers)  # no paths: classes
+    bank = build_path_bank(model, tax)
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(7, bank.embeddings["text"].shape[1])).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    queries = [tuple(FEATURES), ("smooth-or-featured_smooth",)]
+    for via in ("symbol", "text", "both"):
+        p = bank.posterior(emb, via)
+        assert p.shape == (7, len(bank.paths)) and np.allclose(p.sum(axis=1), 1.0) and (p >= 0).all()
+        want = np.array([[sum(p[n, r] * A.relevance(qq, path) for r, path in enumerate(bank.paths)) for n in range(7)]
+                         for qq in queries])
+        assert np.allclose(bank.scores(emb, queries, via), want)
+    # a galaxy that sits on one path's caption, at a sharp temperature, gets that path's relevance
+    sharp = type(bank)(bank.paths, bank.have, bank.embeddings, 1e4, bank.columns)
+    r = 3
+    got = sharp.scores(bank.embeddings["text"][r:r + 1], queries, "text")[:, 0]
+    assert np.allclose(got, [A.relevance(qq, bank.paths[r]) for qq in queries])
+    with pytest.raises(A.AnswerError, match="unknown answer"):
+        bank.relevance([("bar_maybe",)])
+
+
+def test_a_model_carries_its_per_galaxy_paths_through_export(tmp_path, sfx):
+    from galaxalign.inference import load_model, save_pretrained
+    from galaxalign.search.features import bank_paths
+
+    model, tax = sfx["model"], sfx["tax"]
+    paths = [list(A.hard_answers(A.answer_vector(FEATURES, tax.tree), tax.tree)), ["smooth-or-featured_smooth"]]
+    model.set_answer_paths(paths)
+    try:
+        loaded, _ = load_model(save_pretrained(model, tax, tmp_path / "m"))
+    finally:
+        model.set_answer_paths(None)
+    assert loaded.answer_paths == tuple(tuple(p) for p in paths) and bank_paths(loaded, tax) == loaded.answer_paths
+    assert model.answer_paths is None and "answer_paths" not in model.config
+
+
+def test_feature_queries_rank_by_expected_fraction_and_page_consistently(sfx):
+    from galaxalign.search.features import path_bank
+
+    index = SearchIndex.load(sfx["index"])
+    tax = q.index_taxonomy(index)
+    bank = path_bank(sfx["model"], tax)
+    for via in q.FEATURE_VIAS:
+        hits = q.query_features(index, sfx["model"], FEATURES, via=via, k=len(index))
+        assert [h.rank for h in hits] == list(range(1, len(index) + 1)) and len({h.id for h in hits}) == len(index)
+        want = bank.scores(index.vectors([h.row for h in hits]), [tuple(FEATURES)], via)[0]
+        assert np.allclose([h.score for h in hits], want) and np.all(np.diff(want) <= 1e-12)  # best first
+        first, second = (q.query_features(index, sfx["model"], FEATURES, via=via, k=5, offset=o) for o in (0, 5))
+        assert [h.id for h in first + second] == [h.id for h in hits[:10]]
+        assert [h.rank for h in second] == [6, 7, 8, 9, 10]
+
+
+def test_feature_ranking_is_not_the_nearest_neighbours_of_the_query_vector(sfx):
+    """The expected-fraction ranking re-orders the composed query vector's neighbours (fails if
+    query_features returned the plain cosine ranking)."""
+    index = SearchIndex.load(sfx["index"])
+    model, tax = sfx["model"], q.index_taxonomy(index)
+    vector = q.feature_vector(model, FEATURES, "text", tax)
+    plain = q.query_vector(index, vector, k=len(index))
+    ranked = q.query_features(index, model, FEATURES, via="text", k=len(index))
+    assert [h.id for h in plain] != [h.id for h in ranked]
+    assert sorted(h.id for h in plain) == sorted(h.id for h in ranked)

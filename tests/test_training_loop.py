@@ -43,6 +43,7 @@ def tiny_config(tmp_path, tiny_h5, *overrides):
         "model.backbone={kind: tiny, seed: 0, image_size: 24, width: 8, embed_dim: 16}",
         "model.lock_image=false", "model.lock_text=false", "symbols.variants=2",
         "batch_size=8", "stage1.epochs=1", "stage2.epochs=1", "device=cpu", "tensorboard=false",
+        "stage2.shared_symbol_encoder=false",  # the paper's stage 2 (a copied symbol encoder), tested here
         f"out={tmp_path / 'run'}", *overrides,
     ])
 

@@ -33,6 +33,7 @@ class BankRows:
     symbols: list[list[tuple[str, ...]]]
     vectors: np.ndarray | None = None
     names: list[str] | None = None
+    paths: list[tuple[str, ...]] | None = None   # per-galaxy rows: each row's decision-tree path
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -77,7 +78,7 @@ def galaxy_rows(catalog, taxonomy: Taxonomy, partial_captions: int = 0, partial_
                + [taxonomy.prompt_templates[0].format(label=A.caption(sub, tree)) for sub in partial_paths(p, partial_captions, tree)]
                for p, c in zip(paths, captions)]
     symbols = [[p, *partial_paths(p, partial_symbols, tree)] if partial_symbols else [p] for p in paths]
-    return rows, BankRows(prompts=prompts, symbols=symbols, vectors=vectors, names=captions)
+    return rows, BankRows(prompts=prompts, symbols=symbols, vectors=vectors, names=captions, paths=list(paths))
 
 
 @dataclass

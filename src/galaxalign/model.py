@@ -70,12 +70,32 @@ class GalaxAlignModel(HoldsNormStats, nn.Module):
         if not isinstance(config, dict) or "backbone" not in config:
             raise ValueError(f"model config needs a 'backbone' spec, got keys {sorted(config or {})}")
         backbone = create_backbone(config["backbone"], load_weights=load_weights)
-        return cls(
+        model = cls(
             backbone,
             symbol_encoder_shared=bool(config.get("symbol_encoder_shared", True)),
             num_classes=config.get("num_classes"),
             tta=str(config.get("tta", "none")),
         )
+        if config.get("answer_paths") is not None:
+            model.set_answer_paths(config["answer_paths"])
+        return model
+
+    @property
+    def answer_paths(self) -> tuple[tuple[str, ...], ...] | None:
+        """The distinct decision-tree paths a per-galaxy model was aligned with (its training bank's
+        rows; ``search.features`` ranks by the model's posterior over them), None for class-level models."""
+        paths = self.config.get("answer_paths")
+        return None if paths is None else tuple(tuple(p) for p in paths)
+
+    def set_answer_paths(self, paths) -> None:
+        """Record the per-galaxy training paths in ``config`` (so checkpoints and exports carry them)."""
+        if paths is None:
+            self.config.pop("answer_paths", None)
+            return
+        clean = [[str(a) for a in p] for p in paths]
+        if not clean or not all(isinstance(p, list) for p in clean):
+            raise ValueError("model config 'answer_paths' must be a non-empty list of answer-id lists")
+        self.config["answer_paths"] = clean
 
     @property
     def symbol_encoder_shared(self) -> bool:

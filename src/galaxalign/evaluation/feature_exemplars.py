@@ -117,17 +117,23 @@ def contradicts(answer: str, other: str, tree) -> bool:
 
 
 def exemplar_scores(model, taxonomy, images: Sequence[np.ndarray], answers: Sequence[str], *, method: str | None = None,
-                    ) -> dict[str, np.ndarray]:
-    """``{"symbol": (A, N), "text": (A, N)}``: every exemplar's score for a one-answer query per answer."""
+                    ranking: str = "path_posterior") -> dict[str, np.ndarray]:
+    """``{"symbol": (A, N), "text": (A, N)}``: every exemplar's score for a one-answer query per answer,
+    ranked as feature search ranks (``feature_search.scoring_of``)."""
     from galaxalign.inference import encode_images
 
-    how = scoring_of(model, method)
+    how = scoring_of(model, method, ranking)
     queries = [(a,) for a in answers]
     if how == "class_prototype":
         probs = encode_images(model, list(images), "image", output="head")
         s = np.stack([probs[:, nearest_class(q, taxonomy)] for q in queries])
         return {m: s for m in MODALITIES}
     emb = encode_images(model, list(images), "image")
+    if how == "path_posterior":
+        from galaxalign.search.features import build_path_bank
+
+        bank = build_path_bank(model, taxonomy)
+        return {m: bank.scores(emb, queries, m) for m in MODALITIES}
     return {m: query_embeddings(model, taxonomy, queries, m) @ emb.T for m in MODALITIES}
 
 

@@ -4,10 +4,11 @@ A *feature query* is a set of decision-tree answers a user composes ("featured, 
 spiral, tight, 2 arms"). It is asked two ways: as a **symbol** (the pictogram the CLI's ``--symbol``
 and the web page's composer draw, ``search.query.render_query_symbol``, through the symbol encoder)
 and as **text** (``answers.caption`` in the volunteers' wording, wrapped in the taxonomy's first
-prompt template, through the text encoder). The pool galaxies are ranked by cosine similarity of
-their image embeddings to the query; a model without aligned label encoders (the image-only
-baseline) ranks them by its head's probability of the class whose answers best match the query
-(:func:`nearest_class`, the "nearest class prototype" baseline).
+prompt template, through the text encoder). The pool galaxies are ranked by the expected fraction of the query's answers they have under the model's posterior over the
+decision-tree paths it was aligned with (``search.features``, the search's own ranking; the cosine
+to the one composed query vector is reported beside it as ``composed``); a model without aligned
+label encoders (the image-only baseline) ranks them by its head's probability of the class whose
+answers best match the query (:func:`nearest_class`, the "nearest class prototype" baseline).
 
 The score is nDCG@k with graded relevance = the fraction of the query's answers a galaxy's true
 path has (``answers.relevance``, the way AION-Search grades text search), the ideal DCG from the
@@ -203,13 +204,21 @@ def cached_catalog_output(model, catalog, cache: dict | None, output: str = "emb
     return cache[key]
 
 
-def scoring_of(model, method: str | None) -> str:
-    """``class_prototype`` for the image-only baseline (its head), ``embedding`` for aligned models."""
+SCORINGS = ("path_posterior", "composed")
+
+
+def scoring_of(model, method: str | None, ranking: str = "path_posterior") -> str:
+    """``class_prototype`` for the image-only baseline (its head); for aligned models ``ranking``:
+    ``path_posterior`` (the search's ranking, ``search.features``: expected relevance under the
+    model's posterior over its decision-tree paths) or ``composed`` (cosine to the one composed query
+    vector)."""
     if method == "image_only" or (method is None and getattr(model, "classifier", None) is not None):
         if getattr(model, "classifier", None) is None:
             raise ValueError("the image-only baseline ranks by its head, but this model has none")
         return "class_prototype"
-    return "embedding"
+    if ranking not in SCORINGS:
+        raise ValueError(f"ranking must be one of {SCORINGS}, got {ranking!r}")
+    return ranking
 
 
 def query_embeddings(model, taxonomy, queries: Sequence[Sequence[str]], modality: str) -> np.ndarray:
@@ -227,14 +236,20 @@ def query_embeddings(model, taxonomy, queries: Sequence[Sequence[str]], modality
 
 
 def query_scores(model, taxonomy, queries, pool, *, method: str | None = None, cache: dict | None = None,
-                 batch_size: int = 64, progress: bool = False) -> dict[str, np.ndarray]:
-    """``{"symbol": (Q, N), "text": (Q, N)}`` scores of every pool galaxy for every query."""
-    how = scoring_of(model, method)
+                 batch_size: int = 64, progress: bool = False, ranking: str = "path_posterior") -> dict[str, np.ndarray]:
+    """``{"symbol": (Q, N), "text": (Q, N)}`` scores of every pool galaxy for every query (see
+    :func:`scoring_of` for ``ranking``)."""
+    how = scoring_of(model, method, ranking)
     if how == "class_prototype":
         probs = cached_catalog_output(model, pool, cache, "head", batch_size, progress)
         s = np.stack([probs[:, nearest_class(q, taxonomy)] for q in queries])
         return {m: s for m in MODALITIES}  # the class is chosen from the answers, whatever the modality
     emb = cached_catalog_output(model, pool, cache, "embedding", batch_size, progress)
+    if how == "path_posterior":
+        from galaxalign.search.features import build_path_bank
+
+        bank = build_path_bank(model, taxonomy)  # built afresh: the model under evaluation may be new
+        return {m: bank.scores(emb, queries, m) for m in MODALITIES}
     return {m: query_embeddings(model, taxonomy, queries, m) @ emb.T for m in MODALITIES}
 
 
@@ -284,6 +299,10 @@ def feature_search_model(model, taxonomy, pool, queries: Sequence[Sequence[str]]
                           progress=progress)
     out = score_queries(scores, rel, queries, k, n_resamples, seed)
     out["scoring"] = scoring_of(model, method)
+    if out["scoring"] == "path_posterior":  # the composed query vector's plain cosine ranking, for reference
+        composed = score_queries(query_scores(model, taxonomy, queries, pool, method=method, cache=cache,
+                                              batch_size=batch_size, ranking="composed"), rel, queries, k, n_resamples, seed)
+        out["composed"] = {m: composed[m] for m in MODALITIES}
     out["queries"] = [list(q) for q in queries]
     return out
 

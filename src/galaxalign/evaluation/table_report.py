@@ -152,8 +152,10 @@ def feature_search_section(report: dict) -> list[str]:
         lines += [f"## Feature search nDCG@{k} (symbol / text)", "",
                   f"{first['n_queries']} feature queries (decision-tree answer sets of 3-7 answers drawn with a fixed "
                   f"seed from the test galaxies' true paths), each asked as a composed symbol and as a caption in the "
-                  f"volunteers' wording; the {first['n_pool']} test galaxies ranked by similarity to the query (the "
-                  "image-only baseline: by its head's probability of the query's nearest class). Relevance = the "
+                  f"volunteers' wording; the {first['n_pool']} test galaxies ranked as the search ranks them: by the "
+                  "expected fraction of the query's answers under the model's posterior over the decision-tree paths "
+                  "it was aligned with, through the symbol or the text encoder (`search.features`; the image-only "
+                  "baseline: by its head's probability of the query's nearest class). Relevance = the "
                   "fraction of the query's answers a galaxy has. Brackets: 95 % bootstrap intervals over queries; the "
                   f"difference columns are `{ref}` minus the run, paired over the same queries."
                   + (f" A random ranking scores {first['chance']:.3f}." if first.get("chance") is not None else ""),
@@ -161,6 +163,11 @@ def feature_search_section(report: dict) -> list[str]:
                   markdown_table(["run", "method", f"symbol nDCG@{k}", f"text nDCG@{k}", f"{ref} − run (symbol)",
                                   f"{ref} − run (text)"], rows),
                   ""]
+        composed = [r for r in runs if r["feature_search"].get("composed")]
+        if composed:
+            lines += ["Ranked instead by the cosine of each galaxy to the one composed query vector (symbol / text): "
+                      + "; ".join(f"{r['name']} {fmt(r['feature_search']['composed']['symbol']['ndcg'])} / "
+                                  f"{fmt(r['feature_search']['composed']['text']['ndcg'])}" for r in composed) + ".", ""]
         for key, comp in comparison.items():
             for m, v in comp["verdict"].items():
                 ci = f"[{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]"

@@ -241,19 +241,25 @@ class SearchIndex:
 
     def vector(self, galaxy_id: str) -> np.ndarray:
         """The stored embedding of a galaxy (exact for every kind but a refine-less IVF-PQ)."""
+        return self.vectors([self.row_of(galaxy_id)])[0]
+
+    def vectors(self, rows: Sequence[int]) -> np.ndarray:
+        """(len(rows), dim) stored embeddings of table rows, one batched read (see :meth:`vector`)."""
         import faiss
 
-        key = int(self._keys[self.row_of(galaxy_id)])
+        keys = self._keys[np.asarray(rows, dtype=np.int64)].astype(np.int64)
+        if len(keys) == 0:
+            return np.zeros((0, self.dim), np.float32)
         if self.store is not None:
-            return np.array(self.store.rows([key])[0])
+            return np.array(self.store.rows(keys))
         if self.kind in ("exact", "hnsw", "ivf") or isinstance(self.index, faiss.IndexRefine):
-            return self.index.reconstruct(key)  # flat storage (or the refine stage's): exact
+            return np.stack([self.index.reconstruct(int(k)) for k in keys])  # flat storage: exact
         shards = self.info.get("embeddings")
         if shards and Path(shards).is_dir():
             from galaxalign.search.embed import read_embedding_rows
 
-            return read_embedding_rows(shards, [key])[0]
-        return normalize_rows(self.index.reconstruct(key)[None])[0]  # PQ codes: approximate
+            return np.asarray(read_embedding_rows(shards, keys.tolist()), dtype=np.float32)
+        return normalize_rows(np.stack([self.index.reconstruct(int(k)) for k in keys]))  # PQ codes: approximate
 
     # -- search ----------------------------------------------------------------------------------
     def _search_keys(self, q: np.ndarray, k: int, params: dict | None = None, selector=None,

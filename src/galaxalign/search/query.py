@@ -199,7 +199,7 @@ def query_sketch(index: SearchIndex, model, image: np.ndarray, k: int = 10, wher
 def query_symbol(index: SearchIndex, model, answers: str | Sequence[str], k: int = 10, where=None,
                  offset: int = 0) -> list[Hit]:
     """Galaxies matching the pictogram composed from Galaxy Zoo answers (symbol encoder), drawn with the
-    symbol book and decision tree the index's model was trained with."""
+    symbol book and decision tree the index's model was trained with, ranked as a feature query."""
     return query_features(index, model, answers, "symbol", k, where, offset)
 
 
@@ -257,14 +257,54 @@ def feature_vector(model, answers: str | Sequence[str], via: str = DEFAULT_VIA, 
     return combine_feature_vectors(symbol, embed_text(model, feature_text(parsed, taxonomy)))
 
 
+# OUR CHOICE: a feature query re-ranks the 1,000 galaxies nearest its composed query vector by the
+# expected fraction of its answers they have (search.features); an index that small is ranked whole.
+RERANK_CANDIDATES = 1000
+
+
+def rank_features(index: SearchIndex, model, answers: Sequence[str], vector: np.ndarray, via: str = DEFAULT_VIA,
+                  k: int = 10, where=None, offset: int = 0) -> list[Hit]:
+    """Galaxies ranked by the expected fraction of the feature query ``answers`` they have
+    (``search.features``: the model's posterior over the decision-tree paths it was aligned with),
+    among the ``RERANK_CANDIDATES`` nearest the composed query ``vector``. Each hit's ``score`` is
+    that expected fraction; ``matched`` (when the catalog has answers) the true count. Without a
+    taxonomy of the index the hits are the plain nearest neighbours of ``vector``."""
+    from galaxalign.search.features import path_bank
+    from galaxalign.search.galaxy_answers import with_answers
+
+    check_via(via)
+    if offset < 0:
+        raise ValueError(f"offset must be at least 0, got {offset}")
+    tax = index_taxonomy(index)
+    if tax is None or model is None:
+        return query_vector(index, vector, k, where, offset, features=answers)
+    depth = min(len(index), max(RERANK_CANDIDATES, k + offset))
+    candidates = index.search(_check_dim(index, np.asarray(vector)), depth, where=where) if depth else []
+    if not candidates:
+        return []
+    from galaxalign.answers import AnswerError
+
+    try:
+        bank = path_bank(model, tax)
+    except AnswerError:  # no paths to rank by (a taxonomy without answers): the nearest neighbours
+        return query_vector(index, vector, k, where, offset, features=answers)
+    expected = bank.scores(index.vectors([h.row for h in candidates]), [tuple(answers)], via)[0]
+    order = np.argsort(-expected, kind="stable")[offset:offset + k]  # ties keep the cosine order
+    from dataclasses import replace
+
+    hits = [replace(candidates[i], rank=offset + r + 1, score=float(expected[i])) for r, i in enumerate(order.tolist())]
+    return with_answers(index, hits, answers)
+
+
 def query_features(index: SearchIndex, model, answers: str | Sequence[str], via: str = DEFAULT_VIA, k: int = 10,
                    where=None, offset: int = 0) -> list[Hit]:
     """Galaxies that have the given Galaxy Zoo answers (a feature query), found through the symbol
-    encoder, the text encoder or both (:func:`feature_vector`); each hit carries ``matched`` (how
-    many of the answers its galaxy has) when the index's catalog carries per-galaxy answers."""
+    encoder, the text encoder or both and ranked by how many of the answers they are expected to
+    have (:func:`rank_features`); each hit carries ``matched`` (how many of the answers its galaxy
+    has) when the index's catalog carries per-galaxy answers."""
     tax = index_taxonomy(index)
     parsed = parse_answers(answers, tax.tree if tax is not None else None)
-    return query_vector(index, feature_vector(model, parsed, via, tax), k, where, offset, features=parsed)
+    return rank_features(index, model, parsed, feature_vector(model, parsed, via, tax), via, k, where, offset)
 
 
 def query_text(index: SearchIndex, model, text: str, k: int = 10, where=None, offset: int = 0) -> list[Hit]:

@@ -228,6 +228,14 @@ class Searcher:
         answer = (tax.tree if tax is not None else decision_tree()).questions[0].answers[0].id
         q.embed_texts(model, ["a galaxy"])
         q.embed_images(model, [q.render_query_symbol((answer,), taxonomy=tax)], "symbol")
+        if tax is not None:  # the paths feature queries are ranked by (search.features), built once
+            from galaxalign.answers import AnswerError
+            from galaxalign.search.features import path_bank
+
+            try:
+                path_bank(model, tax)
+            except AnswerError:
+                pass  # a taxonomy without answers: feature queries fall back to the nearest neighbours
         return model
 
     @property
@@ -641,7 +649,8 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
         def search():
             tax = q.index_taxonomy(index)
             answers = q.parse_answers(body.answers, tax.tree if tax is not None else None)
-            hits = q.query_vector(index, searcher.symbol_vector(answers), body.k, body.where, body.offset, features=answers)
+            hits = q.rank_features(index, searcher.model, answers, searcher.symbol_vector(answers), "symbol", body.k,
+                                   body.where, body.offset)
             return searcher.hits_json(hits, {"answers": list(answers), "where": body.where}, body.k, body.offset)
 
         return await searcher.cached_search(("symbol", tuple(body.answers), body.k, body.offset, body.where), search)
@@ -657,7 +666,7 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
         tax = q.index_taxonomy(index)
         parsed = q.parse_answers(answers, tax.tree if tax is not None else None)
         caption = q.feature_caption(parsed, tax)
-        hits = q.query_vector(index, searcher.feature_vector(parsed, via), k, where, offset, features=parsed)
+        hits = q.rank_features(index, searcher.model, parsed, searcher.feature_vector(parsed, via), via, k, where, offset)
         return searcher.hits_json(hits, {"answers": list(parsed), "via": via, "caption": caption, "where": where}, k, offset)
 
     return app

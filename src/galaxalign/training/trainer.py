@@ -410,6 +410,8 @@ class Trainer:
         torch.set_float32_matmul_precision("high")
         model_config = self.resume_state["model_config"] if self.resume_state else None
         self.model = build_model(cfg, self.taxonomy, model_config)
+        # per-galaxy alignment: the model carries the paths it was aligned with (search.features)
+        self.model.set_answer_paths(self.rows.paths if self.rows is not None else None)
         if self.resume_state:
             self.model.load_state_dict(self.resume_state["model"])
         apply_locks(self.model, cfg)

@@ -1,0 +1,141 @@
+"""Ranking by features: the expected fraction of a feature query's answers each galaxy has.
+
+A feature query is a set of decision-tree answers ("featured, not edge-on, bar, spiral, tight, 2
+arms"); a galaxy's relevance to it is the fraction of those answers on its path
+(``answers.relevance``). The aligned model does not see that path, but it was trained to tell paths
+apart: per-galaxy GalaxAlign aligns every training galaxy with the caption and the composed symbol of
+ITS path, one bank row per distinct path (``class_bank.galaxy_rows``; the model carries those paths
+as ``model.answer_paths``), and a class-level model aligns galaxies with their class's answers. So
+each galaxy gets a **posterior over those paths**: the softmax, at the model's learned temperature
+(``model.scale()``), of the cosines of its image embedding to each path's caption (text encoder,
+the mean over the taxonomy's prompt templates, as the bank trains it) or composed symbol (symbol
+encoder). Its score for a query is the **expected relevance** under that posterior,
+``sum_r P(r | galaxy) * relevance(query, path_r)``: galaxies are ranked by how many of the query's
+answers they are expected to have, which is the issue's "ranked by how many of them they have" and
+exactly what nDCG with graded relevance rewards.
+
+OUR CHOICE (measured on the VALIDATION split of the embedded survey, 50 feature queries,
+``scripts/feature_scoring_dev.py``): ranking by the single composed query vector's cosine gave
+per-galaxy GalaxAlign nDCG@10 symbol 0.810 / text 0.855; the path posterior gives 0.842 / 0.875;
+a posterior over single answers (each answer's own caption or symbol, a softmax per question,
+chained through ``requires``) gave 0.767 / 0.753 -- a one-answer caption is not what the model was
+aligned with. Temperatures tried: the model's own (chosen), half (symbol 0.857, text 0.871), double
+(0.831 / 0.868), and the one fitting the training galaxies' paths best (text 0.856).
+
+``via="both"`` averages the symbol and text posteriors (equal weights, like the composed ``both``
+query of ``search.query``). In an index the posterior re-ranks the nearest ``RERANK_CANDIDATES``
+galaxies of the composed query vector (``search.query.rank_features``); an index no larger than
+that is ranked whole.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from galaxalign.answers import AnswerError, answer_ids, caption, expand
+
+VIAS = ("symbol", "text", "both")
+
+
+def bank_paths(model, taxonomy) -> tuple[tuple[str, ...], ...]:
+    """The paths a model's posterior ranges over: the per-galaxy training paths it carries, else
+    (class-level models, baselines) the answers of the taxonomy's classes that have them."""
+    paths = getattr(model, "answer_paths", None)
+    if paths:
+        return tuple(tuple(p) for p in paths)
+    paths = tuple(tuple(c.answers) for c in taxonomy.classes if c.answers)
+    if not paths:
+        raise AnswerError(f"taxonomy {taxonomy.name!r} gives no class any decision-tree answers, and the model "
+                          "carries no per-galaxy paths: there is nothing to rank feature queries by")
+    return paths
+
+
+@dataclass
+class PathBank:
+    """The paths of a model with their embeddings: what ranking by features needs, built once per model."""
+
+    paths: tuple[tuple[str, ...], ...]
+    have: np.ndarray                                   # (R, A) bool: answers on each path (implied ones too)
+    embeddings: dict[str, np.ndarray] = field(repr=False)   # "text" / "symbol" -> (R, D) unit rows
+    scale: float
+    columns: dict[str, int] = field(repr=False)
+
+    def relevance(self, queries: Sequence[Sequence[str]]) -> np.ndarray:
+        """(Q, R) the fraction of each query's answers on each path (``answers.relevance``)."""
+        out = np.zeros((len(queries), len(self.paths)), dtype=np.float64)
+        for i, query in enumerate(queries):
+            q = list(dict.fromkeys(str(a).strip() for a in query))
+            unknown = [a for a in q if a not in self.columns]
+            if not q or unknown:
+                raise AnswerError(f"feature query {list(query)!r}: " + (f"unknown answer(s) {unknown}" if unknown else "no answers"))
+            out[i] = self.have[:, [self.columns[a] for a in q]].mean(axis=1)
+        return out
+
+    def posterior(self, embeddings: np.ndarray, via: str) -> np.ndarray:
+        """(N, R) each galaxy's posterior over the paths from its unit image embedding."""
+        if via not in VIAS:
+            raise ValueError(f"via must be one of {VIAS}, got {via!r}")
+        if via == "both":
+            return 0.5 * (self.posterior(embeddings, "symbol") + self.posterior(embeddings, "text"))
+        logits = self.scale * (np.asarray(embeddings, dtype=np.float32) @ self.embeddings[via].T)
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits, dtype=np.float64)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def scores(self, embeddings: np.ndarray, queries: Sequence[Sequence[str]], via: str) -> np.ndarray:
+        """(Q, N) expected relevance of every galaxy (unit image embeddings) to every query."""
+        return self.relevance(queries) @ self.posterior(embeddings, via).T
+
+
+SYMBOL_VARIANTS = 8   # as inference.class_prototypes
+
+
+def build_path_bank(model, taxonomy, paths: Sequence[Sequence[str]] | None = None,
+                    symbol_variants: int = SYMBOL_VARIANTS) -> PathBank:
+    """The :class:`PathBank` of a model: its paths' captions (mean over prompt templates) through the
+    text encoder and their composed symbols (deterministic renderings) through the symbol encoder."""
+    import torch
+
+    from galaxalign.inference import encode_images, encode_texts
+
+    tree = taxonomy.tree
+    paths = tuple(tuple(p) for p in (paths if paths is not None else bank_paths(model, taxonomy)))
+    ids = answer_ids(tree)
+    columns = {a: j for j, a in enumerate(ids)}
+    have = np.zeros((len(paths), len(ids)), dtype=bool)
+    for i, p in enumerate(paths):
+        have[i, [columns[a] for a in expand(p, tree)]] = True
+    templates = tuple(taxonomy.prompt_templates) or ("{label}",)
+    captions = [caption(p, tree) for p in paths]
+    text = np.stack([np.asarray(encode_texts(model, [t.format(label=c) for c in captions]), dtype=np.float32)
+                     for t in templates]).mean(axis=0)
+    text /= np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
+    from galaxalign.symbols import book_of
+    from galaxalign.symbols.raster import answer_symbol_bank
+
+    # as symbol class prototypes are (inference.class_prototypes): the mean over the canonical
+    # rendering and renderer-augmented variants of each path's composed symbol
+    n = max(1, int(symbol_variants))
+    images, _ = answer_symbol_bank(paths, int(model.image_size), n, 0, book_of(taxonomy), tree)
+    symbol = np.asarray(encode_images(model, images, "symbol"), dtype=np.float32).reshape(len(paths), n, -1).mean(axis=1)
+    symbol /= np.maximum(np.linalg.norm(symbol, axis=1, keepdims=True), 1e-12)
+    with torch.no_grad():
+        scale = float(model.scale().detach().cpu())
+    return PathBank(paths, have, {"text": text, "symbol": symbol}, scale, columns)
+
+
+def path_bank(model, taxonomy) -> PathBank:
+    """:func:`build_path_bank`, kept on the model for the next query (a model being served or
+    evaluated is not trained further in place; a changed path list or taxonomy rebuilds it)."""
+    key = (bank_paths(model, taxonomy), taxonomy.name, id(taxonomy.tree))
+    cached = getattr(model, "_galaxalign_path_bank", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    bank = build_path_bank(model, taxonomy, key[0])
+    try:
+        object.__setattr__(model, "_galaxalign_path_bank", (key, bank))
+    except AttributeError:
+        pass
+    return bank
