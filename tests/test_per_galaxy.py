@@ -141,3 +141,30 @@ def test_galaxy_rows_add_partial_captions_and_alternate_partial_symbols(tmp_path
     images, _ = answer_symbol_bank([rows.symbols[r]], size=32, n_variants=2, seed=0)
     partial, _ = answer_symbol_bank([rows.symbols[r][1]], size=32, n_variants=2, seed=0)
     assert np.array_equal(images[1], partial[1])  # variant 1 draws the partial path
+
+
+def test_class_weight_makes_the_class_one_more_answer_of_the_agreement(tmp_path, tax):
+    from galaxalign.class_bank import galaxy_rows
+    from galaxalign.datasets import load_catalog
+    from galaxalign.survey.generate import generate_survey
+    from galaxalign.training.config import ConfigError, load_config
+
+    cat = load_catalog(generate_survey(tmp_path / "s.h5", 60, size=32, seed=1, workers=0, progress=False))
+    plain_of, plain = galaxy_rows(cat, tax)
+    row_of, rows = galaxy_rows(cat, tax, class_weight=2.0)
+    labels = cat["label"].to_numpy()
+    n_answers = len(A.answer_ids(tax.tree))
+    assert rows.vectors.shape == (len(rows), n_answers + tax.num_classes)
+    assert len(rows) == len({(int(a), int(y)) for a, y in zip(plain_of, labels)})
+    for i in range(len(cat)):
+        r = row_of[i]
+        assert rows.paths[r] == plain.paths[plain_of[i]] and rows.prompts[r] == plain.prompts[plain_of[i]]
+        assert np.array_equal(rows.vectors[r, :n_answers], plain.vectors[plain_of[i]])
+        assert rows.vectors[r, n_answers + labels[i]] == 2.0 and rows.vectors[r, n_answers:].sum() == 2.0
+    # same answers, other class: they agree less than with the plain answer rows
+    v = torch.tensor(rows.vectors)
+    a, b = v[0].clone(), v[0].clone()
+    b[n_answers:] = torch.roll(b[n_answers:], 1)
+    assert answer_agreement(torch.stack([a, b]))[0, 1] < 1.0
+    with pytest.raises(ConfigError, match="answers.class_weight"):
+        load_config("default", ["answers.class_weight=-1"])

@@ -59,12 +59,18 @@ def partial_paths(path: tuple[str, ...], n: int, tree, keep: float = 0.6) -> lis
     return out
 
 
-def galaxy_rows(catalog, taxonomy: Taxonomy, partial_captions: int = 0, partial_symbols: int = 0) -> tuple[np.ndarray, BankRows]:
+def galaxy_rows(catalog, taxonomy: Taxonomy, partial_captions: int = 0, partial_symbols: int = 0,
+                class_weight: float = 0.0) -> tuple[np.ndarray, BankRows]:
     """Per-galaxy rows of a labelled catalog: ``(row id of each galaxy, BankRows)``. Each distinct
     path (``answers.answer_set_rows``) is one row: its caption in every prompt template (plus
     ``partial_captions`` captions of :func:`partial_paths`, in the first template), its composed
     symbol (alternating with ``partial_symbols`` symbols of partial paths across the variants), its
-    mean answer row. Galaxies without answers of their own use their class's."""
+    mean answer row. Galaxies without answers of their own use their class's.
+
+    ``class_weight`` w > 0 (``answers.class_weight``): the class label counts as one more answer of
+    weight w in the graded agreement. Rows are then distinct (path, class) pairs, and each row's
+    answer vector is extended by w times the one-hot of its class (C more columns). Galaxies of
+    one class agree more than their sub-class answers alone say, galaxies of two classes less."""
     from galaxalign import answers as A
 
     tree = taxonomy.tree
@@ -73,6 +79,22 @@ def galaxy_rows(catalog, taxonomy: Taxonomy, partial_captions: int = 0, partial_
     if (rows < 0).any():
         i = int(np.flatnonzero(rows < 0)[0])
         raise ValueError(f"galaxy {catalog['id'].iloc[i]!r} has no decision-tree answers (and no class to stand in)")
+    if class_weight > 0:
+        labels = catalog["label"].to_numpy(np.int64)
+        if (labels < 0).any() or labels.max() >= taxonomy.num_classes:
+            i = int(np.flatnonzero((labels < 0) | (labels >= taxonomy.num_classes))[0])
+            raise ValueError(f"answers.class_weight > 0 needs every training galaxy's class; galaxy "
+                             f"{catalog['id'].iloc[i]!r} has label {labels[i]}")
+        pairs: dict[tuple[int, int], int] = {}
+        new_rows = np.array([pairs.setdefault((int(r), int(y)), len(pairs)) for r, y in zip(rows, labels)], dtype=np.int64)
+        onehot = np.zeros((len(pairs), taxonomy.num_classes), dtype=np.float32)
+        base = np.empty(len(pairs), dtype=np.int64)
+        for (r, y), j in pairs.items():
+            onehot[j, y] = float(class_weight)
+            base[j] = r
+        paths = [paths[r] for r in base]
+        vectors = np.concatenate([vectors[base], onehot], axis=1)
+        rows = new_rows
     captions = [A.caption(p, tree) for p in paths]
     prompts = [[t.format(label=c) for t in taxonomy.prompt_templates]
                + [taxonomy.prompt_templates[0].format(label=A.caption(sub, tree)) for sub in partial_paths(p, partial_captions, tree)]

@@ -34,7 +34,7 @@ SUMMARY = {
     "classify": "classify images or symbol sketches with a checkpoint; one JSON line each",
     "evaluate": "classification and similarity-search metrics of a checkpoint on a dataset",
     "demo": "the reproduction table on the embedded survey (all methods, label fractions)",
-    "ablate": "ablations: no symbols, no stage 1, shared encoder, stock loss, loss terms",
+    "ablate": "ablations: no symbols, no stage 1, separate symbol encoder, stock loss, loss terms",
     "embed": "embed a survey into Parquet shards",
     "index": "build a faiss index over embeddings",
     "search": "query an index by image, id, text, symbols or a sketch",

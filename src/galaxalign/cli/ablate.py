@@ -1,4 +1,4 @@
-"""`galaxalign ablate`: GalaxAlign without symbols, without stage 1, shared encoder, stock loss, each loss
+"""`galaxalign ablate`: GalaxAlign without symbols, without stage 1, separate symbol encoder, stock loss, each loss
 term (the shipped `ablate` run grid)."""
 from __future__ import annotations
 

@@ -75,6 +75,7 @@ SCHEMA: dict[str, Any] = {
         "symbol_variants": 2,  # symbol variants per distinct answer path (the class bank's variants: symbols.variants)
         "partial_captions": 0,  # extra captions per path that say only some of its answers (class_bank.partial_paths)
         "partial_symbols": 0,  # symbols of partial paths alternating with the full one across the symbol variants
+        "class_weight": 0.0,   # the class label as one more answer of this weight in the graded agreement (class_bank.galaxy_rows)
     },
     "symbols": {
         "variants": 4,  # symbol variants per class in the class bank
@@ -336,6 +337,9 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
     _check(isinstance(sv, int) and not isinstance(sv, bool) and sv > 0, "answers.symbol_variants", f"must be a positive integer, got {sv!r}", source)
     pc = c["answers"]["partial_captions"]
     _check(isinstance(pc, int) and not isinstance(pc, bool) and pc >= 0, "answers.partial_captions", f"must be an integer >= 0, got {pc!r}", source)
+    cw = c["answers"]["class_weight"]
+    _check(isinstance(cw, (int, float)) and not isinstance(cw, bool) and cw >= 0, "answers.class_weight",
+           f"must be a number >= 0, got {cw!r}", source)
     ps = c["answers"]["partial_symbols"]
     _check(isinstance(ps, int) and not isinstance(ps, bool) and ps >= 0, "answers.partial_symbols", f"must be an integer >= 0, got {ps!r}", source)
     gp = c["loss"]["graded_power"]

@@ -399,7 +399,7 @@ class Trainer:
         if mode == "auto" and (cfg["method"] != "galaxalign" or not has_galaxy_answers(self.train_cat, self.taxonomy)):
             return None, labels
         row_of, rows = galaxy_rows(self.train_cat, self.taxonomy, int(cfg["answers"]["partial_captions"]),
-                                   int(cfg["answers"]["partial_symbols"]))
+                                   int(cfg["answers"]["partial_symbols"]), float(cfg["answers"]["class_weight"]))
         return rows, row_of
 
     def setup(self) -> None:
@@ -411,7 +411,7 @@ class Trainer:
         model_config = self.resume_state["model_config"] if self.resume_state else None
         self.model = build_model(cfg, self.taxonomy, model_config)
         # per-galaxy alignment: the model carries the paths it was aligned with (search.features)
-        self.model.set_answer_paths(self.rows.paths if self.rows is not None else None)
+        self.model.set_answer_paths(list(dict.fromkeys(self.rows.paths)) if self.rows is not None else None)
         if self.resume_state:
             self.model.load_state_dict(self.resume_state["model"])
         apply_locks(self.model, cfg)
