@@ -158,6 +158,8 @@ def main() -> None:
     p.add_argument("--out", default="runs/walkthrough", help="folder for the CSV, YAML and runs")
     p.add_argument("--exemplars", nargs="+", default=[str((here / d).resolve()) for d in DEFAULT_EXEMPLARS])
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for the default run (repeatable), e.g. --set loss.symbol_text=1")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
     out = Path(args.out).resolve()
@@ -167,7 +169,8 @@ def main() -> None:
     print(f"wrote {csv_path} and {yaml_path}", flush=True)
     results = {"task": {"csv": str(csv_path), "taxonomy": str(yaml_path), **counts}}
     for name in args.runs:
-        results[name] = run_one(name, RUNS[name], csv_path, yaml_path, out, args.quiet)
+        overrides = RUNS[name] + (list(args.set) if name == "galaxalign_default" else [])
+        results[name] = run_one(name, overrides, csv_path, yaml_path, out, args.quiet)
     print(json.dumps(results, default=str))
 
 

@@ -130,9 +130,9 @@ def exemplar_scores(model, taxonomy, images: Sequence[np.ndarray], answers: Sequ
         return {m: s for m in MODALITIES}
     emb = encode_images(model, list(images), "image")
     if how == "path_posterior":
-        from galaxalign.search.features import build_path_bank
+        from galaxalign.search.features import path_bank
 
-        bank = build_path_bank(model, taxonomy)
+        bank = path_bank(model, taxonomy)  # built once per loaded model (kept on it)
         return {m: bank.scores(emb, queries, m) for m in MODALITIES}
     return {m: query_embeddings(model, taxonomy, queries, m) @ emb.T for m in MODALITIES}
 

@@ -246,9 +246,9 @@ def query_scores(model, taxonomy, queries, pool, *, method: str | None = None, c
         return {m: s for m in MODALITIES}  # the class is chosen from the answers, whatever the modality
     emb = cached_catalog_output(model, pool, cache, "embedding", batch_size, progress)
     if how == "path_posterior":
-        from galaxalign.search.features import build_path_bank
+        from galaxalign.search.features import path_bank
 
-        bank = build_path_bank(model, taxonomy)  # built afresh: the model under evaluation may be new
+        bank = path_bank(model, taxonomy)  # built once per loaded model (kept on it)
         return {m: bank.scores(emb, queries, m) for m in MODALITIES}
     return {m: query_embeddings(model, taxonomy, queries, m) @ emb.T for m in MODALITIES}
 
