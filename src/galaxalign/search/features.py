@@ -15,8 +15,9 @@ answers they are expected to have, which is the issue's "ranked by how many of t
 exactly what nDCG with graded relevance rewards.
 
 OUR CHOICE (measured on the VALIDATION split of the embedded survey, 50 feature queries,
-``scripts/feature_scoring_dev.py``): ranking by the single composed query vector's cosine gave
-per-galaxy GalaxAlign nDCG@10 symbol 0.810 / text 0.855; the path posterior gives 0.842 / 0.875;
+``scripts/feature_scoring_dev.py``, per-galaxy GalaxAlign with the then-default separate stage-2
+symbol encoder): ranking by the single composed query vector's cosine gave nDCG@10 symbol 0.810 /
+text 0.855; the path posterior gives 0.842 / 0.875 (shared encoder: 0.851 / 0.851 -> 0.875 / 0.878);
 a posterior over single answers (each answer's own caption or symbol, a softmax per question,
 chained through ``requires``) gave 0.767 / 0.753 -- a one-answer caption is not what the model was
 aligned with. Temperatures tried: the model's own (chosen), half (symbol 0.857, text 0.871), double
