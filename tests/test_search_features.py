@@ -254,11 +254,13 @@ def test_path_bank_scores_are_the_expected_relevance_under_the_posterior(sfx):
                          for qq in queries])
         assert np.allclose(bank.scores(emb, queries, via), want)
     # a galaxy that sits on one path's caption, at a sharp temperature, gets that path's relevance
-    sharp = type(bank)(bank.paths, bank.have, bank.embeddings, 1e4, bank.columns)
+    from dataclasses import replace
+
+    sharp = replace(bank, scale=1e4)
     r = 3
     got = sharp.scores(bank.embeddings["text"][r:r + 1], queries, "text")[:, 0]
     assert np.allclose(got, [A.relevance(qq, bank.paths[r]) for qq in queries])
-    with pytest.raises(A.AnswerError, match="unknown answer"):
+    with pytest.raises(A.AnswerError, match="unknown decision-tree answer"):
         bank.relevance([("bar_maybe",)])
 
 

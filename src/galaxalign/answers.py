@@ -256,6 +256,33 @@ def relevance(query: Iterable[str], galaxy_answers: Iterable[str], tree: Decisio
     return sum(a in have for a in q) / len(q)
 
 
+def path_matrix(paths: Sequence[Iterable[str]], tree: DecisionTree | None = None) -> np.ndarray:
+    """(P, A) bool: the answers on each path, the ones they imply included (:func:`expand`)."""
+    tree = tree or decision_tree()
+    col = {a: j for j, a in enumerate(answer_ids(tree))}
+    have = np.zeros((len(paths), len(col)), dtype=bool)
+    for i, p in enumerate(paths):
+        have[i, [col[a] for a in expand(p, tree)]] = True
+    return have
+
+
+def relevance_rows(queries: Sequence[Iterable[str]], have: np.ndarray, tree: DecisionTree | None = None) -> np.ndarray:
+    """(Q, P) :func:`relevance` of every query to every path of a :func:`path_matrix`, vectorised.
+    An empty query or an unknown answer raises :class:`AnswerError` naming the query."""
+    tree = tree or decision_tree()
+    col = {a: j for j, a in enumerate(answer_ids(tree))}
+    out = np.zeros((len(queries), have.shape[0]), dtype=np.float64)
+    for qi, query in enumerate(queries):
+        q = list(dict.fromkeys(str(a).strip() for a in query))
+        if not q:
+            raise AnswerError(f"feature query #{qi} is empty")
+        unknown = [a for a in q if a not in col]
+        if unknown:
+            raise AnswerError(f"feature query #{qi}: unknown decision-tree answer(s) {unknown}")
+        out[qi] = have[:, [col[a] for a in q]].mean(axis=1)
+    return out
+
+
 def answer_similarity(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     """Soft Jaccard similarity of answer rows: sum(min) / sum(max) over answers, NaN counted as 0
     (for hard rows: |shared answers| / |answers of either|). 1 on identical rows; 0 when nothing is shared."""

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from galaxalign.answers import AnswerError, answer_ids, answer_matrix, expand, hard_answers
+from galaxalign.answers import answer_ids, answer_matrix, expand, hard_answers
 from galaxalign.evaluation.bootstrap import N_RESAMPLES, bootstrap_mean_ci, paired_bootstrap_diff
 
 K = 10
@@ -81,21 +81,9 @@ def galaxy_paths(catalog, taxonomy) -> list[tuple[str, ...]]:
 
 def relevance_matrix(queries: Sequence[Sequence[str]], paths: Sequence[Sequence[str]], tree) -> np.ndarray:
     """(Q, N) ``answers.relevance(query, path)`` for every query and pool galaxy, vectorised."""
-    ids = answer_ids(tree)
-    col = {a: j for j, a in enumerate(ids)}
-    have = np.zeros((len(paths), len(ids)), dtype=np.float64)
-    for i, p in enumerate(paths):
-        have[i, [col[a] for a in expand(p, tree)]] = 1.0
-    out = np.zeros((len(queries), len(paths)), dtype=np.float64)
-    for qi, q in enumerate(queries):
-        q = list(dict.fromkeys(str(a).strip() for a in q))
-        if not q:
-            raise AnswerError(f"feature query #{qi} is empty")
-        unknown = [a for a in q if a not in col]
-        if unknown:
-            raise AnswerError(f"feature query #{qi}: unknown decision-tree answer(s) {unknown}")
-        out[qi] = have[:, [col[a] for a in q]].mean(axis=1)
-    return out
+    from galaxalign.answers import path_matrix, relevance_rows
+
+    return relevance_rows(queries, path_matrix(paths, tree), tree)
 
 
 # --------------------------------------------------------------------------------------- queries

@@ -35,7 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
-from galaxalign.answers import AnswerError, answer_ids, caption, expand
+from galaxalign.answers import AnswerError, caption, path_matrix, relevance_rows
 
 VIAS = ("symbol", "text", "both")
 
@@ -58,21 +58,14 @@ class PathBank:
     """The paths of a model with their embeddings: what ranking by features needs, built once per model."""
 
     paths: tuple[tuple[str, ...], ...]
-    have: np.ndarray                                   # (R, A) bool: answers on each path (implied ones too)
+    have: np.ndarray                                   # (R, A) bool: answers.path_matrix of the paths
     embeddings: dict[str, np.ndarray] = field(repr=False)   # "text" / "symbol" -> (R, D) unit rows
     scale: float
-    columns: dict[str, int] = field(repr=False)
+    tree: object = field(repr=False)
 
     def relevance(self, queries: Sequence[Sequence[str]]) -> np.ndarray:
-        """(Q, R) the fraction of each query's answers on each path (``answers.relevance``)."""
-        out = np.zeros((len(queries), len(self.paths)), dtype=np.float64)
-        for i, query in enumerate(queries):
-            q = list(dict.fromkeys(str(a).strip() for a in query))
-            unknown = [a for a in q if a not in self.columns]
-            if not q or unknown:
-                raise AnswerError(f"feature query {list(query)!r}: " + (f"unknown answer(s) {unknown}" if unknown else "no answers"))
-            out[i] = self.have[:, [self.columns[a] for a in q]].mean(axis=1)
-        return out
+        """(Q, R) the fraction of each query's answers on each path (``answers.relevance_rows``)."""
+        return relevance_rows(queries, self.have, self.tree)
 
     def posterior(self, embeddings: np.ndarray, via: str) -> np.ndarray:
         """(N, R) each galaxy's posterior over the paths from its unit image embedding."""
@@ -108,11 +101,7 @@ def build_path_bank(model, taxonomy, paths: Sequence[Sequence[str]] | None = Non
 
     tree = taxonomy.tree
     paths = tuple(tuple(p) for p in (paths if paths is not None else bank_paths(model, taxonomy)))
-    ids = answer_ids(tree)
-    columns = {a: j for j, a in enumerate(ids)}
-    have = np.zeros((len(paths), len(ids)), dtype=bool)
-    for i, p in enumerate(paths):
-        have[i, [columns[a] for a in expand(p, tree)]] = True
+    have = path_matrix(paths, tree)
     templates = tuple(taxonomy.prompt_templates) or ("{label}",)
     captions = [caption(p, tree) for p in paths]
     text = np.stack([np.asarray(encode_texts(model, [t.format(label=c) for c in captions]), dtype=np.float32)
@@ -128,7 +117,7 @@ def build_path_bank(model, taxonomy, paths: Sequence[Sequence[str]] | None = Non
     symbol /= np.maximum(np.linalg.norm(symbol, axis=1, keepdims=True), 1e-12)
     with torch.no_grad():
         scale = float(model.scale().detach().cpu())
-    return PathBank(paths, have, {"text": text, "symbol": symbol}, scale, columns)
+    return PathBank(paths, have, {"text": text, "symbol": symbol}, scale, tree)
 
 
 def path_bank(model, taxonomy) -> PathBank:

@@ -253,13 +253,13 @@ class SearchIndex:
         if self.store is not None:
             return np.array(self.store.rows(keys))
         if self.kind in ("exact", "hnsw", "ivf") or isinstance(self.index, faiss.IndexRefine):
-            return np.stack([self.index.reconstruct(int(k)) for k in keys])  # flat storage: exact
+            return np.asarray(self.index.reconstruct_batch(keys), dtype=np.float32)  # flat storage: exact
         shards = self.info.get("embeddings")
         if shards and Path(shards).is_dir():
             from galaxalign.search.embed import read_embedding_rows
 
             return np.asarray(read_embedding_rows(shards, keys.tolist()), dtype=np.float32)
-        return normalize_rows(np.stack([self.index.reconstruct(int(k)) for k in keys]))  # PQ codes: approximate
+        return normalize_rows(np.asarray(self.index.reconstruct_batch(keys), dtype=np.float32))  # PQ codes: approximate
 
     # -- search ----------------------------------------------------------------------------------
     def _search_keys(self, q: np.ndarray, k: int, params: dict | None = None, selector=None,
@@ -319,7 +319,15 @@ class SearchIndex:
         skip = {str(e) for e in exclude}
         scores, rows = self.search_vectors(query, k + offset + len(skip), where=where)
         valid = rows[0] >= 0
-        scores, rows = scores[0][valid], rows[0][valid]
+        return self.hits(rows[0][valid], scores[0][valid], k=k, offset=offset, exclude=skip)
+
+    def hits(self, rows: np.ndarray, scores: np.ndarray, k: int | None = None, offset: int = 0,
+             exclude: Iterable[str] = ()) -> list[Hit]:
+        """Ranked table ``rows`` (best first) with their ``scores`` as hits: the ``k`` after the first
+        ``offset`` not in ``exclude`` (ids), ranks continuing from ``offset + 1``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        skip = {str(e) for e in exclude}
+        k = len(rows) if k is None else int(k)
         # one vectorised read per column for the candidates (not one pandas lookup per cell)
         if self._hit_columns is None:  # the arrays behind the columns, looked up once per table
             self._hit_columns = tuple(self.table[c].array for c in ("id", "label", "source"))

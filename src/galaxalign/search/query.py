@@ -278,22 +278,20 @@ def rank_features(index: SearchIndex, model, answers: Sequence[str], vector: np.
     tax = index_taxonomy(index)
     if tax is None or model is None:
         return query_vector(index, vector, k, where, offset, features=answers)
-    depth = min(len(index), max(RERANK_CANDIDATES, k + offset))
-    candidates = index.search(_check_dim(index, np.asarray(vector)), depth, where=where) if depth else []
-    if not candidates:
-        return []
     from galaxalign.answers import AnswerError
 
     try:
         bank = path_bank(model, tax)
     except AnswerError:  # no paths to rank by (a taxonomy without answers): the nearest neighbours
         return query_vector(index, vector, k, where, offset, features=answers)
-    expected = bank.scores(index.vectors([h.row for h in candidates]), [tuple(answers)], via)[0]
-    order = np.argsort(-expected, kind="stable")[offset:offset + k]  # ties keep the cosine order
-    from dataclasses import replace
-
-    hits = [replace(candidates[i], rank=offset + r + 1, score=float(expected[i])) for r, i in enumerate(order.tolist())]
-    return with_answers(index, hits, answers)
+    depth = min(len(index), max(RERANK_CANDIDATES, k + offset))
+    if depth < 1:
+        return []
+    _, rows = index.search_vectors(_check_dim(index, np.asarray(vector)), depth, where=where)
+    rows = rows[0][rows[0] >= 0]
+    expected = bank.scores(index.vectors(rows), [tuple(answers)], via)[0]
+    order = np.argsort(-expected, kind="stable")  # ties keep the cosine order
+    return with_answers(index, index.hits(rows[order], expected[order], k=k, offset=offset), answers)
 
 
 def query_features(index: SearchIndex, model, answers: str | Sequence[str], via: str = DEFAULT_VIA, k: int = 10,
