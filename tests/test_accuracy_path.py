@@ -259,10 +259,28 @@ def test_primary_classifier_is_chosen_on_validation_with_ties_to_the_default():
     assert select_primary({"zero_shot_both": 0.7, "linear_probe": 0.8, "knn": 0.8}, "zero_shot_both") == "knn"
     assert select_primary({"zero_shot_both": 0.8, "linear_probe": 0.8}, "zero_shot_both") == "zero_shot_both"
     assert select_primary({"zero_shot_both": 0.8, "fused": 0.8, "knn": 0.7}, "zero_shot_both") == "fused"
+
     p = {"zero_shot_both": (None, np.array([[0.9, 0.1], [0.4, 0.6]])), "linear_probe": (None, np.array([[0.1, 0.9], [0.2, 0.8]]))}
     pred, scores = fuse_predictions(p)
     np.testing.assert_allclose(scores, [[0.5, 0.5], [0.3, 0.7]])
     assert pred.tolist() == [0, 1]
+
+
+def test_accuracy_ties_on_a_small_validation_split_go_to_the_lowest_log_loss():
+    """Regression (own-galaxies walkthrough): four classifiers at 15 / 17 validation galaxies went to
+    the method default (zero-shot prototypes, 0.69 on test) by the tie rule alone, while k-NN and the
+    probe, tied with it, scored 0.91 / 0.89; the validation log-loss separates them."""
+    from galaxalign.evaluation.protocol import log_loss, select_primary
+
+    acc = {"zero_shot_text": 15 / 17, "zero_shot_both": 15 / 17, "linear_probe": 15 / 17, "knn": 15 / 17, "fused": 14 / 17}
+    loss = {"zero_shot_text": 2.1, "zero_shot_both": 1.7, "linear_probe": 0.41, "knn": 0.35, "fused": 0.5}
+    assert select_primary(acc, "zero_shot_both", loss) == "knn"
+    assert select_primary(acc, "zero_shot_both") == "zero_shot_both"  # without losses: the old tie rule
+    assert select_primary({"knn": 0.9, "fused": 0.8}, "knn", {"knn": 3.0, "fused": 0.1}) == "knn"  # accuracy first
+    assert select_primary({"knn": 0.8, "fused": 0.8}, "knn", {"knn": 0.3, "fused": 0.3}) == "fused"
+    y = np.array([0, 1])
+    assert np.isclose(log_loss(np.array([[0.5, 0.5], [0.0, 1.0]]), y), np.log(2) / 2)
+    assert np.isfinite(log_loss(np.array([[0.0, 1.0], [1.0, 0.0]]), y))
 
 
 def test_a_key_set_on_the_command_line_pins_the_recipe_choice(tmp_path):

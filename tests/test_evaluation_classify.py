@@ -123,6 +123,12 @@ def test_evaluate_writes_reports_and_plots(tiny_models, image_folder, tmp_path, 
     # exported as method galaxalign; the primary classifier is the one the validation split picks
     assert report["primary_selected_on"] == "val"
     assert report["val_accuracy"][report["primary_classifier"]] == max(report["val_accuracy"].values())
+    # accuracy ties go to the lowest validation log-loss, which the report carries per classifier
+    from galaxalign.evaluation.protocol import select_primary
+
+    loss = report["val_log_loss"]
+    assert set(loss) == set(report["val_accuracy"]) and all(np.isfinite(v) and v >= 0 for v in loss.values())
+    assert report["primary_classifier"] == select_primary(report["val_accuracy"], "zero_shot_both", loss)
     n = report["n_test"]
     assert n == report["dataset"]["splits"]["test"] and n >= 10
     for name, rep in report["classification"].items():

@@ -1,6 +1,7 @@
 """Per-galaxy alignment: graded positives, per-path rows and symbols, and the trainer's switch."""
 import numpy as np
 import pytest
+import pandas as pd
 import torch
 
 from galaxalign import answers as A
@@ -106,6 +107,29 @@ def test_per_galaxy_training_runs_and_learns_its_rows(tmp_path):
     model, tax = load_model(res.checkpoint)
     cat = load_catalog(survey, tax)
     assert model.answer_paths and set(model.answer_paths) <= {A.hard_answers(r, tax.tree) for r in A.answer_matrix(cat, tax)}
+    # ... and how many training galaxies had each (the path prior of search.features)
+    from collections import Counter
+
+    from galaxalign.datasets.splits import splits_from_config
+
+    train_cat = splits_from_config(cfg["data"], tax)[0]["train"]
+    have = Counter(A.hard_answers(r, tax.tree) for r in A.answer_matrix(train_cat, tax))
+    assert model.answer_path_counts == tuple(have[p] for p in model.answer_paths)
+    assert sum(model.answer_path_counts) == len(train_cat)
+
+
+def test_path_counts_add_up_rows_that_differ_only_by_class():
+    from galaxalign.class_bank import galaxy_rows, path_counts
+
+    tax = load_taxonomy("galaxy10_decals")
+    smooth = tax.classes[0].answers
+    cat = pd.DataFrame({"id": ["a", "b", "c", "d"], "label": [0, 1, 0, 2],
+                        "answers": [",".join(smooth)] * 3 + [",".join(tax.classes[2].answers)]})
+    row_of, rows = galaxy_rows(cat, tax, class_weight=3.0)
+    assert len(rows) == 3  # (path, class) pairs: (smooth, 0), (smooth, 1), (class 2's path, 2)
+    paths, counts = path_counts(row_of, rows)
+    assert paths == [tuple(A.hard_answers(A.answer_vector(smooth, tax.tree), tax.tree)), rows.paths[2]]
+    assert counts == [3, 1]
 
 
 def test_bad_per_galaxy_setting_names_the_key():

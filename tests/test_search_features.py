@@ -277,6 +277,45 @@ def test_a_model_carries_its_per_galaxy_paths_through_export(tmp_path, sfx):
         model.set_answer_paths(None)
     assert loaded.answer_paths == tuple(tuple(p) for p in paths) and bank_paths(loaded, tax) == loaded.answer_paths
     assert model.answer_paths is None and "answer_paths" not in model.config
+    model.set_answer_paths(paths, [5, 0])
+    try:
+        loaded, _ = load_model(save_pretrained(model, tax, tmp_path / "m2"))
+        with pytest.raises(ValueError, match="answer_path_counts"):
+            model.set_answer_paths(paths, [1])
+    finally:
+        model.set_answer_paths(None)
+    assert loaded.answer_path_counts == (5, 0) and "answer_path_counts" not in model.config
+
+
+def test_the_path_posterior_multiplies_in_how_often_each_path_was_seen(sfx):
+    """Bayes' rule over DISTINCT paths: with the cosines equal, the posterior is the training counts'
+    share (+ smoothing); the prior moves a galaxy's expected relevance towards the common path."""
+    from dataclasses import replace
+
+    from galaxalign.search.features import PRIOR_SMOOTHING, build_path_bank
+
+    model, tax = sfx["model"], sfx["tax"]
+    paths = [A.hard_answers(A.answer_vector(FEATURES, tax.tree), tax.tree), ("smooth-or-featured_smooth",)]
+    flat = build_path_bank(model, tax, paths)
+    assert flat.log_prior is None
+    counts = [30, 2]
+    bank = build_path_bank(model, tax, paths, counts=counts)
+    same = replace(bank, embeddings={m: np.repeat(e[:1], 2, axis=0) for m, e in bank.embeddings.items()})
+    emb = same.embeddings["text"][:1]
+    want = (np.array(counts) + PRIOR_SMOOTHING) / (sum(counts) + 2 * PRIOR_SMOOTHING)
+    assert np.allclose(same.posterior(emb, "text"), want[None, :], atol=1e-5)
+    assert np.allclose(replace(same, log_prior=None).posterior(emb, "text"), 0.5, atol=1e-5)
+    g = np.stack([flat.embeddings["text"][0], flat.embeddings["text"][1]])
+    g = (g / np.linalg.norm(g, axis=1, keepdims=True))
+    assert (bank.posterior(g, "text")[:, 0] > flat.posterior(g, "text")[:, 0]).all()
+    with pytest.raises(ValueError, match="2 paths"):
+        build_path_bank(model, tax, paths, counts=[1])
+    # the model's own counts are used when the bank ranges over its own paths
+    model.set_answer_paths([list(p) for p in paths], counts)
+    try:
+        assert np.allclose(build_path_bank(model, tax).log_prior, bank.log_prior)
+    finally:
+        model.set_answer_paths(None)
 
 
 def test_feature_queries_rank_by_expected_fraction_and_page_consistently(sfx):

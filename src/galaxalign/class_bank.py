@@ -103,6 +103,19 @@ def galaxy_rows(catalog, taxonomy: Taxonomy, partial_captions: int = 0, partial_
     return rows, BankRows(prompts=prompts, symbols=symbols, vectors=vectors, names=captions, paths=list(paths))
 
 
+def path_counts(row_of, rows: BankRows) -> tuple[list[tuple[str, ...]], list[int]]:
+    """The distinct paths of per-galaxy rows (first-seen order) and how many galaxies have each
+    (``row_of``: the row of every galaxy, as :func:`galaxy_rows` returns it). Rows that differ only
+    by class (``class_weight`` > 0) count towards their one path."""
+    if rows.paths is None:
+        raise ValueError("path_counts needs per-galaxy rows (BankRows.paths is None for class rows)")
+    per_row = np.bincount(np.asarray(row_of, dtype=np.int64), minlength=len(rows.paths))
+    counts: dict[tuple[str, ...], int] = {}
+    for path, n in zip(rows.paths, per_row):
+        counts[tuple(path)] = counts.get(tuple(path), 0) + int(n)
+    return list(counts), list(counts.values())
+
+
 @dataclass
 class ClassBankBatch:
     """The class-level inputs of one batch. ``text_index``/``symbol_index`` are (B,) int64."""

@@ -77,7 +77,7 @@ class GalaxAlignModel(HoldsNormStats, nn.Module):
             tta=str(config.get("tta", "none")),
         )
         if config.get("answer_paths") is not None:
-            model.set_answer_paths(config["answer_paths"])
+            model.set_answer_paths(config["answer_paths"], config.get("answer_path_counts"))
         return model
 
     @property
@@ -87,15 +87,33 @@ class GalaxAlignModel(HoldsNormStats, nn.Module):
         paths = self.config.get("answer_paths")
         return None if paths is None else tuple(tuple(p) for p in paths)
 
-    def set_answer_paths(self, paths) -> None:
-        """Record the per-galaxy training paths in ``config`` (so checkpoints and exports carry them)."""
+    @property
+    def answer_path_counts(self) -> tuple[int, ...] | None:
+        """How many training galaxies had each of :attr:`answer_paths` (the path prior of
+        ``search.features``); None when not recorded (models trained before it was)."""
+        counts = self.config.get("answer_path_counts")
+        return None if counts is None else tuple(int(c) for c in counts)
+
+    def set_answer_paths(self, paths, counts=None) -> None:
+        """Record the per-galaxy training paths, and optionally how many training galaxies had each,
+        in ``config`` (so checkpoints and exports carry them)."""
         if paths is None:
             self.config.pop("answer_paths", None)
+            self.config.pop("answer_path_counts", None)
             return
         clean = [[str(a) for a in p] for p in paths]
         if not clean or not all(isinstance(p, list) for p in clean):
             raise ValueError("model config 'answer_paths' must be a non-empty list of answer-id lists")
+        if counts is not None:
+            counts = [int(c) for c in counts]
+            if len(counts) != len(clean) or min(counts) < 0:
+                raise ValueError(f"model config 'answer_path_counts' must be {len(clean)} non-negative counts "
+                                 f"(one per answer path), got {len(counts)}")
         self.config["answer_paths"] = clean
+        if counts is None:
+            self.config.pop("answer_path_counts", None)
+        else:
+            self.config["answer_path_counts"] = counts
 
     @property
     def symbol_encoder_shared(self) -> bool:

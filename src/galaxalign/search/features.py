@@ -62,6 +62,7 @@ class PathBank:
     embeddings: dict[str, np.ndarray] = field(repr=False)   # "text" / "symbol" -> (R, D) unit rows
     scale: float
     tree: object = field(repr=False)
+    log_prior: np.ndarray | None = field(default=None, repr=False)   # (R,) added to the logits; None: uniform
 
     def relevance(self, queries: Sequence[Sequence[str]]) -> np.ndarray:
         """(Q, R) the fraction of each query's answers on each path (``answers.relevance_rows``)."""
@@ -74,6 +75,8 @@ class PathBank:
         if via == "both":
             return 0.5 * (self.posterior(embeddings, "symbol") + self.posterior(embeddings, "text"))
         logits = self.scale * (np.asarray(embeddings, dtype=np.float32) @ self.embeddings[via].T)
+        if self.log_prior is not None:
+            logits = logits + self.log_prior[None, :].astype(logits.dtype)
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits, dtype=np.float64)
         return p / p.sum(axis=1, keepdims=True)
@@ -91,16 +94,46 @@ SYMBOL_VARIANTS = 4
 SYMBOL_TTA = False
 
 
+# OUR CHOICE: the posterior multiplies in a prior over the paths, the number of training galaxies that
+# had each (+ 0.5, so a path no galaxy had is still possible), at weight 1 (Bayes' rule; the bank has
+# one row per DISTINCT path, so the cosines alone treat a path one galaxy had like one 300 had).
+# Validation split, scripts/feature_scoring_dev.py ("prior" rows), per-galaxy GalaxAlign with the
+# defaults of docs/model.md: nDCG@10 symbol / text, prior weight 0 / 0.5 / 1 / 1.5 / 2, in the figures
+# printed there. Models that carry no counts (trained before they were recorded) use a uniform prior.
+PRIOR_WEIGHT = 1.0
+PRIOR_SMOOTHING = 0.5
+
+
+def path_log_prior(counts: Sequence[int] | None, weight: float = PRIOR_WEIGHT) -> np.ndarray | None:
+    """``weight * log(count + PRIOR_SMOOTHING)`` per path; None (uniform) without counts or weight."""
+    if counts is None or weight == 0:
+        return None
+    c = np.asarray(counts, dtype=np.float64)
+    if c.ndim != 1 or (c < 0).any():
+        raise ValueError(f"path counts must be one non-negative count per path, got {c.shape}")
+    return (float(weight) * np.log(c + PRIOR_SMOOTHING)).astype(np.float32)
+
+
 def build_path_bank(model, taxonomy, paths: Sequence[Sequence[str]] | None = None,
-                    symbol_variants: int = SYMBOL_VARIANTS, symbol_tta: bool | None = SYMBOL_TTA) -> PathBank:
+                    symbol_variants: int = SYMBOL_VARIANTS, symbol_tta: bool | None = SYMBOL_TTA,
+                    counts: Sequence[int] | None = None, prior_weight: float = PRIOR_WEIGHT) -> PathBank:
     """The :class:`PathBank` of a model: its paths' captions (mean over prompt templates) through the
-    text encoder and their composed symbols (deterministic renderings) through the symbol encoder."""
+    text encoder and their composed symbols (deterministic renderings) through the symbol encoder.
+
+    ``counts`` (training galaxies per path, the prior; see ``PRIOR_WEIGHT``) default to the model's
+    ``answer_path_counts`` when ``paths`` are the model's own."""
     import torch
 
     from galaxalign.inference import encode_images, encode_texts
 
     tree = taxonomy.tree
-    paths = tuple(tuple(p) for p in (paths if paths is not None else bank_paths(model, taxonomy)))
+    if paths is None:
+        paths = bank_paths(model, taxonomy)
+        if counts is None and paths == getattr(model, "answer_paths", None):
+            counts = getattr(model, "answer_path_counts", None)
+    paths = tuple(tuple(p) for p in paths)
+    if counts is not None and len(counts) != len(paths):
+        raise ValueError(f"{len(counts)} path counts for {len(paths)} paths")
     have = path_matrix(paths, tree)
     templates = tuple(taxonomy.prompt_templates) or ("{label}",)
     captions = [caption(p, tree) for p in paths]
@@ -117,17 +150,17 @@ def build_path_bank(model, taxonomy, paths: Sequence[Sequence[str]] | None = Non
     symbol /= np.maximum(np.linalg.norm(symbol, axis=1, keepdims=True), 1e-12)
     with torch.no_grad():
         scale = float(model.scale().detach().cpu())
-    return PathBank(paths, have, {"text": text, "symbol": symbol}, scale, tree)
+    return PathBank(paths, have, {"text": text, "symbol": symbol}, scale, tree, path_log_prior(counts, prior_weight))
 
 
 def path_bank(model, taxonomy) -> PathBank:
     """:func:`build_path_bank`, kept on the model for the next query (a model being served or
     evaluated is not trained further in place; a changed path list or taxonomy rebuilds it)."""
-    key = (bank_paths(model, taxonomy), taxonomy.name, id(taxonomy.tree))
+    key = (bank_paths(model, taxonomy), getattr(model, "answer_path_counts", None), taxonomy.name, id(taxonomy.tree))
     cached = getattr(model, "_galaxalign_path_bank", None)
     if cached is not None and cached[0] == key:
         return cached[1]
-    bank = build_path_bank(model, taxonomy, key[0])
+    bank = build_path_bank(model, taxonomy)
     try:
         object.__setattr__(model, "_galaxalign_path_bank", (key, bank))
     except AttributeError:

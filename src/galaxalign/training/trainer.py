@@ -411,7 +411,12 @@ class Trainer:
         model_config = self.resume_state["model_config"] if self.resume_state else None
         self.model = build_model(cfg, self.taxonomy, model_config)
         # per-galaxy alignment: the model carries the paths it was aligned with (search.features)
-        self.model.set_answer_paths(list(dict.fromkeys(self.rows.paths)) if self.rows is not None else None)
+        if self.rows is not None:  # with how many training galaxies had each (the path prior)
+            from galaxalign.class_bank import path_counts
+
+            self.model.set_answer_paths(*path_counts(self.train_labels, self.rows))
+        else:
+            self.model.set_answer_paths(None)
         if self.resume_state:
             self.model.load_state_dict(self.resume_state["model"])
         apply_locks(self.model, cfg)
