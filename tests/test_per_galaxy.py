@@ -118,6 +118,24 @@ def test_per_galaxy_training_runs_and_learns_its_rows(tmp_path):
     assert sum(model.answer_path_counts) == len(train_cat)
 
 
+def test_auto_per_galaxy_falls_back_to_class_rows_when_paths_are_mostly_singletons(tmp_path, capsys):
+    """``answers.per_galaxy: auto`` with fewer than MIN_GALAXIES_PER_PATH labelled galaxies per
+    distinct path aligns with class rows (and says so); ``true`` forces per-galaxy rows."""
+    from galaxalign.survey.generate import generate_survey
+    from galaxalign.training import trainer as T
+    from galaxalign.training.config import load_config
+
+    survey = generate_survey(tmp_path / "s.h5", 120, size=32, seed=2, workers=0, progress=False)
+    base = [f"data.source={survey}", "data.size=32", f"out={tmp_path / 'run'}", "tensorboard=false", "validate=false"]
+    few = T.Trainer(load_config("default", [*base, "data.label_fraction=0.1"]), progress=True)
+    assert few.rows is None and "per-galaxy alignment off" in capsys.readouterr().out
+    assert (few.train_labels == few.train_cat["label"].to_numpy()).all()
+    forced = T.Trainer(load_config("default", [*base, "data.label_fraction=0.1", "answers.per_galaxy=true"]), progress=False)
+    assert forced.rows is not None and forced.per_galaxy_note is None
+    full = T.Trainer(load_config("default", base), progress=False)
+    assert full.rows is not None and len(full.train_cat) >= T.MIN_GALAXIES_PER_PATH * len(set(full.rows.paths))
+
+
 def test_path_counts_add_up_rows_that_differ_only_by_class():
     from galaxalign.class_bank import galaxy_rows, path_counts
 

@@ -31,6 +31,13 @@ from galaxalign.training.methods import build_objective
 from galaxalign.training.schedule import build_optimizer, cosine_schedule
 
 TRAIN_LOG = "train_log.csv"
+# OUR CHOICE: ``answers.per_galaxy: auto`` aligns each galaxy with its own path only when the labelled
+# training galaxies average at least 2 per distinct path; below that most paths are one galaxy's, and a
+# class bank generalises better. Validation split, scripts/per_galaxy_val_sweep.py (class_weight 3):
+# label fraction 0.01 (14 galaxies on 11 paths) per-galaxy vs class-level val class mAP 0.279 vs 0.289,
+# feature nDCG@10 symbol 0.713 vs 0.745, text 0.615 vs 0.688; label fraction 0.1 (about 4 per path)
+# and 1 (about 23 per path) per-galaxy is level or above (docs/model.md).
+MIN_GALAXIES_PER_PATH = 2.0
 VAL_LOG = "val_log.csv"
 
 
@@ -352,7 +359,10 @@ class Trainer:
         if progress and self.env.is_main and self.recipe.get("enabled"):
             print(describe_choices(self.recipe), flush=True)
         self.cfg = cfg
+        self.per_galaxy_note = None
         self.rows, self.train_labels = self.label_rows()
+        if progress and self.env.is_main and self.per_galaxy_note:
+            print(self.per_galaxy_note, flush=True)
         if progress and self.env.is_main and self.rows is not None:
             print(f"per-galaxy alignment: {len(self.rows)} distinct decision-tree paths over {len(self.train_cat)} "
                   "training galaxies (answers.per_galaxy)", flush=True)
@@ -386,10 +396,11 @@ class Trainer:
         with per-galaxy alignment the row id of each galaxy's decision-tree path (class_bank.galaxy_rows).
 
         OUR CHOICE: ``answers.per_galaxy: auto`` turns it on for ``galaxalign`` when the training
-        catalog carries per-galaxy answers; ``image_text`` stays the paper's class-level baseline
-        unless ``answers.per_galaxy: true``."""
+        catalog carries per-galaxy answers and its labelled galaxies average at least
+        ``MIN_GALAXIES_PER_PATH`` per distinct path; ``image_text`` stays the paper's class-level
+        baseline unless ``answers.per_galaxy: true``."""
         from galaxalign.answers import has_galaxy_answers
-        from galaxalign.class_bank import galaxy_rows
+        from galaxalign.class_bank import galaxy_rows, path_counts
 
         cfg = self.cfg
         labels = self.train_cat["label"].to_numpy(np.int64).copy()
@@ -400,6 +411,13 @@ class Trainer:
             return None, labels
         row_of, rows = galaxy_rows(self.train_cat, self.taxonomy, int(cfg["answers"]["partial_captions"]),
                                    int(cfg["answers"]["partial_symbols"]), float(cfg["answers"]["class_weight"]))
+        if mode == "auto":
+            n_paths = len(path_counts(row_of, rows)[0])
+            if len(row_of) < MIN_GALAXIES_PER_PATH * n_paths:
+                self.per_galaxy_note = (f"per-galaxy alignment off (answers.per_galaxy: auto): {len(row_of)} labelled "
+                                        f"training galaxies on {n_paths} distinct decision-tree paths, fewer than "
+                                        f"{MIN_GALAXIES_PER_PATH:g} per path; aligning with class-level symbols and text")
+                return None, labels
         return rows, row_of
 
     def setup(self) -> None:
