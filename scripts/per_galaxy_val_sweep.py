@@ -9,6 +9,10 @@ trained once as runs/dev/val_image_only).
 
     .venv/bin/python scripts/per_galaxy_val_sweep.py class=answers.per_galaxy=false \\
         st1=loss.symbol_text=1 st025=loss.symbol_text=0.25 st025_s1=loss.symbol_text=0.25,seed=1
+
+``--prior-weights 0,0.5,1`` also prints, per run, the nDCG with the path prior of ``search.features``
+at each weight (counts: the model's own, or for a model trained before they were recorded the
+training split's, counted as the trainer counts them).
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from galaxalign.datasets.splits import splits_from_config
 from galaxalign.evaluation import feature_search as fs
 from galaxalign.evaluation.bootstrap import paired_bootstrap_diff
 from galaxalign.inference import load_model
-from galaxalign.search.features import build_path_bank
+from galaxalign.search.features import bank_paths, build_path_bank
 from galaxalign.training.config import load_config
 from galaxalign.training.trainer import train
 
@@ -45,7 +49,26 @@ def per_query(scores: np.ndarray, rel: np.ndarray) -> np.ndarray:
     return np.array([fs.ndcg_at_k(scores[i], rel[i]) for i in range(len(rel))])
 
 
+def training_counts(model, tax, overrides: list[str]) -> list[int] | None:
+    """The model's training galaxies per path, or (older models) those of its training split."""
+    if model.answer_path_counts is not None or not model.answer_paths:
+        return None if model.answer_path_counts is None else list(model.answer_path_counts)
+    from galaxalign.class_bank import galaxy_rows, path_counts
+
+    cfg = load_config("default", [o for o in overrides if not o.startswith("seed=")])
+    train_cat = splits_from_config(cfg["data"], tax)[0]["train"]
+    row_of, rows = galaxy_rows(train_cat, tax, class_weight=float(cfg["answers"]["class_weight"]))
+    paths, counts = path_counts(row_of, rows)
+    have = dict(zip(paths, counts))
+    return [have.get(tuple(p), 0) for p in model.answer_paths]
+
+
 def main(argv: list[str]) -> None:
+    weights = None
+    if "--prior-weights" in argv:
+        i = argv.index("--prior-weights")
+        weights = [float(w) for w in argv[i + 1].split(",")]
+        argv = argv[:i] + argv[i + 2:]
     runs = [(a, [o for o in b.split(",") if o]) for a, b in (x.split("=", 1) for x in argv)]
     image_only, tax = trained("val_image_only", ["method=image_only"])
     splits, _ = splits_from_config(load_config("default", [])["data"], tax)
@@ -70,6 +93,12 @@ def main(argv: list[str]) -> None:
             v = per_query(bank.scores(ev, queries, m), rel)
             row[f"{m}_ndcg"] = round(float(np.nanmean(v)), 3)
             row[f"{m}_minus_image_only"] = [round(x, 3) for x in paired_bootstrap_diff(v, base)["ci"]]
+        if weights and model.answer_paths:
+            counts = training_counts(model, tax, overrides)
+            for w in weights:
+                b = build_path_bank(model, tax, bank_paths(model, tax), counts=counts, prior_weight=w)
+                row[f"prior_{w:g}"] = {m: round(float(np.nanmean(per_query(b.scores(ev, queries, m), rel))), 3)
+                                       for m in fs.MODALITIES}
         print(json.dumps(row), flush=True)
 
 
