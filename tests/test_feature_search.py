@@ -98,6 +98,7 @@ def test_feature_search_of_a_model_on_a_survey(survey, tax):
     qs = FS.sample_feature_queries(FS.galaxy_paths(cat, tax), tax, n=12, seed=0)
     res = FS.feature_search(_tiny(), path, qs, taxonomy=tax, n_resamples=50)
     assert res["n_queries"] == 12 and res["n_pool"] == len(cat) and res["scoring"] == "path_posterior"
+    assert res["per_galaxy_paths"] == 0  # the tiny model carries no per-galaxy paths
     assert set(res["composed"]) == {"symbol", "text"}
     assert res["per_query"]["query"] == [",".join(q) for q in qs]
     for m in ("symbol", "text"):
@@ -166,6 +167,8 @@ def test_reports_show_the_feature_search_table_and_verdict():
         assert "symbol queries: galaxalign 0.700 vs best other image_text 0.500 (+0.200" in md and "clearly above" in md
         assert "| galaxalign | gz2-exemplars | 86 | 28 | 0.610 [0.550, 0.670] (0.580) |" in md
         assert "A random ranking scores 0.200." in md
+    runs[0]["feature_search"]["per_galaxy_paths"], runs[1]["feature_search"]["per_galaxy_paths"] = 60, 0
+    assert "Aligned per galaxy (the model carries its training paths): galaxalign (60 paths); every other" in demo_markdown(report)
 
 
 # ------------------------------------------------------------------------------------- exemplars

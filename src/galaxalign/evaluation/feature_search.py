@@ -287,6 +287,7 @@ def feature_search_model(model, taxonomy, pool, queries: Sequence[Sequence[str]]
                           progress=progress)
     out = score_queries(scores, rel, queries, k, n_resamples, seed)
     out["scoring"] = scoring_of(model, method)
+    out["per_galaxy_paths"] = len(model.answer_paths) if getattr(model, "answer_paths", None) else 0
     if out["scoring"] == "path_posterior":  # the composed query vector's plain cosine ranking, for reference
         composed = score_queries(query_scores(model, taxonomy, queries, pool, method=method, cache=cache,
                                               batch_size=batch_size, ranking="composed"), rel, queries, k, n_resamples, seed)

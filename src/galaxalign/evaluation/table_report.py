@@ -163,6 +163,12 @@ def feature_search_section(report: dict) -> list[str]:
                   markdown_table(["run", "method", f"symbol nDCG@{k}", f"text nDCG@{k}", f"{ref} − run (symbol)",
                                   f"{ref} − run (text)"], rows),
                   ""]
+        if any("per_galaxy_paths" in r["feature_search"] for r in runs):
+            per = [r for r in runs if r["feature_search"].get("per_galaxy_paths")]
+            lines += ["Aligned per galaxy (the model carries its training paths): "
+                      + (", ".join(f"{r['name']} ({r['feature_search']['per_galaxy_paths']} paths)" for r in per) or "none")
+                      + "; every other run aligns with its classes' answers (a class-level method, `answers.per_galaxy` false, or `auto` "
+                        "with fewer than 2 labelled galaxies per distinct path).", ""]
         composed = [r for r in runs if r["feature_search"].get("composed")]
         if composed:
             lines += ["Ranked instead by the cosine of each galaxy to the one composed query vector (symbol / text): "
