@@ -146,6 +146,41 @@ def test_paired_comparison_over_the_same_queries():
         FS.compare_feature_search(runs, "galaxalign")
 
 
+def test_several_seeds_are_also_compared_on_seed_averaged_queries():
+    """Per label fraction, each query's nDCG averaged over the training seeds, then paired over the
+    same queries; a run missing a seed is left out of the pooled comparison, and the report shows it."""
+    from galaxalign.evaluation.table_report import demo_markdown
+
+    rng = np.random.default_rng(1)
+    q = [f"q{i}" for i in range(40)]
+    base = rng.random(40)
+    runs = []
+    for s_ in (0, 1):
+        noise = rng.normal(0, 0.05, 40)
+        for name, vals in (("galaxalign", base + 0.05 + noise), ("image_only", base + noise[::-1])):
+            r = _fs_run(f"{name}_lf1_s{s_}", name, vals, vals - 0.01, q)
+            r.update(run=name, seed=s_)
+            runs.append(r)
+    lone = _fs_run("image_text_lf1_s0", "image_text", base, base, q)
+    lone.update(run="image_text", seed=0)
+    comp = FS.compare_feature_search([*runs, lone], "galaxalign", n_resamples=200)
+    assert set(comp) == {"1, seed 0", "1, seed 1", "1, mean over seeds 0, 1"}
+    pooled = comp["1, mean over seeds 0, 1"]
+    assert pooled["reference"] == "galaxalign (seeds 0, 1)" and set(pooled["vs"]) == {"image_only (seeds 0, 1)"}
+    mean = lambda name, m: np.mean([r["feature_search"]["per_query"][m] for r in runs if r["run"] == name], axis=0)
+    want = paired_bootstrap_diff(mean("galaxalign", "symbol"), mean("image_only", "symbol"), n_resamples=200)
+    assert pooled["vs"]["image_only (seeds 0, 1)"]["symbol"] == want
+    assert pooled["ndcg"]["galaxalign (seeds 0, 1)"]["text"] == pytest.approx(float(mean("galaxalign", "text").mean()))
+    for r in runs:
+        r.update({"train_seconds": 1.0, "classifiers": {}, "description": "x", "checkpoint": "c", "label_fraction": 1.0,
+                  **{m: 0.5 for m in ("accuracy", "macro_f1", "map", "map_at_10", "precision_at_10")}})
+    md = demo_markdown({"runs": runs, "reference": "galaxalign", "dataset": {}, "backbone": "tiny", "timings": {},
+                        "budget": {"stage1_epochs": 1, "stage2_epochs": 1, "baseline_epochs": 2, "batch_size": 8},
+                        "feature_search": {"k": 10, "comparison": comp}})
+    assert "Label fraction 1, mean over seeds 0, 1: each query's nDCG@10 averaged over the training seeds" in md
+    assert "| image_only (seeds 0, 1) |" in md
+
+
 def test_reports_show_the_feature_search_table_and_verdict():
     from galaxalign.evaluation.table_report import ablation_markdown, demo_markdown
 

@@ -334,30 +334,79 @@ def compare_feature_search(runs: Sequence[dict], reference: str, n_resamples: in
     "verdict": {modality: {"reference", "best_other", "advantage", "ci", "beats_all", "clearly"}}}}``."""
     from galaxalign.evaluation.comparison import groups
 
+    runs = [r for r in runs if r.get("feature_search")]
     out: dict = {}
-    for key, members in groups([r for r in runs if r.get("feature_search")]).items():
-        ref = next((r for r in members if r.get("run", r.get("method")) == reference), None)
-        others = [r for r in members if r is not ref]
-        if ref is None or not others:
-            continue
-        fr = ref["feature_search"]
-        vs: dict = {}
-        verdict: dict = {}
-        for m in MODALITIES:
-            for r in others:
-                fo = r["feature_search"]
-                if fo["per_query"]["query"] != fr["per_query"]["query"]:
-                    raise ValueError(f"runs {ref['name']!r} and {r['name']!r} were not asked the same feature "
-                                     "queries: no paired comparison")
-                vs.setdefault(r["name"], {})[m] = paired_bootstrap_diff(
-                    _nan(fr["per_query"][m]), _nan(fo["per_query"][m]), n_resamples=n_resamples, seed=seed)
-            best = max(others, key=lambda r: _value(r, m))
-            verdict[m] = {"reference": fr[m]["ndcg"], "best_other": best["name"], "best_other_value": best["feature_search"][m]["ndcg"],
-                          "advantage": vs[best["name"]][m]["difference"], "ci": vs[best["name"]][m]["ci"],
-                          "beats_all": all(vs[r["name"]][m]["difference"] > 0 for r in others),
-                          "clearly": all(vs[r["name"]][m]["ci"][0] > 0 for r in others)}
-        out[key] = {"reference": ref["name"], "vs": vs, "verdict": verdict}
+    for key, members in groups(runs).items():
+        comp = _compare_group(members, reference, n_resamples, seed)
+        if comp is not None:
+            out[key] = comp
+    out.update(pooled_over_seeds(runs, reference, n_resamples, seed))
     return out
+
+
+def pooled_over_seeds(runs: Sequence[dict], reference: str, n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict:
+    """With several training seeds: per label fraction, each run's per-query nDCG averaged over its
+    seeds, compared as :func:`compare_feature_search` compares one seed (paired over the same
+    queries). OUR CHOICE: the seed-averaged nDCG of a query is the quantity judged, so the interval
+    is over queries and the training-seed noise of both runs is averaged out rather than ignored.
+    Key ``"<fraction>, mean over seeds a, b, c"``; only runs trained with every seed take part."""
+    seeds = sorted({int(r.get("seed", 0)) for r in runs})
+    if len(seeds) < 2:
+        return {}
+    out: dict = {}
+    for f in sorted({float(r["label_fraction"]) for r in runs}):
+        by_run: dict[str, list[dict]] = {}
+        for r in runs:
+            if float(r["label_fraction"]) == f:
+                by_run.setdefault(r.get("run", r.get("method")), []).append(r)
+        pooled = []
+        for name, rs in by_run.items():
+            if sorted(int(r.get("seed", 0)) for r in rs) != seeds:
+                continue
+            queries = rs[0]["feature_search"]["per_query"]["query"]
+            if any(r["feature_search"]["per_query"]["query"] != queries for r in rs):
+                raise ValueError(f"the seeds of run {name!r} were not asked the same feature queries")
+            fs0 = rs[0]["feature_search"]
+            per_query: dict = {"query": list(queries)}
+            summary: dict = {}
+            for m in MODALITIES:
+                with np.errstate(all="ignore"):
+                    v = np.nanmean(np.stack([_nan(r["feature_search"]["per_query"][m]) for r in rs]), axis=0)
+                per_query[m] = [None if not np.isfinite(x) else float(x) for x in v]
+                ok = v[np.isfinite(v)]
+                summary[m] = {"ndcg": float(ok.mean()) if ok.size else None}
+            pooled.append({"name": f"{name} (seeds {', '.join(map(str, seeds))})", "run": name, "label_fraction": f,
+                           "feature_search": {**summary, "k": fs0.get("k"), "per_query": per_query}})
+        comp = _compare_group(pooled, reference, n_resamples, seed)
+        if comp is not None:
+            out[f"{f:g}, mean over seeds {', '.join(map(str, seeds))}"] = comp
+    return out
+
+
+def _compare_group(members: Sequence[dict], reference: str, n_resamples: int, seed: int) -> dict | None:
+    """The reference run's advantage over every other member, per modality (see compare_feature_search)."""
+    ref = next((r for r in members if r.get("run", r.get("method")) == reference), None)
+    others = [r for r in members if r is not ref]
+    if ref is None or not others:
+        return None
+    fr = ref["feature_search"]
+    vs: dict = {}
+    verdict: dict = {}
+    for m in MODALITIES:
+        for r in others:
+            fo = r["feature_search"]
+            if fo["per_query"]["query"] != fr["per_query"]["query"]:
+                raise ValueError(f"runs {ref['name']!r} and {r['name']!r} were not asked the same feature "
+                                 "queries: no paired comparison")
+            vs.setdefault(r["name"], {})[m] = paired_bootstrap_diff(
+                _nan(fr["per_query"][m]), _nan(fo["per_query"][m]), n_resamples=n_resamples, seed=seed)
+        best = max(others, key=lambda r: _value(r, m))
+        verdict[m] = {"reference": fr[m]["ndcg"], "best_other": best["name"], "best_other_value": best["feature_search"][m]["ndcg"],
+                      "advantage": vs[best["name"]][m]["difference"], "ci": vs[best["name"]][m]["ci"],
+                      "beats_all": all(vs[r["name"]][m]["difference"] > 0 for r in others),
+                      "clearly": all(vs[r["name"]][m]["ci"][0] > 0 for r in others)}
+    return {"reference": ref["name"], "vs": vs, "verdict": verdict,
+            "ndcg": {r["name"]: {m: r["feature_search"][m]["ndcg"] for m in MODALITIES} for r in members}}
 
 
 def _nan(values) -> np.ndarray:

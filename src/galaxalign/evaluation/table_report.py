@@ -176,6 +176,18 @@ def feature_search_section(report: dict) -> list[str]:
                       + "; ".join(f"{r['name']} {fmt(r['feature_search']['composed']['symbol']['ndcg'])} / "
                                   f"{fmt(r['feature_search']['composed']['text']['ndcg'])}" for r in composed) + ".", ""]
         for key, comp in comparison.items():
+            if "mean over seeds" in key and comp.get("ndcg"):
+                ref_name = comp["reference"]
+                rows = [[name, fmt(v["symbol"]), fmt(v["text"])]
+                        + (["reference", "reference"] if name == ref_name else
+                           [f"{comp['vs'][name][m]['difference']:+.3f} [{comp['vs'][name][m]['ci'][0]:+.3f}, "
+                            f"{comp['vs'][name][m]['ci'][1]:+.3f}]" for m in ("symbol", "text")])
+                        for name, v in comp["ndcg"].items()]
+                lines += [f"Label fraction {key}: each query's nDCG@{k} averaged over the training seeds, then "
+                          "compared paired over the same queries:", "",
+                          markdown_table(["run", f"symbol nDCG@{k}", f"text nDCG@{k}", f"{ref_name} − run (symbol)",
+                                          f"{ref_name} − run (text)"], rows), ""]
+        for key, comp in comparison.items():
             for m, v in comp["verdict"].items():
                 ci = f"[{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]"
                 how = ("clearly above every other run (paired 95 % interval of each difference above 0)" if v["clearly"]
