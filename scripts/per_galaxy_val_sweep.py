@@ -56,7 +56,7 @@ def training_counts(model, tax, overrides: list[str]) -> list[int] | None:
     from galaxalign.class_bank import galaxy_rows, path_counts
 
     cfg = load_config("default", [o for o in overrides if not o.startswith("seed=")])
-    train_cat = splits_from_config(cfg["data"], tax)[0]["train"]
+    train_cat = splits_from_config(cfg["data"], tax)[0]["train_labelled"]  # what the trainer trains on
     row_of, rows = galaxy_rows(train_cat, tax, class_weight=float(cfg["answers"]["class_weight"]))
     paths, counts = path_counts(row_of, rows)
     have = dict(zip(paths, counts))

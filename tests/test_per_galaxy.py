@@ -112,7 +112,7 @@ def test_per_galaxy_training_runs_and_learns_its_rows(tmp_path):
 
     from galaxalign.datasets.splits import splits_from_config
 
-    train_cat = splits_from_config(cfg["data"], tax)[0]["train"]
+    train_cat = splits_from_config(cfg["data"], tax)[0]["train_labelled"]
     have = Counter(A.hard_answers(r, tax.tree) for r in A.answer_matrix(train_cat, tax))
     assert model.answer_path_counts == tuple(have[p] for p in model.answer_paths)
     assert sum(model.answer_path_counts) == len(train_cat)
