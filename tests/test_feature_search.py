@@ -167,6 +167,7 @@ def test_several_seeds_are_also_compared_on_seed_averaged_queries():
     assert set(comp) == {"1, seed 0", "1, seed 1", "1, mean over seeds 0, 1"}
     pooled = comp["1, mean over seeds 0, 1"]
     assert pooled["reference"] == "galaxalign (seeds 0, 1)" and set(pooled["vs"]) == {"image_only (seeds 0, 1)"}
+    assert pooled["seeds"] == [0, 1] and "seeds" not in comp["1, seed 0"]
     mean = lambda name, m: np.mean([r["feature_search"]["per_query"][m] for r in runs if r["run"] == name], axis=0)
     want = paired_bootstrap_diff(mean("galaxalign", "symbol"), mean("image_only", "symbol"), n_resamples=200)
     assert pooled["vs"]["image_only (seeds 0, 1)"]["symbol"] == want

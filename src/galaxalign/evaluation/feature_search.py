@@ -349,7 +349,8 @@ def pooled_over_seeds(runs: Sequence[dict], reference: str, n_resamples: int = N
     seeds, compared as :func:`compare_feature_search` compares one seed (paired over the same
     queries). OUR CHOICE: the seed-averaged nDCG of a query is the quantity judged, so the interval
     is over queries and the training-seed noise of both runs is averaged out rather than ignored.
-    Key ``"<fraction>, mean over seeds a, b, c"``; only runs trained with every seed take part."""
+    Key ``"<fraction>, mean over seeds a, b, c"`` (its comparison also carries ``seeds``); only runs
+    trained with every seed take part."""
     seeds = sorted({int(r.get("seed", 0)) for r in runs})
     if len(seeds) < 2:
         return {}
@@ -379,7 +380,7 @@ def pooled_over_seeds(runs: Sequence[dict], reference: str, n_resamples: int = N
                            "feature_search": {**summary, "k": fs0.get("k"), "per_query": per_query}})
         comp = _compare_group(pooled, reference, n_resamples, seed)
         if comp is not None:
-            out[f"{f:g}, mean over seeds {', '.join(map(str, seeds))}"] = comp
+            out[f"{f:g}, mean over seeds {', '.join(map(str, seeds))}"] = {**comp, "seeds": seeds}
     return out
 
 

@@ -176,7 +176,7 @@ def feature_search_section(report: dict) -> list[str]:
                       + "; ".join(f"{r['name']} {fmt(r['feature_search']['composed']['symbol']['ndcg'])} / "
                                   f"{fmt(r['feature_search']['composed']['text']['ndcg'])}" for r in composed) + ".", ""]
         for key, comp in comparison.items():
-            if "mean over seeds" in key and comp.get("ndcg"):
+            if comp.get("seeds") and comp.get("ndcg"):
                 ref_name = comp["reference"]
                 rows = [[name, fmt(v["symbol"]), fmt(v["text"])]
                         + (["reference", "reference"] if name == ref_name else

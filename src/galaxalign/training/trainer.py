@@ -31,6 +31,7 @@ from galaxalign.training.methods import build_objective
 from galaxalign.training.schedule import build_optimizer, cosine_schedule
 
 TRAIN_LOG = "train_log.csv"
+VAL_LOG = "val_log.csv"
 # OUR CHOICE: ``answers.per_galaxy: auto`` aligns each galaxy with its own path only when the labelled
 # training galaxies average at least 2 per distinct path; below that most paths are one galaxy's, and a
 # class bank generalises better. Validation split, scripts/per_galaxy_val_sweep.py (class_weight 3):
@@ -38,7 +39,6 @@ TRAIN_LOG = "train_log.csv"
 # feature nDCG@10 symbol 0.713 vs 0.745, text 0.615 vs 0.688; label fraction 0.1 (about 4 per path)
 # and 1 (about 23 per path) per-galaxy is level or above (docs/model.md).
 MIN_GALAXIES_PER_PATH = 2.0
-VAL_LOG = "val_log.csv"
 
 
 @dataclass
@@ -360,6 +360,7 @@ class Trainer:
             print(describe_choices(self.recipe), flush=True)
         self.cfg = cfg
         self.per_galaxy_note = None
+        self.path_counts: tuple[list, list] | None = None
         self.rows, self.train_labels = self.label_rows()
         if progress and self.env.is_main and self.per_galaxy_note:
             print(self.per_galaxy_note, flush=True)
@@ -411,12 +412,14 @@ class Trainer:
             return None, labels
         row_of, rows = galaxy_rows(self.train_cat, self.taxonomy, int(cfg["answers"]["partial_captions"]),
                                    int(cfg["answers"]["partial_symbols"]), float(cfg["answers"]["class_weight"]))
+        self.path_counts = path_counts(row_of, rows)  # (distinct paths, galaxies each): the model records them
         if mode == "auto":
-            n_paths = len(path_counts(row_of, rows)[0])
+            n_paths = len(self.path_counts[0])
             if len(row_of) < MIN_GALAXIES_PER_PATH * n_paths:
                 self.per_galaxy_note = (f"per-galaxy alignment off (answers.per_galaxy: auto): {len(row_of)} labelled "
                                         f"training galaxies on {n_paths} distinct decision-tree paths, fewer than "
                                         f"{MIN_GALAXIES_PER_PATH:g} per path; aligning with class-level symbols and text")
+                self.path_counts = None
                 return None, labels
         return rows, row_of
 
@@ -429,12 +432,8 @@ class Trainer:
         model_config = self.resume_state["model_config"] if self.resume_state else None
         self.model = build_model(cfg, self.taxonomy, model_config)
         # per-galaxy alignment: the model carries the paths it was aligned with (search.features)
-        if self.rows is not None:  # with how many training galaxies had each (the path prior)
-            from galaxalign.class_bank import path_counts
-
-            self.model.set_answer_paths(*path_counts(self.train_labels, self.rows))
-        else:
-            self.model.set_answer_paths(None)
+        # ... with how many training galaxies had each (the path prior)
+        self.model.set_answer_paths(*(self.path_counts or (None, None)))
         if self.resume_state:
             self.model.load_state_dict(self.resume_state["model"])
         apply_locks(self.model, cfg)
