@@ -217,15 +217,18 @@ def test_recipe_follows_the_cutout_size_and_prints_its_choices(tmp_path):
     big = _png_catalog(tmp_path / "big", [np.zeros((424, 424, 3), np.uint8)] * 5)
     small = _png_catalog(tmp_path / "small", [np.zeros((96, 96, 3), np.uint8)] * 5)
     cfg, choices = resolve_recipe(_cfg(), big, "cpu")
-    assert cfg["model"]["backbone"]["image_size"] == 224
+    assert cfg["model"]["backbone"]["image_size"] == 160  # trainable stages on a CPU: at most 160 px
+    assert cfg["model"]["backbone"]["crop"] == 1.0  # blank images: no galaxy to measure, nothing cropped
     assert cfg["model"]["backbone"]["taps"] == [5, 6, 7]
-    assert cfg["recipe"]["cache"] is True and cfg["model"]["lock_image_unlocked_groups"] == 1
+    # on a CPU the last two stages (6 and 7) train on cached stage-5 maps: projection + 2 stage groups
+    assert cfg["recipe"]["cache"] is True and cfg["model"]["lock_image_unlocked_groups"] == 3
+    assert cfg["model"]["backbone"]["cache_stage"] == 5 and cfg["recipe"]["finetune_stages"] == 2
     assert cfg["model"]["tta"] == "dihedral"
     assert cfg["batch_size"] == 5  # never more than the labelled galaxies
     e1, e2 = cfg["stage1"]["epochs"], cfg["stage2"]["epochs"]
     assert (e1, e2) == (100, 50)  # 900 steps at one step per epoch, capped at 150 epochs, split 2:1
     text = describe_choices(choices)
-    for key in ("image_size", "taps", "cache", "epochs", "batch_size", "tta"):
+    for key in ("image_size", "taps", "cache", "epochs", "batch_size", "tta", "crop", "finetune_stages"):
         assert key in text
     cfg2, _ = resolve_recipe(_cfg(), small, "cpu")
     assert cfg2["model"]["backbone"]["image_size"] == 96

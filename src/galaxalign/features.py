@@ -15,8 +15,14 @@ it each galaxy is keyed by its id, image location, file size and modification ti
 them and the features are recomputed. Shards are ``.npz`` read with ``allow_pickle=False`` and
 written atomically.
 
-Towers that support the cache expose ``pooled(images) -> (B,F)``, ``feature_width`` and accept
-``(B,F)`` input in ``forward`` (``backbones.offline.EfficientNetImageTower`` with ``taps``).
+A tower may instead cut its trunk after an early stage (``cache_stage``): the cache then holds the
+flattened spatial feature maps of that stage for each view, and the later stages train on them
+(partial fine-tuning at the cost of the later stages only). The fingerprint then covers only the
+stem and the stages up to the cut, so training the later stages never invalidates the store.
+
+Towers that support the cache expose ``cache_input(images) -> (B,W)``, ``cache_width`` (W),
+``cache_state()`` (what determines a view), ``feature_width`` and accept ``(B,W)`` input in
+``forward`` (``backbones.offline.EfficientNetImageTower`` with ``taps``).
 """
 from __future__ import annotations
 
@@ -29,8 +35,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 N_VIEWS = 8
+# A stage-map cache stores ~50-100x more per galaxy than pooled taps: catalogs larger than this are
+# embedded through the whole tower instead of through the store (inference.encode_images).
+MAP_CACHE_MAX_GALAXIES = 20000
+VAL_VIEWS = (0, 5)  # the views a stage-map cache validates on during training
 
 
 # --------------------------------------------------------------------------------- dihedral views
@@ -49,12 +59,20 @@ def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
 
 # --------------------------------------------------------------------------------- support checks
 def supports_cache(tower) -> bool:
-    """Whether a tower can embed from pooled trunk features."""
-    return callable(getattr(tower, "pooled", None)) and getattr(tower, "taps", None) is not None
+    """Whether a tower can embed from cached trunk views (pooled taps or stage maps)."""
+    return callable(getattr(tower, "cache_input", None)) and getattr(tower, "taps", None) is not None
+
+
+def cache_width(tower) -> int:
+    """Width of one cached view of a tower: pooled taps, or flattened stage maps (``cache_stage``)."""
+    return int(getattr(tower, "cache_width", tower.feature_width))
 
 
 def trunk_is_frozen(tower) -> bool:
-    """True when no parameter before the projection trains (so cached pooled features stay valid)."""
+    """True when nothing the cache holds fixed trains (so cached views stay valid): everything before
+    the projection for a pooled cache, the stem and stages up to ``cache_stage`` for a stage-map cache."""
+    if callable(getattr(tower, "cached_trainable", None)):
+        return bool(tower.cached_trainable())
     return all(not p.requires_grad for n, p in tower.named_parameters() if not n.startswith("proj."))
 
 
@@ -63,10 +81,12 @@ _AFTER_POOL = ("proj.", "feature_mean", "feature_std")
 
 
 def trunk_fingerprint(tower) -> str:
-    """sha256 of every weight and buffer that determines the pooled features."""
+    """sha256 of every weight and buffer that determines a cached view (and of where the cut is)."""
     h = hashlib.sha256()
     h.update(repr(getattr(tower, "taps", None)).encode())
-    for name, t in sorted(tower.state_dict().items()):
+    h.update(repr((getattr(tower, "cache_stage", None), getattr(tower, "cache_shape", None))).encode())
+    state = tower.cache_state() if callable(getattr(tower, "cache_state", None)) else tower.state_dict()
+    for name, t in sorted(state.items()):
         if name.startswith(_AFTER_POOL):
             continue
         h.update(name.encode())
@@ -77,7 +97,7 @@ def trunk_fingerprint(tower) -> str:
 
 def transform_fingerprint(transform) -> str:
     norm = getattr(transform, "normalize", None)
-    parts = [type(transform).__name__, str(getattr(transform, "image_size", None))]
+    parts = [type(transform).__name__, str(getattr(transform, "image_size", None)), str(getattr(transform, "crop", 1.0))]
     if norm is not None:
         parts += [str(norm.mean.flatten().tolist()), str(norm.std.flatten().tolist())]
     return "|".join(parts)
@@ -195,7 +215,7 @@ def _through_store(tower, transform, keys: list[str], compute, use_cache: bool) 
     """Views for ``keys``: from the store where present, ``compute(positions)`` for the rest."""
     if not use_cache:
         return compute(list(range(len(keys))))
-    store = FeatureStore(features_dir() / store_key(tower, transform), tower.feature_width)
+    store = FeatureStore(features_dir() / store_key(tower, transform), cache_width(tower))
     found, out = store.lookup(keys)
     missing = np.flatnonzero(~found).tolist()
     if missing:
@@ -211,7 +231,7 @@ def _through_store(tower, transform, keys: list[str], compute, use_cache: bool) 
 # --------------------------------------------------------------------------------- computing
 @torch.no_grad()
 def _pool_batches(tower, batches, n: int, device, progress: bool, desc: str) -> np.ndarray:
-    out = np.zeros((n, N_VIEWS, tower.feature_width), dtype=np.float32)
+    out = np.zeros((n, N_VIEWS, cache_width(tower)), dtype=np.float32)
     was_training = tower.training
     tower.eval()
     pos = 0
@@ -229,7 +249,7 @@ def _pool_batches(tower, batches, n: int, device, progress: bool, desc: str) -> 
         for x in batches:
             x = x.to(device)
             for k in range(N_VIEWS):
-                out[pos : pos + len(x), k] = tower.pooled(dihedral_view(x, k)).float().cpu().numpy()
+                out[pos : pos + len(x), k] = tower.cache_input(dihedral_view(x, k)).float().cpu().numpy()
             pos += len(x)
             if bar is not None:
                 bar.update(len(x))
@@ -280,7 +300,7 @@ def pooled_views_arrays(tower, images: Sequence[np.ndarray], transform, *, devic
 
 # --------------------------------------------------------------------------------- training sets
 class PooledSet:
-    """Cached views of a labelled set: ``views`` (N,8,F) and ``labels`` (N,)."""
+    """Cached views of a labelled set: ``views`` (N,V,F) and ``labels`` (N,)."""
 
     def __init__(self, views, labels):
         self.views = np.asarray(views, dtype=np.float32)
@@ -322,10 +342,16 @@ class CachedViews(torch.utils.data.Dataset):
 
 # --------------------------------------------------------------------------------- embedding
 @torch.no_grad()
+def view_batch(width: int, batch_size: int = 4096) -> int:
+    """Galaxies per batch when embedding cached views of ``width``: ~4M floats of 8 views at a time."""
+    return max(1, min(int(batch_size), (1 << 22) // (N_VIEWS * max(int(width), 1))))
+
+
 def embed_pooled_views(tower, views, tta: bool = True, batch_size: int = 4096) -> np.ndarray:
-    """L2-normalised (N,D) embeddings from (N,8,F) pooled views: the mean of the 8 views' normalised
+    """L2-normalised (N,D) embeddings from (N,8,F) cached views: the mean of the 8 views' normalised
     embeddings, renormalised (``tta``), or view 0 alone."""
     views = torch.as_tensor(np.asarray(views), dtype=torch.float32)
+    batch_size = view_batch(views.shape[-1] if views.ndim == 3 else 1, batch_size)
     device = next(tower.parameters()).device
     out = []
     was_training = tower.training

@@ -97,7 +97,8 @@ def _batches_of_views(model, source, modality: str, tta: bool, batch_size: int, 
     device = _device_of(model)
     is_catalog = hasattr(source, "columns")
     n = len(source)
-    if FT.supports_cache(tower):
+    maps = getattr(tower, "cache_stage", None) is not None
+    if FT.supports_cache(tower) and not (maps and n > FT.MAP_CACHE_MAX_GALAXIES):
         cache = is_catalog if use_cache is None else bool(use_cache)
         if is_catalog:
             views = FT.pooled_views_catalog(tower, source, transform, device=device, batch_size=batch_size,
@@ -105,8 +106,9 @@ def _batches_of_views(model, source, modality: str, tta: bool, batch_size: int, 
         else:
             views = FT.pooled_views_arrays(tower, source, transform, device=device, batch_size=batch_size, use_cache=cache)
         views = torch.from_numpy(views if tta else views[:, :1])
-        for s in range(0, n, 4096):
-            v = views[s : s + 4096].to(device)
+        step = FT.view_batch(views.shape[-1])
+        for s in range(0, n, step):
+            v = views[s : s + step].to(device)
             yield tower(v.reshape(-1, v.shape[-1])).float().reshape(v.shape[0], v.shape[1], -1)
         return
     if is_catalog:

@@ -52,6 +52,8 @@ class GalaxAlignModel(HoldsNormStats, nn.Module):
         self.logit_scale = backbone.logit_scale
         self.tokenizer = backbone.tokenizer
         self.image_size = backbone.image_size
+        # centre fraction of a cutout kept before resizing (backbone spec "crop"; galaxies only, not symbols)
+        self.image_crop = float(backbone.spec.get("crop", 1.0) or 1.0)
         self.embed_dim = backbone.embed_dim
         self.image_mean = backbone.image_mean
         self.image_std = backbone.image_std
@@ -233,10 +235,10 @@ class GalaxAlignModel(HoldsNormStats, nn.Module):
 
     # ----------------------------------------------------------------------------- preprocessing
     def eval_transform(self) -> T.EvalTransform:
-        return T.eval_transform(self.image_size, self.image_mean, self.image_std)
+        return T.eval_transform(self.image_size, self.image_mean, self.image_std, self.image_crop)
 
     def train_transform(self, strength: float = 1.0) -> T.TrainTransform:
-        return T.train_transform(self.image_size, self.image_mean, self.image_std, strength)
+        return T.train_transform(self.image_size, self.image_mean, self.image_std, strength, crop=self.image_crop)
 
     def symbol_transform(self, train: bool = False) -> T.SymbolTransform:
         return T.symbol_transform(self.image_size, self.image_mean, self.image_std, train)

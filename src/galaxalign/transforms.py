@@ -41,8 +41,25 @@ def to_float_tensor(image) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
 
 
-def resize_center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize the shorter side to ``size`` (antialiased) and keep the centre square."""
+def central_crop(x, fraction: float):
+    """The centre ``fraction`` of each side of an (..., H, W) tensor or an (H, W, ...) array's
+    first two axes (``fraction`` 1: unchanged). Survey cutouts are centred on their galaxy."""
+    fraction = float(fraction)
+    if fraction >= 1.0:
+        return x
+    if not 0.0 < fraction:
+        raise ValueError(f"crop fraction must be in (0, 1], got {fraction}")
+    is_array = isinstance(x, np.ndarray)
+    h, w = (x.shape[0], x.shape[1]) if is_array else x.shape[-2:]
+    ch, cw = max(1, round(h * fraction)), max(1, round(w * fraction))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return x[top : top + ch, left : left + cw] if is_array else x[..., top : top + ch, left : left + cw]
+
+
+def resize_center_crop(x: torch.Tensor, size: int, crop: float = 1.0) -> torch.Tensor:
+    """Keep the centre ``crop`` of each side, resize the shorter side to ``size`` (antialiased) and
+    keep the centre square."""
+    x = central_crop(x, crop)
     h, w = x.shape[-2:]
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
@@ -62,12 +79,13 @@ class _Normalize:
 
 
 class EvalTransform:
-    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], crop: float = 1.0):
         self.image_size = int(image_size)
+        self.crop = float(crop)
         self.normalize = _Normalize(mean, std)
 
     def __call__(self, image) -> torch.Tensor:
-        return self.normalize(resize_center_crop(to_float_tensor(image), self.image_size))
+        return self.normalize(resize_center_crop(to_float_tensor(image), self.image_size, self.crop))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,12 +102,12 @@ N_PARAMS = 11
 IDENTITY_PARAMS = np.array([0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0], dtype=np.float32)
 
 
-def resize_center_crop_uint8(image: np.ndarray, size: int) -> np.ndarray:
+def resize_center_crop_uint8(image: np.ndarray, size: int, crop: float = 1.0) -> np.ndarray:
     """uint8 (H,W,3) -> uint8 (size,size,3): shorter side resized (bilinear, antialiased), centre kept.
 
     The worker-side half of the training transform: what travels to the device is the training size
     in uint8 (a quarter of float32's bytes)."""
-    rgb = _rgb_uint8(np.asarray(image))
+    rgb = central_crop(_rgb_uint8(np.asarray(image)), crop)
     h, w = rgb.shape[:2]
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
@@ -237,15 +255,15 @@ class TrainTransform(EvalTransform):
     """One image through ``GalaxyAugment`` (a batch of one); parameters drawn from torch's global RNG."""
 
     def __init__(self, image_size: int, mean, std, strength: float = 1.0, zoom: tuple[float, float] = (0.8, 1.25),
-                 channel_gain: float = 0.08):
-        super().__init__(image_size, mean, std)
+                 channel_gain: float = 0.08, crop: float = 1.0):
+        super().__init__(image_size, mean, std, crop)
         self.augment = GalaxyAugment(image_size, mean, std, strength, zoom, channel_gain)
         self.strength, self.zoom, self.channel_gain = self.augment.strength, self.augment.zoom, self.augment.channel_gain
 
     def __call__(self, image) -> torch.Tensor:
         if not isinstance(image, np.ndarray):
             image = np.asarray(image.convert("RGB")) if hasattr(image, "convert") else image
-        x = torch.from_numpy(resize_center_crop_uint8(image, self.image_size))[None]
+        x = torch.from_numpy(resize_center_crop_uint8(image, self.image_size, self.crop))[None]
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
         params = torch.from_numpy(self.augment.draw(rng))[None]
         return self.augment.apply(x, params)[0]
@@ -286,13 +304,13 @@ class SymbolTransform(EvalTransform):
         return self.normalize(x)
 
 
-def eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> EvalTransform:
-    return EvalTransform(image_size, mean, std)
+def eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float], crop: float = 1.0) -> EvalTransform:
+    return EvalTransform(image_size, mean, std, crop)
 
 
 def train_transform(image_size: int, mean: Sequence[float], std: Sequence[float], strength: float = 1.0,
-                    zoom: tuple[float, float] = (0.8, 1.25), channel_gain: float = 0.08) -> TrainTransform:
-    return TrainTransform(image_size, mean, std, strength, zoom, channel_gain)
+                    zoom: tuple[float, float] = (0.8, 1.25), channel_gain: float = 0.08, crop: float = 1.0) -> TrainTransform:
+    return TrainTransform(image_size, mean, std, strength, zoom, channel_gain, crop)
 
 
 def symbol_transform(image_size: int, mean: Sequence[float], std: Sequence[float], train: bool = False) -> SymbolTransform:

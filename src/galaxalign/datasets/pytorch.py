@@ -50,11 +50,12 @@ class GalaxyDataset(Dataset):
     """
 
     def __init__(self, catalog: pd.DataFrame, transform: Callable | None = None, image_size: int | None = None,
-                 in_memory: bool | str = False):
+                 in_memory: bool | str = False, crop: float = 1.0):
         catalog = validate_catalog(catalog)
         kind = image_columns(catalog)
         self.transform = transform
         self.image_size = None if image_size is None else int(image_size)
+        self.crop = float(crop)  # centre fraction kept before resizing to image_size
         self.labels = catalog["label"].to_numpy(np.int64)
         self.ids = catalog["id"].astype(str).tolist()
         self._file_loc = catalog["file_loc"].tolist() if kind in ("file_loc", "mixed") else [None] * len(catalog)
@@ -109,7 +110,7 @@ class GalaxyDataset(Dataset):
         if self.image_size is not None:
             from galaxalign.transforms import resize_center_crop_uint8
 
-            image = resize_center_crop_uint8(image, self.image_size)
+            image = resize_center_crop_uint8(image, self.image_size, self.crop)
         return image
 
     def image(self, index: int) -> np.ndarray:

@@ -205,6 +205,7 @@ def evaluate_model(
     progress: bool = True,
     embeddings: dict | None = None,
     val=None,
+    frozen_probe: bool = True,
 ) -> dict:
     """Every metric of one model on one test set; plots go to ``out_dir`` when given.
 
@@ -219,6 +220,12 @@ def evaluate_model(
     neither runs (the gallery is never used in its place: it may be the test split). ``val``: labelled
     validation galaxies on which the probe's C is chosen (``PROBE_C_GRID``); without them C = 1.
     ``embeddings``: optional cache dict (catalog id -> array) shared between calls on the same model.
+    ``frozen_probe``: with labelled training and validation galaxies, the off-the-shelf baseline
+    (``evaluation.baselines``: a logistic regression on frozen ImageNet features) is one more
+    candidate of the primary classifier, so the reported model never loses to doing nothing by more
+    than the selection's noise. Its validation score is its validation accuracy, or with fewer than
+    ``SMALL_VAL`` validation galaxies its 5-fold cross-validated accuracy on training + validation
+    galaxies (a frozen probe can be cross-validated; the fine-tuned model cannot).
     Returns a JSON-safe dict; ``per_query`` holds each test galaxy's primary-classifier hit and
     average precision, in test order, for paired comparisons between models.
     """
@@ -272,11 +279,16 @@ def evaluate_model(
                                       knn_exclude=self_index, seed=seed, cache=cache)
 
     predictions["fused"] = fuse_predictions(predictions)
+    val = None if val is None else _labelled(val)
+    frozen = None
+    if (frozen_probe and method != "zero_shot" and tr is not None and val is not None and len(val)
+            and np.unique(ytr).size >= 2):
+        frozen = _frozen_probe(train_labelled, val, test, C, seed, progress)
+        predictions["frozen_probe"] = frozen["test"]
     default = primary_classifier(method, model)
     if default not in predictions:
         raise ValueError(f"method {method!r} reports classifier {default!r}, which this model cannot provide")
     primary, val_scores, val_loss = default, {}, {}
-    val = None if val is None else _labelled(val)
     if val is not None and len(val):
         vq = embed(val)
         vhead = head_scores_catalog(model, val, batch_size, progress) if head is not None else None
@@ -288,6 +300,8 @@ def evaluate_model(
         eligible = [k for k in vpred if k in predictions and (method != "zero_shot" or k.startswith("zero_shot"))]
         val_scores = {k: float(np.mean(vpred[k][0] == yv)) for k in eligible}
         val_loss = {k: log_loss(vpred[k][1], yv) for k in eligible}
+        if frozen is not None:
+            val_scores["frozen_probe"], val_loss["frozen_probe"] = frozen["val_accuracy"], frozen["val_log_loss"]
         primary = select_primary(val_scores, default, val_loss)
 
     classification = {}
@@ -310,6 +324,7 @@ def evaluate_model(
         "method": method,
         "primary_classifier": primary,
         "primary_selected_on": "val" if val_scores else "method default",
+        "frozen_probe_scored_by": None if frozen is None else frozen["scored_by"],
         "val_accuracy": val_scores,
         "val_log_loss": val_loss,
         "n_test": int(len(test)),
@@ -331,6 +346,8 @@ def evaluate_model(
         "per_query": {
             "id": test["id"].astype(str).tolist(),
             "correct": (p == y).astype(int).tolist(),
+            "label": y.tolist(),
+            "predicted": p.astype(int).tolist(),
             # NaN (None in JSON) for a query whose class has no gallery galaxy
             "average_precision": np.where(r.valid, r.ap, np.nan).tolist(),
         },
@@ -340,6 +357,36 @@ def evaluate_model(
         result["plots"] = _write_plots(out_dir, result, taxonomy, test, gallery, r, title or (method or "model"))
     result["eval_seconds"] = time.perf_counter() - t0
     return result
+
+
+SMALL_VAL = 100  # below this many validation galaxies the frozen probe is scored by cross-validation
+
+
+def _frozen_probe(train_labelled, val, test, num_classes: int, seed: int, progress: bool) -> dict:
+    """The frozen ImageNet probe's test predictions and its validation (or CV) accuracy and log-loss."""
+    import pandas as pd
+
+    from galaxalign.evaluation.baselines import imagenet_features, probe_scores
+
+    both = pd.concat([train_labelled, val, test], ignore_index=True)
+    feats = imagenet_features(both, progress=progress)
+    ntr, nva = len(train_labelled), len(val)
+    xtr, xva, xte = feats[:ntr], feats[ntr : ntr + nva], feats[ntr + nva :]
+    ytr, yva = train_labelled["label"].to_numpy(np.int64), val["label"].to_numpy(np.int64)
+    test_scores = probe_scores(xtr, ytr, xte, num_classes, seed=seed)
+    if nva >= SMALL_VAL:
+        vs = probe_scores(xtr, ytr, xva, num_classes, seed=seed)
+        acc, loss, how = float(np.mean(vs.argmax(1) == yva)), log_loss(vs, yva), "val"
+    else:
+        from sklearn.model_selection import StratifiedKFold
+
+        x, y = np.concatenate([xtr, xva]), np.concatenate([ytr, yva])
+        folds = max(2, min(5, int(np.bincount(y)[np.bincount(y) > 0].min())))
+        oof = np.zeros((len(y), num_classes))
+        for a, b in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+            oof[b] = probe_scores(x[a], y[a], x[b], num_classes, seed=seed) if np.unique(y[a]).size >= 2 else 1.0 / num_classes
+        acc, loss, how = float(np.mean(oof.argmax(1) == y)), log_loss(oof, y), f"{folds}-fold CV on train+val"
+    return {"test": (test_scores.argmax(1), test_scores), "val_accuracy": acc, "val_log_loss": loss, "scored_by": how}
 
 
 def head_scores_catalog(model, catalog, batch_size: int = 64, progress: bool = True) -> np.ndarray:

@@ -125,6 +125,9 @@ class GridRunner:
             model, self.taxonomy, self.splits["test"], self.splits["train"], self.labelled_train(spec.label_fraction),
             self.out / spec.name / "eval", method=spec.method, title=spec.name, n_resamples=self.n_resamples,
             progress=self.progress, embeddings=embeddings, val=self.splits.get("val"),
+            # the grid compares the methods' own classifiers; the frozen-probe candidate would make
+            # every row the same baseline wherever it wins (benchmark and evaluate report it)
+            frozen_probe=False,
         )
 
     def feature_search(self, spec: RunSpec, model, cache: dict) -> dict | None:

@@ -325,7 +325,7 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
     _check(ms is None or (isinstance(ms, int) and ms > 0), "max_steps", f"must be null or a positive integer, got {ms!r}", source)
     _check(c["model"]["tta"] in ("none", "dihedral"), "model.tta", f"must be 'none' or 'dihedral', got {c['model']['tta']!r}", source)
     _check(isinstance(c["recipe"]["enabled"], bool), "recipe.enabled", f"must be true or false, got {c['recipe']['enabled']!r}", source)
-    for k in ("steps", "max_epochs", "cache_max_galaxies"):
+    for k in ("steps", "finetune_steps", "max_epochs", "cache_max_galaxies"):
         v = c["recipe"][k]
         _check(isinstance(v, int) and v > 0, f"recipe.{k}", f"must be a positive integer, got {v!r}", source)
     hs = c["optimizer"]["head_lr_scale"]
@@ -429,6 +429,7 @@ _RECIPE_PINS = {
     ("model", "backbone", "taps"): "taps",
     ("batch_size",): "batch_size",
     ("model", "tta"): "tta",
+    ("model", "backbone", "crop"): "crop",
 }
 
 

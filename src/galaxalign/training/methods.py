@@ -107,9 +107,14 @@ def _val_features(model, catalog, batch_size: int = 128):
 
     device = model.logit_scale.device
     if isinstance(catalog, PooledSet):
-        v = torch.from_numpy(catalog.views).to(device)
-        raw = model.image_encoder(v.reshape(-1, v.shape[-1])).float().reshape(v.shape[0], v.shape[1], -1)
-        return raw, torch.from_numpy(catalog.labels).to(device)
+        from galaxalign.features import view_batch
+
+        step = view_batch(catalog.views.shape[-1])
+        raw = []
+        for s in range(0, len(catalog.views), step):
+            v = torch.from_numpy(catalog.views[s : s + step]).to(device)
+            raw.append(model.image_encoder(v.reshape(-1, v.shape[-1])).float().reshape(v.shape[0], v.shape[1], -1))
+        return torch.cat(raw), torch.from_numpy(catalog.labels).to(device)
     from galaxalign.inference import encode_images
 
     raw = encode_images(model, catalog, "image", output="raw", tta=False, batch_size=batch_size, use_cache=False)

@@ -12,6 +12,15 @@ Choices (``resolve_recipe``):
   size their positional embeddings were trained at.
 - ``taps``: which image-tower stages feed the projection (offline backbone; see
   ``backbones.offline.EfficientNetImageTower``). ``auto``: stages 5, 6 and 7.
+- ``crop``: the centre fraction of each cutout kept before resizing. ``auto``: twice the median
+  radius of the central galaxy's segment (``realism.morphology.segment_galaxy``) over the side, on up
+  to 32 training images, rounded up to 0.05 and clamped to [0.3, 1]: a 423-px SDSS frame whose
+  galaxy spans half of it is cropped to its centre instead of shrinking the galaxy to a few pixels.
+- ``finetune_stages``: how many of the image tower's last stages train on the cache (offline
+  backbone). The cache then holds the spatial feature maps of the 8 views after the frozen stages
+  (``backbone.cache_stage``), and the last stages plus the projections train on them, so the methods
+  can differ in the trunk, not only in linear projections. ``auto``: 2 on a CPU (stages 6 and 7 of
+  EfficientNet-Lite0), 3 on a GPU; 0 keeps the pooled-feature cache (projections only).
 - ``cache``: train on the frozen-trunk feature cache (``galaxalign.features``): the whole image trunk
   frozen, its pooled features of the 8 dihedral views of every galaxy computed once; the projections,
   the temperature train (the text tower's sentence encoder is locked too and memoised per prompt). ``auto``: on when the backbone supports it and
@@ -40,16 +49,55 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "epochs": "auto",
     "batch_size": "auto",
     "tta": "auto",
+    "crop": "auto",
+    "finetune_stages": "auto",
     # OUR CHOICE: 900 optimiser steps in all with the cache (under a minute on a 2-core CPU at batch
     # 64), at most 150 epochs (tiny label sets); validation picks the best epoch of each stage
     # (training.trainer), so a long budget does not overfit the reported model. On the rendered
     # survey the fused-prototype validation accuracy plateaued after ~300-500 stage-1 steps.
     "steps": 900,
+    # OUR CHOICE (CPU budget): with trainable stages a step runs them on the batch's stage maps
+    # (~0.3-0.6 s at batch 64, 160 px, on one core), so the budget is fewer, dearer steps.
+    "finetune_steps": 360,
     "max_epochs": 150,
     "cache_max_galaxies": 20000,
 }
 AUTO_TAPS = [5, 6, 7]
 SIZE_RANGE = (64, 224)
+# OUR CHOICE (CPU budget): with trainable stages on the cache, inputs are at most 160 px on a CPU
+# (stage-5 maps of 10x10: a step of the last two stages at batch 64 costs ~0.1 s on one core).
+MAP_CACHE_CPU_MAX_SIZE = 160
+CROP_RANGE = (0.3, 1.0)
+
+
+def galaxy_crop(catalog, sample: int = 32, seed: int = 0) -> tuple[float, float]:
+    """(crop fraction, median segment radius in units of the cutout side) from up to ``sample`` images."""
+    from galaxalign.datasets import ImageReader
+    from galaxalign.realism.morphology import linear_flux, segment_galaxy
+
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(catalog), size=min(sample, len(catalog)), replace=False)
+    reader = ImageReader()
+    radii = []
+    try:
+        for r in catalog.iloc[np.sort(rows)].to_dict("records"):
+            image = reader(r)
+            flux = linear_flux(image)
+            flux = flux.mean(axis=2) if flux.ndim == 3 else flux
+            try:
+                seg, _ = segment_galaxy(flux)
+            except ValueError:
+                continue  # nothing detected: this image says nothing about the extent
+            ys, xs = np.nonzero(seg)
+            h, w = flux.shape
+            radii.append(float(np.hypot(ys - (h - 1) / 2, xs - (w - 1) / 2).max()) / min(h, w))
+    finally:
+        reader.close()
+    if not radii:
+        return 1.0, float("nan")
+    rel = float(np.median(radii))
+    lo, hi = CROP_RANGE
+    return float(min(max(math.ceil(2 * rel * 20 - 1e-9) / 20, lo), hi)), rel
 
 
 def _auto(value) -> bool:
@@ -91,11 +139,28 @@ def resolve_recipe(cfg: dict, train_cat, device_type: str, world_size: int = 1) 
     offline = spec.get("kind", "offline") == "offline"
     n_train = int(len(train_cat))
 
+    stages = 0
     if offline:
+        if _auto(r["finetune_stages"]):
+            stages = 3 if device_type == "cuda" else 2
+            why_st = f"the last {stages} image-tower stages train on cached stage maps ({device_type})"
+        else:
+            stages = int(r["finetune_stages"] or 0)
+            why_st = "set by recipe.finetune_stages"
+        if _auto(r["crop"]):
+            crop, rel = galaxy_crop(train_cat)
+            spec["crop"] = crop
+            choices["crop"] = {"value": crop, "why": f"central galaxy segments reach {rel:.2f} of the side (median)"}
+        elif r["crop"] is not None:
+            spec["crop"] = float(r["crop"])
+            choices["crop"] = {"value": spec["crop"], "why": "set by recipe.crop"}
         if _auto(r["image_size"]):
             native = native_image_size(train_cat)
-            spec["image_size"] = input_size_for(native)
-            choices["image_size"] = {"value": spec["image_size"], "why": f"median cutout side {native} px, clamped to {list(SIZE_RANGE)}"}
+            crop = float(spec.get("crop", 1.0) or 1.0)
+            hi = MAP_CACHE_CPU_MAX_SIZE if (stages and device_type != "cuda") else SIZE_RANGE[1]
+            spec["image_size"] = min(input_size_for(int(round(native * crop))), hi)
+            choices["image_size"] = {"value": spec["image_size"],
+                                     "why": f"median cutout side {native} px x crop {crop:g}, clamped to [{SIZE_RANGE[0]}, {hi}]"}
         elif r["image_size"] is not None:
             spec["image_size"] = int(r["image_size"])
             choices["image_size"] = {"value": spec["image_size"], "why": "set by recipe.image_size"}
@@ -118,10 +183,24 @@ def resolve_recipe(cfg: dict, train_cat, device_type: str, world_size: int = 1) 
         if cache and not cache_ok:
             raise ValueError("recipe.cache=true needs the offline backbone with taps (model.backbone.taps or recipe.taps)")
     choices["cache"] = {"value": cache, "why": why}
+    if offline and cache and stages:
+        taps = spec.get("taps") or []
+        numeric = [int(t) for t in taps if t != "head"]
+        deepest = 7 if "head" in taps else max(numeric)
+        k = min(max(deepest - stages, 1), min(numeric))  # taps at or after the cut are computed from its maps
+        spec["cache_stage"] = k
+        stages = deepest - k
+        choices["finetune_stages"] = {"value": stages, "why": why_st + f" (cache after stage {k})"}
+    elif offline:
+        spec["cache_stage"] = None
+        stages = 0
+        choices["finetune_stages"] = {"value": 0, "why": "no cache: the lock settings of the config apply" if not cache
+                                      else "set by recipe.finetune_stages"}
     if cache:
         m = cfg["model"]
         m["lock_image"] = True
-        m["lock_image_unlocked_groups"] = 1  # the projection only: everything before it is cached
+        # the projection, plus the stages after the cache cut (and the head conv when tapped)
+        m["lock_image_unlocked_groups"] = 1 + stages + (1 if stages and "head" in (spec.get("taps") or []) else 0)
         m["lock_image_freeze_bn_stats"] = True
         m["freeze_bn_stats"] = True
         # OUR CHOICE: the text tower trains its projection only (its sentence encoder memoises each
@@ -141,7 +220,7 @@ def resolve_recipe(cfg: dict, train_cat, device_type: str, world_size: int = 1) 
 
     if _auto(r["epochs"]) and cache:
         steps_per_epoch = max(1, n_train // (bs * int(cfg["accumulation"])))
-        total = int(r["steps"])
+        total = int(r["finetune_steps"] if spec.get("cache_stage") is not None else r["steps"])
         cap = int(r["max_epochs"])
         if cfg["method"] == "galaxalign" and len(cfg["stages"]) == 2:
             e1 = min(max(1, math.ceil(total * 2 / 3 / steps_per_epoch)), math.ceil(cap * 2 / 3))

@@ -39,6 +39,8 @@ VAL_LOG = "val_log.csv"
 # feature nDCG@10 symbol 0.713 vs 0.745, text 0.615 vs 0.688; label fraction 0.1 (about 4 per path)
 # and 1 (about 23 per path) per-galaxy is level or above (docs/model.md).
 MIN_GALAXIES_PER_PATH = 2.0
+# With trainable stages on cached maps a validation pass costs seconds: about this many per stage.
+FT_VALIDATIONS_MAPS = 8
 
 
 @dataclass
@@ -368,6 +370,7 @@ class Trainer:
             print(f"per-galaxy alignment: {len(self.rows)} distinct decision-tree paths over {len(self.train_cat)} "
                   "training galaxies (answers.per_galaxy)", flush=True)
         self.cached = bool(cfg["recipe"].get("enabled")) and cfg["recipe"].get("cache") is True
+        self.map_cached = self.cached and cfg["model"]["backbone"].get("cache_stage") is not None
         self.out = Path(cfg["out"])
         self.ckpt_dir = self.out / "checkpoints"
         self.resume_state = None
@@ -464,7 +467,8 @@ class Trainer:
         # The model's train transform supplies the augmentation (its ranges are the model's choice).
         self.augment = self.model.train_transform(strength=float(self.cfg["data"]["augment"])).augment
         catalog = self.train_cat if self.rows is None else self.train_cat.assign(label=self.train_labels)
-        self.train_images = GalaxyDataset(catalog, image_size=self.model.image_size, in_memory=self.cfg["data"]["in_memory"])
+        self.train_images = GalaxyDataset(catalog, image_size=self.model.image_size, in_memory=self.cfg["data"]["in_memory"],
+                                          crop=self.model.image_crop)
         return AugmentedSamples(self.train_images, self.augment)
 
     # -- frozen-trunk features, normaliser, warm start -----------------------------------------------
@@ -486,7 +490,12 @@ class Trainer:
         if out is None:
             out = views()
         train_views = torch.from_numpy(out[0])
-        val = None if out[1] is None else FT.PooledSet(out[1], self.val_cat["label"].to_numpy(np.int64))
+        val_views = out[1]
+        if val_views is not None and getattr(tower, "cache_stage", None) is not None:
+            # OUR CHOICE: with trainable stages each validation pass runs them on every view; two views
+            # (the identity and a quarter turn flipped) rank epochs like all eight at a quarter of the cost.
+            val_views = val_views[:, list(FT.VAL_VIEWS)]
+        val = None if val_views is None else FT.PooledSet(val_views, self.val_cat["label"].to_numpy(np.int64))
         return train_views, val
 
     def fit_normalizer(self) -> None:
@@ -878,7 +887,7 @@ class Trainer:
                 bar.close()
             last_epoch = epoch + 1 == stage.epochs
             # With the cache, epochs are short: validate about 30 times a stage (and at its end).
-            val_every = max(1, stage.epochs // 30) if self.cached else 1
+            val_every = max(1, stage.epochs // (FT_VALIDATIONS_MAPS if self.map_cached else 30)) if self.cached else 1
             row = self.validate(objective, stage, epoch) if ((epoch + 1) % val_every == 0 or last_epoch) else {}
             if best_epoch is not None and env.is_main:
                 best_epoch.offer(model, row, epoch + 1)
