@@ -237,3 +237,47 @@ def test_paired_difference_is_the_mean_of_per_galaxy_differences_with_an_interva
     assert s["paired"]["galaxalign-frozen_probe"]["map"]["ci"][0] > 0.05
     text = markdown(s, "galaxalign benchmark --data x.csv --taxonomy t.yaml")
     assert "majority-class rate 0.500" in text and "galaxalign-frozen_probe" in text
+
+
+# -------------------------------------------------------------------------------- end to end
+def test_default_recipe_trains_the_last_stages_from_cached_maps_and_keeps_the_cache(tmp_path, cache_root):
+    """The default path on a small catalog: stages 6-7 change, stages up to 5 do not, the stored maps
+    are reused by evaluation, and the exported model embeds like the trained one."""
+    from galaxalign.inference import embed_catalog, load_model
+    from galaxalign.training import load_config, train
+
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(24):
+        im = np.zeros((48, 48, 3), np.uint8)
+        if i % 2:
+            im[21:27, 6:42] = 220
+        else:
+            y, x = np.mgrid[:48, :48] - 23.5
+            im[np.hypot(x, y) < 9] = 220
+        images.append(np.clip(im + rng.integers(0, 25, im.shape), 0, 255).astype(np.uint8))
+    cat = _catalog(tmp_path / "imgs", images)
+    csv = tmp_path / "cat.csv"
+    cat.rename(columns={"file_loc": "filepath"})[["filepath", "label", "id"]].to_csv(csv, index=False)
+    cfg = load_config("default", [f"data.source={csv}", "data.val_fraction=0.25", "data.test_fraction=0.0",
+                                  "recipe.finetune_steps=6", "recipe.max_epochs=2", "symbols.variants=1",
+                                  "device=cpu", "tensorboard=false", "answers.per_galaxy=false", f"out={tmp_path / 'run'}"])
+    from galaxalign.model import GalaxAlignModel
+
+    result = train(cfg, progress=False)
+    model, _ = load_model(result.export_dir)
+    spec = model.config["backbone"]
+    assert spec["cache_stage"] == 5 and spec["image_size"] == 64
+    before = GalaxAlignModel.from_config({"backbone": spec}).image_encoder.state_dict()
+    after = model.image_encoder.state_dict()
+    cut = model.image_encoder._cut_block()
+    early = [k for k in after if k.startswith(("trunk._conv_stem", "trunk._bn0"))
+             or any(k.startswith(f"trunk._blocks.{i}.") for i in range(cut))]
+    late = [k for k in after if k.startswith("trunk._blocks.") and int(k.split(".")[2]) >= cut and k.endswith("weight")]
+    assert early and late
+    assert all(torch.equal(before[k], after[k]) for k in early)  # frozen before the cut
+    assert any(not torch.equal(before[k], after[k]) for k in late)  # trained after it
+    stores = list((cache_root / "features").iterdir())
+    emb = embed_catalog(model, cat, progress=False)
+    assert sorted((cache_root / "features").iterdir()) == sorted(stores)  # evaluation read the training store
+    assert emb.shape == (24, spec["embed_dim"]) and np.isfinite(emb).all()

@@ -341,12 +341,12 @@ class CachedViews(torch.utils.data.Dataset):
 
 
 # --------------------------------------------------------------------------------- embedding
-@torch.no_grad()
 def view_batch(width: int, batch_size: int = 4096) -> int:
     """Galaxies per batch when embedding cached views of ``width``: ~4M floats of 8 views at a time."""
     return max(1, min(int(batch_size), (1 << 22) // (N_VIEWS * max(int(width), 1))))
 
 
+@torch.no_grad()
 def embed_pooled_views(tower, views, tta: bool = True, batch_size: int = 4096) -> np.ndarray:
     """L2-normalised (N,D) embeddings from (N,8,F) cached views: the mean of the 8 views' normalised
     embeddings, renormalised (``tta``), or view 0 alone."""
