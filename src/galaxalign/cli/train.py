@@ -27,6 +27,9 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         overrides.append({"out": args.out})
     cfg = load_config(args.config, overrides)
+    from galaxalign.runtime import check_device_name
+
+    check_device_name(cfg["device"])  # before the data and the model are prepared
     if args.print_config:
         print(json.dumps(cfg, indent=2))
         return 0

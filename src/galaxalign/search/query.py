@@ -26,6 +26,10 @@ class QueryError(ValueError):
     """A query the user can fix (bad image, unknown answer, empty text); the message says how."""
 
 
+class QueryVectorError(QueryError):
+    """The model embedded a query to NaN or infinite values: a broken model (or an input it overflows on)."""
+
+
 def load_image(data: bytes | str | Path, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None) -> np.ndarray:
     """Decode an image file (bytes or a path) to uint8 (H, W, 3) RGB, refusing non-images and bombs.
 
@@ -164,6 +168,9 @@ def embed_images(model, images: Sequence[np.ndarray], modality: str = "image") -
 
 
 def _check_dim(index: SearchIndex, v: np.ndarray) -> np.ndarray:
+    if not np.isfinite(v).all():
+        raise QueryVectorError("the model embedded this query to NaN or infinite values, so it cannot be searched; "
+                               "the model is broken (e.g. NaN weights from a diverged run)")
     if v.shape[-1] != index.dim:
         raise ValueError(
             f"the model embeds to {v.shape[-1]} dimensions but the index holds {index.dim}; "
