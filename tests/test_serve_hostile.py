@@ -151,7 +151,8 @@ def test_no_response_reveals_a_server_path(client, fx):
     info = responses[0].json()
     assert info["checkpoint"] == "model" and info["data_source"] == "survey.h5"
     assert responses[1].json()["source"] == "survey.h5#4"
-    assert info["limits"] == {"max_upload_bytes": UPLOAD_LIMIT, "max_image_pixels": q.MAX_IMAGE_PIXELS,
+    assert info["limits"] == {"max_upload_bytes": UPLOAD_LIMIT, "max_image_pixels": UPLOAD_LIMIT,
+                              "max_gunzip_bytes": 8 * UPLOAD_LIMIT, "max_concurrent_decodes": 2,
                               "max_aspect_ratio": q.MAX_ASPECT_RATIO, "max_text_chars": q.MAX_TEXT_CHARS, "max_k": 100,
                               "max_offset": 1000}
 

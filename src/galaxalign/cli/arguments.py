@@ -36,3 +36,21 @@ def bounded_int(low: int, high: int):
 def tcp_port(text: str) -> int:
     """A TCP port number, 0 (any free port) to 65535."""
     return bounded_int(0, 65535)(text)
+
+
+def check_out_folder(path: str, flag: str = "--out") -> None:
+    """Refuse, before any work, an output folder that cannot be written: a file is in its place, a
+    parent is a file, or the nearest existing parent is not writable."""
+    import os
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{flag} {path}: exists and is not a folder")
+    parent = p
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: {parent} is not writable")

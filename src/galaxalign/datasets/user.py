@@ -44,8 +44,16 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[str, dict]]]:
             columns = [c.strip() for c in (reader.fieldnames or [])]
             rows = []
             for raw in reader:
-                if not any((v or "").strip() for v in raw.values() if isinstance(v, str)):
+                extra = raw.pop(None, None)  # cells beyond the header (csv.DictReader's restkey)
+                if not any((v or "").strip() for v in raw.values() if isinstance(v, str)) and not extra:
                     continue  # blank line
+                # A row with more or fewer cells than the header is a shifted or cut row: its cells
+                # would land under the wrong columns (a label read as "unlabelled"), so it is refused.
+                cells = len(raw) - sum(v is None for v in raw.values()) + len(extra or ())
+                if cells != len(columns):
+                    raise CatalogError(f"{path}: line {reader.line_num}: {cells} cells but the header has "
+                                       f"{len(columns)} columns ({', '.join(columns)}); quote cells that hold "
+                                       "the delimiter")
                 row = {(k or "").strip(): (v.strip() if isinstance(v, str) else v) for k, v in raw.items()}
                 rows.append((f"{path}: line {reader.line_num}", row))
     except UnicodeDecodeError as exc:

@@ -174,6 +174,9 @@ class SearchIndex:
             index = _read_faiss(path / INDEX_FILE)
         table = pd.read_parquet(path / TABLE_FILE)
         if search_params:
+            from galaxalign.search.faiss_index import check_param
+
+            search_params = {name: check_param(name, value) for name, value in search_params.items()}
             info = {**info, "params": {**info.get("params", {}), **search_params}}
         set_search_params(index, info.get("kind", ""), info.get("params", {}))
         if info.get("kind") in ("ivf", "ivfpq") and KEY_COLUMN not in table.columns:
