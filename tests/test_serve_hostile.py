@@ -260,6 +260,124 @@ def test_connections_that_never_finish_their_headers_are_closed(fx, http):
             assert c.get("/api/search/id/survey-1").status_code == 200
 
 
+def test_a_head_over_the_header_limit_is_431_and_costs_no_buffer(fx):
+    from galaxalign.serve import create_app
+
+    app = create_app(fx["index"], model=fx["loaded_model"])
+    with running_server(app, max_header_bytes=8192) as base:
+        with httpx.Client(base_url=base, timeout=10) as c:
+            assert c.get("/api/info", headers={"X-Note": "a" * 7000}).status_code == 200
+            r = c.get("/api/info", headers={"X-Note": "a" * 9000})
+            assert r.status_code == 431 and "8192 bytes" in r.json()["detail"]
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:  # a head that never ends
+            sock.sendall(b"GET /api/info HTTP/1.1\r\nHost: x\r\n")
+            with contextlib.suppress(OSError):
+                for _ in range(64):
+                    sock.sendall(b"X-Pad: " + b"b" * 1000 + b"\r\n")
+            assert b"431" in sock.recv(1024)
+        with httpx.Client(base_url=base, timeout=10) as c:
+            assert c.get("/api/info").status_code == 200
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_a_body_trickling_in_is_cut_and_the_server_serves_others(fx, http):
+    from galaxalign.serve import create_app
+
+    if http == "httptools":
+        pytest.importorskip("httptools")
+    app = create_app(fx["index"], model=fx["loaded_model"])
+    with running_server(app, http=http, body_grace_s=1.0, min_body_rate=1000, max_connections=16) as base:
+        port = int(base.rsplit(":", 1)[1])
+        slow = []
+        for _ in range(8):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=6)
+            sock.sendall(b"POST /api/search/text HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100000\r\n\r\n{")
+            slow.append(sock)
+        t0 = time.time()
+        for _ in range(3):  # 1 byte a second
+            time.sleep(1.0)
+            for sock in slow:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b" ")
+        for sock in slow:
+            reply = sock.recv(4096)
+            assert reply == b"" or reply.startswith(b"HTTP/1.1 408"), reply[:200]
+            sock.close()
+        assert time.time() - t0 < 6
+        with httpx.Client(base_url=base, timeout=10) as c:  # an honest upload at full speed still works
+            assert c.post("/api/search/text", json={"text": "a spiral", "k": 2}).status_code == 200
+
+
+def gzipped_fits_bomb(side: int) -> bytes:
+    """A gzipped float64 FITS image of side x side zeros: a few hundred KB that expand 1000-fold."""
+    import gzip
+
+    from astropy.io import fits
+
+    buf = io.BytesIO()
+    fits.PrimaryHDU(np.zeros((side, side), np.float64)).writeto(buf)
+    return gzip.compress(buf.getvalue(), 9)
+
+
+def test_decoding_works_within_a_budget_proportional_to_the_upload_limit(client):
+    info = client.get("/api/info").json()["limits"]
+    assert info["max_image_pixels"] == UPLOAD_LIMIT and info["max_gunzip_bytes"] == 8 * UPLOAD_LIMIT
+    bomb = gzipped_fits_bomb(1000)  # 8 MB of FITS in a few KB
+    assert len(bomb) < UPLOAD_LIMIT
+    check_error(upload(client, bomb, "bomb.fits.gz"), 400, f"expands past {8 * UPLOAD_LIMIT} bytes")
+    big = image_bytes(Image.new("L", (1000, 1000)))  # a 1-megapixel PNG of a few KB
+    check_error(upload(client, big, "big.png"), 400, f"above the limit of {UPLOAD_LIMIT} pixels")
+    small = gzipped_fits_bomb(64)  # within the budget: decoded and searched
+    assert upload(client, small, "small.fits.gz", k=2).status_code == 200
+
+
+def test_limits_are_checked_when_the_app_is_made():
+    from galaxalign.serve import create_app
+    from galaxalign.serve.server import server_config
+
+    with pytest.raises(ValueError, match="max_concurrent_decodes"):
+        create_app("nowhere", max_concurrent_decodes=0)
+    with pytest.raises(ValueError, match="min_body_rate"):
+        server_config(None, min_body_rate=-1)
+
+
+@pytest.mark.parametrize("text", ["\u200b\u200b", "\x00\x00", "\u200b \x00\u2060\ufeff"])
+def test_text_of_only_invisible_characters_is_a_400(client, text):
+    check_error(client.post("/api/search/text", json={"text": text, "k": 3}), 400, "no visible character")
+
+
+@pytest.fixture(scope="module")
+def nan_client(fx):
+    """The service with a model whose every weight is NaN (a diverged run)."""
+    import torch
+
+    from galaxalign.model import GalaxAlignModel
+    from galaxalign.serve import create_app
+
+    model = GalaxAlignModel.from_config({"backbone": {"kind": "tiny", "seed": 0}, "symbol_encoder_shared": False})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    with TestClient(create_app(fx["index"], model=model.eval()), raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_a_model_that_outputs_nan_is_a_clear_4xx_for_every_query_it_embeds(nan_client, fx):
+    responses = {
+        "text": nan_client.post("/api/search/text", json={"text": "a spiral", "k": 3}),
+        "symbol": nan_client.post("/api/search/symbol", json={"answers": ["smooth-or-featured_smooth"], "k": 3}),
+        "features": nan_client.get("/api/search/features", params={"answers": "bar_yes", "k": 3}),
+        "image": upload(nan_client, image_bytes_of(read_image(fx["catalog"].iloc[2])), "g.png", k=3),
+        "sketch": upload(nan_client, image_bytes_of(read_image(fx["catalog"].iloc[2])), "g.png", "sketch", k=3),
+    }
+    for name, r in responses.items():
+        assert r.status_code == 422, (name, r.status_code, r.text)
+        assert "NaN or infinite values" in r.json()["detail"], (name, r.text)
+    assert nan_client.get("/api/search/id/survey-2", params={"k": 3}).status_code == 200  # stored vectors: fine
+
+
 # -- bounded fuzz ------------------------------------------------------------------------------------------
 FORMAT_MODES = {
     "PNG": ["1", "L", "P", "RGB", "RGBA", "LA", "I;16"],

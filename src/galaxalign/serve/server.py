@@ -99,7 +99,7 @@ class _HeaderDeadline:
         self._stop_body_watch()
         if not self.transport.is_closing():
             cycle = getattr(self, "cycle", None)
-            if cycle is None or not getattr(cycle, "response_started", False):
+            if cycle is None or cycle.response_complete or not cycle.response_started:  # no answer under way
                 self.transport.write(_raw_response(status, reason, detail))
             self.transport.close()
 
