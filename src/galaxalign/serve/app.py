@@ -514,7 +514,9 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
 
     @app.exception_handler(q.QueryVectorError)
     async def _query_vector_error(_request: Request, exc: q.QueryVectorError):
-        return _error(422, str(exc))  # the model cannot embed this query: no ranking to give
+        # The model cannot embed this query: no ranking to give. Said in the shape of the other 422s
+        # (FastAPI's validation errors, as the OpenAPI schema documents them).
+        return _error(422, [{"loc": ["query"], "msg": str(exc), "type": "query_embedding_not_finite"}])
 
     @app.exception_handler(FilterError)
     async def _filter_error(_request: Request, exc: FilterError):
