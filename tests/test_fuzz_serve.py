@@ -87,3 +87,28 @@ def test_no_operation_gives_a_server_error_or_breaks_its_schema(api):
     for op in ("GET /api/search/id/{galaxy_id}", "GET /api/galaxy/{galaxy_id}", "POST /api/search/text",
                "GET /api/search/features", "POST /api/search/symbol", "GET /api/catalog"):
         assert 200 in counts[op] and any(400 <= s < 500 for s in counts[op]), (op, counts[op])
+
+
+def test_generated_uploads_never_give_a_server_error(api, fx):
+    """The image and sketch searches with generated files (tests/test_fuzz_parsers.py's uploads: every
+    Pillow format and mode, FITS cubes with NaN, files cut short, overwritten or gzipped, junk)."""
+    from fastapi.testclient import TestClient
+    from hypothesis import strategies as st
+    from test_fuzz_parsers import uploads
+
+    schema, _, _ = api
+    statuses: dict[int, int] = {}
+    with TestClient(schema.app, raise_server_exceptions=False) as client:
+
+        @given(data=uploads, kind=st.sampled_from(["image", "sketch"]), k=st.one_of(st.just("3"), st.sampled_from(["0", "101", "x"])))
+        @settings(max_examples=EXAMPLES_PER_OPERATION * 3, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def run(data, kind, k):
+            r = client.post(f"/api/search/{kind}", params={"k": k}, files={"file": ("up.png", data, "image/png")})
+            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+            assert r.status_code < 500, r.text
+            assert r.status_code != 200 or len(r.json()["results"]) == int(k)
+
+        run()
+    print(f"uploads: {sum(statuses.values())} cases, statuses {dict(sorted(statuses.items()))}")
+    assert statuses.get(200) and statuses.get(400)

@@ -98,7 +98,11 @@ def load_user_catalog(
         if given is None or (isinstance(given, float) and np.isnan(given)) or str(given) == "":
             bad(location, f"empty {path_column!r}")
             continue
-        file_loc = Path(str(given)).expanduser()
+        try:
+            file_loc = Path(str(given)).expanduser()
+        except RuntimeError:  # "~name/..." where no user "name" exists on this machine
+            bad(location, f"{path_column} {given!r}: its ~ names no user of this machine")
+            continue
         file_loc = file_loc if file_loc.is_absolute() else base / file_loc
         try:
             label = _resolve_label(row.get("label"), taxonomy)
