@@ -407,18 +407,18 @@ def test_generate_on_a_full_disk_says_how_much_is_needed_before_rendering(tmp_pa
     assert main(["generate", "--num", "400", "--size", "128", "--out", str(out), "--quiet", "--workers", "1"]) == 1
     err = capsys.readouterr().err
     assert_disk_full_line(err, out)
-    assert "no space left on device, 20.0 MB needed at" in err and "(3.0 MB free)" in err, err
+    assert "no space left on device, 19.3 MB needed at" in err and "(3.0 MB free)" in err, err
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 5 MB tmpfs (where this user may mount one), removed afterwards."""
+    """A 512 KB tmpfs (where this user may mount one), removed afterwards."""
     import subprocess
 
     mount = tmp_path / "disk"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(mount)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (not root)")
     try:
         yield mount
@@ -433,11 +433,11 @@ def test_generate_filling_a_real_disk_midway_fails_in_one_line_without_crashing(
     import sys
 
     out = small_disk / "s.h5"
-    assert main(["generate", "--num", "40", "--size", "64", "--out", str(out), "--quiet", "--workers", "1"]) == 0
+    assert main(["generate", "--num", "10", "--size", "32", "--out", str(out), "--quiet", "--workers", "1"]) == 0
     before = out.read_bytes()
     script = ("import sys, galaxalign.runtime as r; r.check_free_space = lambda *a, **k: None; "
               "from galaxalign.cli import main; "
-              f"sys.exit(main(['generate', '--num', '400', '--size', '128', '--out', {str(out)!r}, '--quiet', "
+              f"sys.exit(main(['generate', '--num', '200', '--size', '64', '--out', {str(out)!r}, '--quiet', "
               "'--workers', '1']))")
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})

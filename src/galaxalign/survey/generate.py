@@ -183,7 +183,7 @@ def generate_survey(out: str | os.PathLike, num: int, size: int = 128, seed: int
     # The file's size is known: a disk too small for it is said before rendering starts. No chunk
     # cache (each chunk is one galaxy, written whole): HDF5 then holds no unwritten data when a
     # write fails, and closing the file after a full disk cannot crash the process at exit.
-    needed = num * (size * size * 3 + 8 * (len(PARAM_NAMES) + 4 + len(answer_ids(taxonomy.tree)))) + 1024 * 1024
+    needed = num * (size * size * 3 + 8 * (len(PARAM_NAMES) + 4 + len(answer_ids(taxonomy.tree)))) + 256 * 1024
     with atomic_path(out, needed=needed) as tmp, h5py.File(tmp, "w", rdcc_nbytes=0) as h5:
         images = h5.create_dataset("images", (num, size, size, 3), dtype=np.uint8, chunks=(1, size, size, 3))
         h5.create_dataset("ans", data=labels, dtype=np.uint8)
