@@ -201,8 +201,15 @@ KEYS = ["method", "stages", "data.num", "data.val_fraction", "data.skip_bad", "s
         "batch_size", "device", "amp", "model.backbone", "model.tta", "seed", "out", "nope", "data", "stage1.lrr"]
 
 
-@FUZZ
-@given(items=st.lists(st.tuples(st.sampled_from(KEYS) | nasty_text, nasty_text), min_size=1, max_size=3))
+@settings(FUZZ, max_examples=200)
+@given(items=st.lists(st.tuples(st.sampled_from(KEYS) | nasty_text,
+                                nasty_text | st.sampled_from(["1", "-1", "0", "1e400", "nan", ".inf", "[1, 2]", "{a: 1}",
+                                                              "yes", "null", "'x'", "[", "{kind: tiny}", "!!python/none"])),
+                      min_size=1, max_size=3))
+# found by this test: OverflowError, TypeError or a bare ValueError from pinning the recipe's epochs
+@example(items=[("stage1.epochs", ".inf")])
+@example(items=[("stage2.epochs", "[1, 2]")])
+@example(items=[("stage1.epochs", ";")])
 def test_any_override_gives_a_valid_config_or_a_config_error(items):
     from galaxalign.training import load_config
     from galaxalign.training.config import ConfigError
@@ -210,8 +217,8 @@ def test_any_override_gives_a_valid_config_or_a_config_error(items):
     overrides = [f"{k}={v}" for k, v in items]
     try:
         cfg = load_config(None, overrides)
-    except (ConfigError, ValueError) as exc:
-        assert str(exc) and type(exc) is not ValueError or "override" in str(exc) or ":" in str(exc), exc
+    except ConfigError as exc:
+        assert str(exc), "an error must say what is wrong"
         return
     assert isinstance(cfg, dict) and cfg["batch_size"] > 0 and isinstance(cfg["stage1"]["lr"], (int, float))
 

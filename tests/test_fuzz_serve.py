@@ -100,7 +100,8 @@ def test_generated_uploads_never_give_a_server_error(api, fx):
     statuses: dict[int, int] = {}
     with TestClient(schema.app, raise_server_exceptions=False) as client:
 
-        @given(data=uploads, kind=st.sampled_from(["image", "sketch"]), k=st.one_of(st.just("3"), st.sampled_from(["0", "101", "x"])))
+        @given(data=uploads, kind=st.sampled_from(["image", "sketch"]),
+               k=st.one_of(st.just("3"), st.sampled_from(["0", "101", "x"])))
         @settings(max_examples=EXAMPLES_PER_OPERATION * 3, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
         def run(data, kind, k):
