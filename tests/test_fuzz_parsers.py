@@ -60,7 +60,8 @@ csv_cell = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", 
 
 
 @FUZZ
-@given(rows=st.lists(st.tuples(csv_cell, st.integers(-1, 9), csv_cell), min_size=1, max_size=8,
+@given(rows=st.lists(st.tuples(csv_cell.filter(lambda c: not c.startswith("~")), st.integers(-1, 9), csv_cell),
+                     min_size=1, max_size=8,
                      unique_by=lambda r: r[0]))
 def test_a_well_formed_csv_reads_back_exactly(tmp_path_factory, taxonomy, rows):
     """Any cell text (quotes, commas, non-ASCII) written by a CSV writer comes back as written."""
