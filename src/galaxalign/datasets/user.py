@@ -3,7 +3,9 @@
 CSV columns: ``filepath`` (or ``file_loc``), ``label`` (class id, name or key of the taxonomy; empty
 or -1 = unlabelled), optional ``caption`` and ``id``; any other column is kept as metadata.
 Relative paths are resolved against the CSV's folder (or ``image_dir``). Images may be JPEG, PNG
-or FITS cutouts. Errors name the CSV line; ``skip_bad=True`` drops bad rows and reports them.
+or FITS cutouts. Errors name the CSV line; ``skip_bad=True`` drops bad rows and reports them. A
+row with more or fewer cells than the header is refused outright (its cells would fall under the
+wrong columns), as is a file that is not UTF-8.
 """
 from __future__ import annotations
 
