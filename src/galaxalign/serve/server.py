@@ -263,4 +263,8 @@ def serve(app, host: str = "127.0.0.1", port: int = 8000, sock=None, **limits) -
     # stalling every request in flight.
     gc.collect()
     gc.freeze()
-    uvicorn.Server(server_config(app, host, port, **limits)).run(sockets=[sock] if sock is not None else None)
+    server = uvicorn.Server(server_config(app, host, port, **limits))
+    if sock is None:
+        server.run()  # uvicorn binds host:port itself
+    else:
+        server.run(sockets=[sock])
