@@ -28,6 +28,9 @@ EXPORT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_KEYS = ("model", "model_config", "taxonomy")
+# The keys of a model config (GalaxAlignModel.config); any other is refused, as a training config's
+# unknown keys are: a misspelt or foreign key must not be silently ignored.
+MODEL_CONFIG_KEYS = ("backbone", "symbol_encoder_shared", "num_classes", "tta", "answer_paths", "answer_path_counts")
 
 
 class ModelFileError(ValueError):
@@ -121,7 +124,20 @@ def read_export(folder: str | Path) -> tuple[dict, dict, dict]:
         state = load_file(str(weights))
     except Exception as exc:  # safetensors raises its own error type on a truncated or foreign file
         raise ModelFileError(f"{weights}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
-    return cfg["model_config"], cfg["taxonomy"], state
+    return check_model_config(cfg["model_config"], cfg_path), cfg["taxonomy"], state
+
+
+def check_model_config(model_config: Any, where: str | Path) -> dict:
+    """``model_config`` when it is a mapping of known keys (:data:`MODEL_CONFIG_KEYS`) with a backbone
+    spec; a :class:`ModelFileError` naming ``where`` and the key otherwise."""
+    if not isinstance(model_config, dict):
+        raise ModelFileError(f"{where}: model_config must be a mapping, got {type(model_config).__name__}")
+    unknown = sorted(str(k) for k in model_config if k not in MODEL_CONFIG_KEYS)
+    if unknown:
+        raise ModelFileError(f"{where}: unknown model_config key(s) {unknown}; known: {list(MODEL_CONFIG_KEYS)}")
+    if not isinstance(model_config.get("backbone"), dict):
+        raise ModelFileError(f"{where}: model_config.backbone must be a mapping with a 'kind'")
+    return model_config
 
 
 def read_model_files(path: str | Path) -> tuple[dict, dict, dict]:
@@ -135,4 +151,4 @@ def read_model_files(path: str | Path) -> tuple[dict, dict, dict]:
     missing = [k for k in MODEL_KEYS if k not in ckpt]
     if missing:
         raise ModelFileError(f"{path}: checkpoint lacks key {missing[0]!r} (missing {missing}; has {sorted(map(str, ckpt))})")
-    return ckpt["model_config"], ckpt["taxonomy"], ckpt["model"]
+    return check_model_config(ckpt["model_config"], path), ckpt["taxonomy"], ckpt["model"]

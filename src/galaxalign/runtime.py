@@ -27,14 +27,37 @@ def cache_dir() -> Path:
     return root
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+DEVICE_HELP = "auto, cpu, cuda, cuda:N (the N-th GPU) or mps"
+
+
+def check_device_name(requested) -> str:
+    """``requested`` if it names a device type GalaxAlign runs on (``auto``, ``cpu``, ``cuda``,
+    ``cuda:N``, ``mps``), else a ValueError saying which are; no torch import, so a bad ``--device``
+    or ``device=`` is refused before any work."""
+    text = str(requested).strip() if isinstance(requested, str) else None
+    if text == "auto":
+        return text
+    kind, sep, number = (text or "").partition(":")
+    if kind not in DEVICE_TYPES or (sep and not (number.isdigit() and kind == "cuda")):
+        raise ValueError(f"unknown device {requested!r}: expected {DEVICE_HELP}")
+    return text
+
+
 def pick_device(requested: str = "auto") -> "torch.device":  # noqa: F821
+    """The torch device for ``requested`` (:func:`check_device_name`); a ValueError when this machine lacks it."""
     import torch
 
-    if requested == "auto":
+    if check_device_name(requested) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(requested)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {requested!r} requested but CUDA is not available on this machine")
+    dev = torch.device(str(requested).strip())
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {requested!r} requested but CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {requested!r} requested but this machine has {torch.cuda.device_count()} GPU(s)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {requested!r} requested but Apple's MPS is not available on this machine")
     return dev
 
 
@@ -179,8 +202,77 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+class DiskFullError(OSError):
+    """A write that ran out of disk space (errno ENOSPC); the message names the path and the sizes,
+    and the previous version of what was being written is left in place."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)  # one line, without the "[Errno 28]" prefix
+
+
+# A write that fails with less than this much space left on its disk failed for want of space,
+# whatever the library says (torch's writer reports a full disk as "unexpected pos").
+NEARLY_FULL_BYTES = 1024 * 1024
+_MB = 1024 * 1024
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Bytes free to this user on the disk of ``path`` (or of its nearest existing parent); None if unknown."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return int(shutil.disk_usage(p).free)
+    except OSError:
+        return None
+
+
+def _megabytes(n: int) -> str:
+    return f"{max(n, 0) / _MB:.1f}"
+
+
+def disk_full(final: str | os.PathLike, needed: int | None = None, exact: bool = False) -> DiskFullError:
+    """The one-line error for a write of ``final`` that does not fit: "no space left on device, N MB
+    needed at PATH (M MB free)"; ``needed`` is the size of the write (``exact``) or a lower bound."""
+    free = free_bytes(Path(final).parent)
+    need = "" if needed is None else f", {'' if exact else 'at least '}{_megabytes(needed)} MB needed"
+    have = "" if free is None else f" ({_megabytes(free)} MB free)"
+    return DiskFullError(errno.ENOSPC, f"no space left on device{need} at {final}{have}; "
+                         "nothing was replaced: free some space and run it again")
+
+
+def check_free_space(final: str | os.PathLike, needed: int) -> None:
+    """Raise :class:`DiskFullError` before a write of ``needed`` bytes at ``final`` that cannot fit."""
+    free = free_bytes(Path(final).parent)
+    if free is not None and int(needed) > free:
+        raise disk_full(final, int(needed), exact=True)
+
+
+def is_disk_full(exc: BaseException, where: str | os.PathLike) -> bool:
+    """Whether ``exc`` (raised while writing under ``where``) means the disk is full."""
+    if isinstance(exc, DiskFullError):
+        return False  # already said
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not isinstance(exc, (OSError, RuntimeError)):
+        return False
+    if "no space left on device" in str(exc).lower():
+        return True  # faiss and HDF5 quote strerror
+    free = free_bytes(where)
+    return free is not None and free < NEARLY_FULL_BYTES
+
+
+def _size_of(path: Path) -> int:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            return sum(p.lstat().st_size for p in path.rglob("*") if not p.is_dir())
+        return path.lstat().st_size
+    except OSError:
+        return 0
+
+
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(final: str | os.PathLike, needed: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; on success publish it under ``final``.
 
     A crash mid-write leaves the previous version intact and no half-written one under the final
@@ -189,12 +281,19 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     after it. A folder replaces a folder in one atomic exchange where the OS offers it, else in two
     renames that :func:`recover_path` repairs if a crash falls between them. Temporaries left by
     killed writes of the same ``final`` are removed first (:func:`stale_temporaries`).
+
+    A full disk is an expected condition: ``needed`` (bytes, when the caller knows the size) is
+    checked against the free space first, and a write that runs out of space anyway raises
+    :class:`DiskFullError` ("no space left on device, N MB needed at PATH") with the previous
+    version untouched and the temporary removed.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     recover_path(final)
     for stale in stale_temporaries(final):
         _remove(stale)
+    if needed is not None:
+        check_free_space(final, needed)
     tmp_path = final.with_name(f".{final.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         yield tmp_path
@@ -204,6 +303,12 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         else:
             os.replace(tmp_path, final)
         _fsync_dir(final.parent)
+    except (OSError, RuntimeError) as exc:
+        if is_disk_full(exc, final.parent):
+            written = _size_of(tmp_path)
+            _remove(tmp_path)  # before the free space is measured for the message
+            raise disk_full(final, max(int(needed or 0), written + 1)) from None
+        raise
     finally:
         if tmp_path.exists() or tmp_path.is_symlink():
             _remove(tmp_path)

@@ -12,6 +12,11 @@ from typing import Callable
 from galaxalign.backbones.base import DualEncoder, LockableTower, count_trainable, lock_image, lock_text
 
 Builder = Callable[..., DualEncoder]
+# OUR CHOICE: input images of at most 1024 px a side and embeddings of at most 8192 dimensions
+# (CLIP models use 224-448 px and 512-1024 dimensions; survey cutouts are 64-424 px): a spec read
+# from a file that asks for more is refused before a tensor of that size is allocated.
+MAX_IMAGE_SIZE = 1024
+MAX_EMBED_DIM = 8192
 _REGISTRY: dict[str, Builder] = {}
 
 
@@ -33,8 +38,12 @@ def create_backbone(spec: dict, load_weights: bool = True) -> DualEncoder:
     if not isinstance(spec, dict) or "kind" not in spec:
         raise ValueError(f"backbone spec must be a dict with 'kind' (one of {list_backbones()}), got {spec!r}")
     kind = spec["kind"]
-    if kind not in _REGISTRY:
+    if not isinstance(kind, str) or kind not in _REGISTRY:
         raise ValueError(f"unknown backbone kind {kind!r}; known kinds: {list_backbones()}")
+    for key, limit in (("image_size", MAX_IMAGE_SIZE), ("embed_dim", MAX_EMBED_DIM)):
+        value = spec.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit):
+            raise ValueError(f"backbone spec {key} must be an integer from 1 to {limit}, got {value!r}")
     return _REGISTRY[kind](spec, load_weights=load_weights)
 
 

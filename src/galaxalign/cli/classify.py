@@ -7,6 +7,8 @@ from pathlib import Path
 
 
 def add_arguments(parser) -> None:
+    from galaxalign.cli.arguments import positive_int
+
     parser.add_argument("--checkpoint", required=True, help="training checkpoint (.pt) or exported model folder")
     parser.add_argument(
         "--modality", choices=("image", "symbol", "text"), default="image",
@@ -18,7 +20,7 @@ def add_arguments(parser) -> None:
         help="class prototypes to compare with (default: the image-only model's head for images when it "
         "has one, else both text and symbol prototypes fused)",
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="inputs per forward pass (default 32)")
     parser.add_argument("inputs", nargs="+", metavar="FILES", help="image files or folders of them, or text strings with --modality text")
 
 
@@ -63,7 +65,7 @@ def run(args) -> int:
             failures += 1
             print(f"galaxalign classify: error: {record['error']}", file=sys.stderr, flush=True)
         else:
-            print(json.dumps(record), flush=True)
+            print(json.dumps(record, allow_nan=False), flush=True)  # never NaN: not JSON
     if failures:
         print(f"galaxalign classify: {failures} input(s) could not be classified (listed above)", file=sys.stderr)
     return 1 if failures else 0

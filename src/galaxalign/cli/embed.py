@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from galaxalign.cli.arguments import check_out_folder
+
+    check_out_folder(args.out)  # before the work, not after it
     from galaxalign.datasets import describe_catalog, load_catalog
     from galaxalign.inference import load_model
     from galaxalign.search.embed import embed_survey

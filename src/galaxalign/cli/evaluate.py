@@ -24,6 +24,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from galaxalign.cli.arguments import check_out_folder
+
+    if args.out:
+        check_out_folder(args.out)  # before the work, not after it
     from galaxalign.evaluation.bootstrap import N_RESAMPLES
     from galaxalign.evaluation.classifiers import KNN_K
     from galaxalign.evaluation.protocol import evaluate

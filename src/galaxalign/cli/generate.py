@@ -28,8 +28,12 @@ def _number(value: str, whole: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--num", type=int, required=True, help="number of galaxies")
-    parser.add_argument("--size", type=int, default=128, help="cutout width and height in pixels (default 128)")
+    from galaxalign.cli.arguments import bounded_int, positive_int
+    from galaxalign.survey.generate import MAX_SIZE
+
+    parser.add_argument("--num", type=positive_int, required=True, help="number of galaxies")
+    parser.add_argument("--size", type=bounded_int(16, MAX_SIZE), default=128,
+                        help=f"cutout width and height in pixels, 16 to {MAX_SIZE} (default 128)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed -> same file (default 0)")
     parser.add_argument("--out", required=True, help="output HDF5 file, e.g. survey.h5")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores; 1: no pool)")

@@ -31,6 +31,9 @@ def _parse_params(items: list[str]) -> dict:
 
 
 def run(args) -> int:
+    from galaxalign.cli.arguments import check_out_folder
+
+    check_out_folder(args.out)  # before the work, not after it
     from galaxalign.search.index import SearchIndex, build_index_from_embeddings
 
     out = build_index_from_embeddings(args.embeddings, args.out, kind=args.kind, params=_parse_params(args.param),

@@ -20,13 +20,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-config", action="store_true", help="print the merged config as JSON and exit")
 
 
+def _is_override(value: str | None) -> bool:
+    from pathlib import Path
+
+    if value in (None, "auto") or "=" not in value or Path(value).exists():
+        return False
+    key = value.partition("=")[0]
+    return bool(key) and all(part.isidentifier() for part in key.split("."))
+
+
 def run(args: argparse.Namespace) -> int:
     from galaxalign.training import load_config, train
 
     overrides = list(args.overrides)
+    if _is_override(args.resume):
+        # `--resume data.num=300`: argparse hands the override to --resume's optional value; it is
+        # an override (a KEY=VALUE that is no file), and the run resumes from its last checkpoint.
+        overrides.insert(0, args.resume)
+        args.resume = "auto"
     if args.out:
         overrides.append({"out": args.out})
     cfg = load_config(args.config, overrides)
+    from galaxalign.runtime import check_device_name
+
+    check_device_name(cfg["device"])  # before the data and the model are prepared
     if args.print_config:
         print(json.dumps(cfg, indent=2))
         return 0

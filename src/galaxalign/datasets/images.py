@@ -85,12 +85,12 @@ def check_size(width: int, height: int, where: str, max_pixels: int | None = MAX
     width, height = int(width), int(height)
     if width < 1 or height < 1:
         raise ImageReadError(f"{where}: image is {width}x{height} pixels; it has no pixels")
-    if max_pixels is not None and width * height > max_pixels:
-        raise ImageReadError(f"{where}: image is {width}x{height} = {width * height} pixels, above the limit "
-                             f"of {max_pixels} pixels")
     if max_aspect is not None and max(width, height) > max_aspect * min(width, height):
         raise ImageReadError(f"{where}: image is {width}x{height} pixels, an aspect ratio above the limit of "
                              f"{max_aspect:g}:1 (the longer side may be at most {max_aspect:g} times the shorter)")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageReadError(f"{where}: image is {width}x{height} = {width * height} pixels, above the limit "
+                             f"of {max_pixels} pixels")
 
 
 def _to_rgb(array: np.ndarray, where: str) -> np.ndarray:
@@ -234,23 +234,25 @@ def _looks_like_fits(head: bytes) -> bool:
     return head.startswith(b"SIMPLE  =")
 
 
-def _gunzip(data: bytes, where: str) -> bytes:
+def _gunzip(data: bytes, where: str, limit: int = MAX_GUNZIP_BYTES) -> bytes:
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
-            out = fh.read(MAX_GUNZIP_BYTES + 1)
+            out = fh.read(limit + 1)
     except (OSError, EOFError, ValueError) as exc:
         raise ImageReadError(f"{where}: broken gzip data ({exc})") from None
-    if len(out) > MAX_GUNZIP_BYTES:
-        raise ImageReadError(f"{where}: gzipped data expands past {MAX_GUNZIP_BYTES} bytes; refused")
+    if len(out) > limit:
+        raise ImageReadError(f"{where}: gzipped data expands past {limit} bytes; refused")
     return out
 
 
 def decode_image(source: bytes | str | os.PathLike, name: str | None = None, *,
-                 max_pixels: int | None = MAX_IMAGE_PIXELS, max_aspect: float | None = MAX_ASPECT_RATIO) -> np.ndarray:
+                 max_pixels: int | None = MAX_IMAGE_PIXELS, max_aspect: float | None = MAX_ASPECT_RATIO,
+                 max_gunzip_bytes: int = MAX_GUNZIP_BYTES) -> np.ndarray:
     """The one decoder: an image file, or its bytes, -> uint8 (H, W, 3) RGB.
 
     FITS (also gzipped) is recognised by its content or its name, everything else goes to Pillow.
-    ``name`` is what messages call the image (default: the path, or ``upload``). Raises
+    ``name`` is what messages call the image (default: the path, or ``upload``); gzipped bytes expand
+    to at most ``max_gunzip_bytes``. Raises
     :class:`ImageReadError` for anything that is not a readable image within the size limits.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -259,7 +261,7 @@ def decode_image(source: bytes | str | os.PathLike, name: str | None = None, *,
         if not data:
             raise ImageReadError(f"{where}: empty file, expected an image (PNG, JPEG, FITS, ...)")
         if data[:2] == b"\x1f\x8b":
-            data = _gunzip(data, where)
+            data = _gunzip(data, where, max_gunzip_bytes)
         if _looks_like_fits(data[:16]):
             return read_fits(data, name=where, max_pixels=max_pixels, max_aspect=max_aspect)
         return _read_picture(io.BytesIO(data), where, max_pixels, max_aspect)

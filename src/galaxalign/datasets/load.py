@@ -28,8 +28,13 @@ def _table_columns(path: Path) -> list[str]:
             return list(pq.read_schema(path).names)
         except Exception as exc:  # pyarrow raises many types on broken files
             raise CatalogError(f"{path}: cannot read parquet catalog ({exc})") from None
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        header = next(csv.reader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{path}: not a UTF-8 text CSV ({exc})") from None
+    except csv.Error as exc:
+        raise CatalogError(f"{path}: malformed CSV ({exc})") from None
     return [c.strip() for c in header]
 
 

@@ -3,7 +3,9 @@
 CSV columns: ``filepath`` (or ``file_loc``), ``label`` (class id, name or key of the taxonomy; empty
 or -1 = unlabelled), optional ``caption`` and ``id``; any other column is kept as metadata.
 Relative paths are resolved against the CSV's folder (or ``image_dir``). Images may be JPEG, PNG
-or FITS cutouts. Errors name the CSV line; ``skip_bad=True`` drops bad rows and reports them.
+or FITS cutouts. Errors name the CSV line; ``skip_bad=True`` drops bad rows and reports them. A
+row with more or fewer cells than the header is refused outright (its cells would fall under the
+wrong columns), as is a file that is not UTF-8.
 """
 from __future__ import annotations
 
@@ -44,8 +46,16 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[str, dict]]]:
             columns = [c.strip() for c in (reader.fieldnames or [])]
             rows = []
             for raw in reader:
-                if not any((v or "").strip() for v in raw.values() if isinstance(v, str)):
+                extra = raw.pop(None, None)  # cells beyond the header (csv.DictReader's restkey)
+                if not any((v or "").strip() for v in raw.values() if isinstance(v, str)) and not extra:
                     continue  # blank line
+                # A row with more or fewer cells than the header is a shifted or cut row: its cells
+                # would land under the wrong columns (a label read as "unlabelled"), so it is refused.
+                cells = len(raw) - sum(v is None for v in raw.values()) + len(extra or ())
+                if cells != len(columns):
+                    raise CatalogError(f"{path}: line {reader.line_num}: {cells} cells but the header has "
+                                       f"{len(columns)} columns ({', '.join(columns)}); quote cells that hold "
+                                       "the delimiter")
                 row = {(k or "").strip(): (v.strip() if isinstance(v, str) else v) for k, v in raw.items()}
                 rows.append((f"{path}: line {reader.line_num}", row))
     except UnicodeDecodeError as exc:
@@ -90,7 +100,11 @@ def load_user_catalog(
         if given is None or (isinstance(given, float) and np.isnan(given)) or str(given) == "":
             bad(location, f"empty {path_column!r}")
             continue
-        file_loc = Path(str(given)).expanduser()
+        try:
+            file_loc = Path(str(given)).expanduser()
+        except RuntimeError:  # "~name/..." where no user "name" exists on this machine
+            bad(location, f"{path_column} {given!r}: its ~ names no user of this machine")
+            continue
         file_loc = file_loc if file_loc.is_absolute() else base / file_loc
         try:
             label = _resolve_label(row.get("label"), taxonomy)

@@ -41,6 +41,12 @@ class Classifier:
 
     def _record(self, name: str, scores: np.ndarray) -> dict:
         names = self.taxonomy.class_names
+        scores = np.asarray(scores, dtype=np.float64)
+        if not np.isfinite(scores).all():
+            # A broken model (NaN weights, an overflow): no class is more likely than another, and
+            # NaN is not JSON. The input is reported as not classified.
+            return {"file": name, "error": f"{name}: the model's class scores are not finite (NaN or infinity); "
+                    "the checkpoint is broken (e.g. NaN weights from a diverged run)"}
         pid = int(np.argmax(scores))
         return {
             "file": name,
@@ -55,6 +61,8 @@ class Classifier:
 
     def classify(self, inputs: Sequence[str], modality: str = "image", batch_size: int = 32) -> Iterator[dict]:
         """Yield one record per input in order; an unreadable input yields ``{"file", "error"}``."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch size must be a positive integer, got {batch_size!r}")
         if modality == "text":
             from galaxalign.inference import encode_texts
 

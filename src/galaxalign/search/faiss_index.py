@@ -27,6 +27,40 @@ SEARCH_KNOB = {"hnsw": "ef_search", "ivf": "nprobe", "ivfpq": "nprobe"}
 UNCALIBRATED = {"ef_search": 64, "nprobe": 16}
 
 
+# The type and range of every parameter, checked before faiss sees it (faiss aborts the process on
+# some out-of-range values, e.g. HNSW M=0). None (where allowed): chosen from the data.
+# OUR CHOICE of upper bounds: far beyond any useful value (faiss's own guides stay under them).
+PARAM_RANGES: dict[str, tuple[type, float, float]] = {
+    "M": (int, 2, 512),
+    "ef_construction": (int, 1, 65536),
+    "ef_search": (int, 1, 65536),
+    "nlist": (int, 1, 1 << 24),
+    "nprobe": (int, 1, 1 << 24),
+    "pq_m": (int, 1, 65536),
+    "pq_bits": (int, 4, 8),
+    "rerank_factor": (int, 1, 4096),
+    "target_recall": (float, 1e-6, 1.0),
+}
+
+
+def check_param(name: str, value: Any) -> Any:
+    """``value`` if it is a valid setting of index parameter ``name`` (:data:`PARAM_RANGES`), else a
+    ValueError saying what is allowed."""
+    if value is None or name not in PARAM_RANGES:
+        return value
+    kind, low, high = PARAM_RANGES[name]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        ok = number and float(value).is_integer() and low <= value <= high
+        what = f"an integer from {int(low)} to {int(high)}"
+    else:
+        ok = number and math.isfinite(value) and low <= value <= high
+        what = f"a number in ({0 if low < 1e-3 else low:g}, {high:g}]"
+    if not ok:
+        raise ValueError(f"index parameter {name}={value!r}: must be {what}")
+    return int(value) if kind is int else float(value)
+
+
 def auto_nlist(kind: str, count: int) -> int:
     """Inverted lists for ``count`` vectors.
 
@@ -50,7 +84,7 @@ def resolve_params(kind: str, count: int, dim: int, params: dict | None = None) 
     unknown = set(params) - set(p)
     if unknown:
         raise ValueError(f"unknown parameter(s) {sorted(unknown)} for index kind {kind!r}; known: {sorted(p)}")
-    p.update(params)
+    p.update({name: check_param(name, value) for name, value in params.items()})
     if kind in ("ivf", "ivfpq"):
         if p["nlist"] is None:
             p["nlist"] = auto_nlist(kind, count)

@@ -107,12 +107,25 @@ def parse_filter(spec: str | Mapping | CatalogFilter | None) -> CatalogFilter | 
         unknown = set(spec) - {"ranges", "classes", "cone"}
         if unknown:
             raise FilterError(f"filter: unknown field(s) {sorted(unknown)}; use ranges, classes, cone")
-        ranges = {str(k): tuple(v) for k, v in (spec.get("ranges") or {}).items()}
+        given = spec.get("ranges") or {}
+        if not isinstance(given, Mapping):
+            raise FilterError(f"filter ranges: expected a mapping of column -> [min, max], got {given!r}")
+        ranges = {str(k): _bounds(k, v) for k, v in given.items()}
+        classes = spec.get("classes")
+        if classes is not None:
+            if isinstance(classes, (str, int)) or not isinstance(classes, Sequence):
+                classes = [classes]
+            if not all(isinstance(c, (str, int, np.integer)) and not isinstance(c, bool) for c in classes):
+                raise FilterError(f"filter classes: expected label ids or class names, got {spec.get('classes')!r}")
         cone = spec.get("cone")
-        f = CatalogFilter(ranges, spec.get("classes"), tuple(float(c) for c in cone) if cone is not None else None)
-        if f.cone is not None and len(f.cone) != 3:
-            raise FilterError(f"filter cone: expected [ra, dec, radius_deg], got {cone!r}")
-        return f
+        if cone is not None:
+            try:
+                cone = tuple(float(c) for c in cone)
+            except (TypeError, ValueError):
+                raise FilterError(f"filter cone: expected [ra, dec, radius_deg], got {spec.get('cone')!r}") from None
+            if len(cone) != 3:
+                raise FilterError(f"filter cone: expected [ra, dec, radius_deg], got {spec.get('cone')!r}")
+        return CatalogFilter(ranges, classes, cone)
     ranges: dict[str, tuple] = {}
     classes, cone = None, None
     for part in [p.strip() for p in str(spec).split(";") if p.strip()]:
@@ -137,6 +150,16 @@ def parse_filter(spec: str | Mapping | CatalogFilter | None) -> CatalogFilter | 
             except ValueError:
                 raise FilterError(f"filter {part!r}: min and max must be numbers") from None
     return CatalogFilter(ranges, classes, cone)
+
+
+def _bounds(column, value) -> tuple[float | None, float | None]:
+    """A range's ``[min, max]`` (either may be None) as numbers, or a FilterError naming the column."""
+    try:
+        lo, hi = value
+        return (None if lo is None else float(lo), None if hi is None else float(hi))
+    except (TypeError, ValueError):
+        raise FilterError(f"filter range on {column!r}: expected [min, max] numbers (either may be null), "
+                          f"got {value!r}") from None
 
 
 def id_selector(keys: np.ndarray, key_space: int):

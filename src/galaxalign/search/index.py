@@ -139,6 +139,7 @@ class SearchIndex:
         self.class_names = list(class_names) if class_names is not None else _class_names_from(info)
         self._ids: pd.Index | None = None
         self._hit_columns: tuple | None = None
+        self._shard_keys: list[np.ndarray] | None = None
         # Bumped by every change that can change a search's results (add, remove, calibrate):
         # caches of results (the service's) key on it, so they never serve a stale answer.
         self.generation = 0
@@ -173,6 +174,9 @@ class SearchIndex:
             index = _read_faiss(path / INDEX_FILE)
         table = pd.read_parquet(path / TABLE_FILE)
         if search_params:
+            from galaxalign.search.faiss_index import check_param
+
+            search_params = {name: check_param(name, value) for name, value in search_params.items()}
             info = {**info, "params": {**info.get("params", {}), **search_params}}
         set_search_params(index, info.get("kind", ""), info.get("params", {}))
         if info.get("kind") in ("ivf", "ivfpq") and KEY_COLUMN not in table.columns:
@@ -253,13 +257,25 @@ class SearchIndex:
         if self.store is not None:
             return np.array(self.store.rows(keys))
         if self.kind in ("exact", "hnsw", "ivf") or isinstance(self.index, faiss.IndexRefine):
-            return np.asarray(self.index.reconstruct_batch(keys), dtype=np.float32)  # flat storage: exact
+            return self._reconstruct(keys)  # flat storage: exact
         shards = self.info.get("embeddings")
         if shards and Path(shards).is_dir():
             from galaxalign.search.embed import read_embedding_rows
 
             return np.asarray(read_embedding_rows(shards, keys.tolist()), dtype=np.float32)
-        return normalize_rows(np.asarray(self.index.reconstruct_batch(keys), dtype=np.float32))  # PQ codes: approximate
+        return normalize_rows(self._reconstruct(keys))  # PQ codes: approximate
+
+    def _reconstruct(self, keys: np.ndarray) -> np.ndarray:
+        """faiss's stored vectors of ``keys``; a sharded index reads each from the shard holding it."""
+        import faiss
+
+        if not isinstance(self.index, faiss.IndexShards):
+            return np.asarray(self.index.reconstruct_batch(keys), dtype=np.float32)
+        from galaxalign.search.shards import reconstruct, shard_keys
+
+        if self._shard_keys is None:  # which keys each shard holds, listed once per change
+            self._shard_keys = [np.sort(shard_keys(self.index.at(s))) for s in range(self.index.count())]
+        return reconstruct(self.index, keys, self._shard_keys)
 
     # -- search ----------------------------------------------------------------------------------
     def _search_keys(self, q: np.ndarray, k: int, params: dict | None = None, selector=None,
@@ -408,7 +424,7 @@ class SearchIndex:
             assert stored[0] == keys[0], "vector store and keys out of step"
         self.table = pd.concat([self.table, t], ignore_index=True)
         self._keys = np.concatenate([self._keys, keys])
-        self._ids = self._hit_columns = None
+        self._ids = self._hit_columns = self._shard_keys = None
         self.info["count"] = len(self)
         self.generation += 1
         return keys
@@ -438,7 +454,7 @@ class SearchIndex:
         keep[rows] = False
         self.table = self.table[keep].reset_index(drop=True)
         self._keys = self._keys[keep]
-        self._ids = self._hit_columns = None
+        self._ids = self._hit_columns = self._shard_keys = None
         self.info["count"] = len(self)
         self.generation += 1
         return removed

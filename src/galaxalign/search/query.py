@@ -7,13 +7,14 @@ modalities GalaxAlign aligns, so every kind of query lands in the same embedding
 """
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
 # Size limits of query images are those of the one image decoder.
-from galaxalign.datasets.images import MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS
+from galaxalign.datasets.images import MAX_ASPECT_RATIO, MAX_GUNZIP_BYTES, MAX_IMAGE_PIXELS
 from galaxalign.search.index import Hit, SearchIndex
 
 # OUR CHOICE: query symbols are drawn at 224 px, the encoders' usual input size.
@@ -26,7 +27,12 @@ class QueryError(ValueError):
     """A query the user can fix (bad image, unknown answer, empty text); the message says how."""
 
 
-def load_image(data: bytes | str | Path, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None) -> np.ndarray:
+class QueryVectorError(QueryError):
+    """The model embedded a query to NaN or infinite values: a broken model (or an input it overflows on)."""
+
+
+def load_image(data: bytes | str | Path, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None,
+               max_gunzip_bytes: int = MAX_GUNZIP_BYTES) -> np.ndarray:
     """Decode an image file (bytes or a path) to uint8 (H, W, 3) RGB, refusing non-images and bombs.
 
     The catalog's decoder (:func:`galaxalign.datasets.images.decode_image`): FITS and 16-bit files
@@ -42,7 +48,7 @@ def load_image(data: bytes | str | Path, max_pixels: int = MAX_IMAGE_PIXELS, nam
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such image file")
     try:
-        return decode_image(data, name, max_pixels=max_pixels)
+        return decode_image(data, name, max_pixels=max_pixels, max_gunzip_bytes=max_gunzip_bytes)
     except ImageReadError as exc:
         raise QueryError(str(exc)) from None
 
@@ -62,6 +68,10 @@ def check_text(text: str, what: str = "description") -> str:
         bad = text[exc.start : exc.end]
         raise QueryError(f"{what} holds {bad!r} at position {exc.start}, which is not a character "
                          "(a lone UTF-16 surrogate or undecodable byte); remove it") from None
+    if not any(unicodedata.category(c)[0] not in "CZ" for c in text):
+        # only control, format (zero-width) and separator characters: nothing a text encoder can read
+        raise QueryError(f"{what} holds no visible character (only control, zero-width or space characters); "
+                         "type a few words, e.g. 'a barred spiral galaxy'")
     return text
 
 
@@ -164,6 +174,9 @@ def embed_images(model, images: Sequence[np.ndarray], modality: str = "image") -
 
 
 def _check_dim(index: SearchIndex, v: np.ndarray) -> np.ndarray:
+    if not np.isfinite(v).all():
+        raise QueryVectorError("the model embedded this query to NaN or infinite values, so it cannot be searched; "
+                               "the model is broken (e.g. NaN weights from a diverged run)")
     if v.shape[-1] != index.dim:
         raise ValueError(
             f"the model embeds to {v.shape[-1]} dimensions but the index holds {index.dim}; "

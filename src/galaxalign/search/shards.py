@@ -83,6 +83,46 @@ def build_shards(kind: str, vectors: np.ndarray, keys: np.ndarray, params: dict,
     return combine(parts, vectors.shape[1])
 
 
+def shard_keys(part) -> np.ndarray:
+    """The keys one shard holds (an ``IndexIDMap`` keeps them in its id map, an IVF index in its lists)."""
+    import faiss
+
+    part = faiss.downcast_index(part)
+    if isinstance(part, faiss.IndexIDMap):
+        return faiss.vector_to_array(part.id_map).astype(np.int64)
+    ivf = faiss.extract_index_ivf(part)
+    lists = ivf.invlists
+    ids = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+           for i in range(ivf.nlist) if lists.list_size(i)]
+    return np.sort(np.concatenate(ids).astype(np.int64)) if ids else np.zeros(0, np.int64)
+
+
+def reconstruct(index, keys: np.ndarray, held: list[np.ndarray] | None = None) -> np.ndarray:
+    """(len(keys), d) stored vectors of ``keys``, each read from the shard that holds it.
+
+    ``faiss.IndexShards`` implements no ``reconstruct``; its shards do. ``held``: each shard's
+    :func:`shard_keys` (sorted), when the caller keeps them; computed here otherwise.
+    """
+    import faiss
+
+    keys = np.asarray(keys, dtype=np.int64)
+    out = np.zeros((len(keys), int(index.d)), np.float32)
+    found = np.zeros(len(keys), dtype=bool)
+    for s in range(index.count()):
+        part = faiss.downcast_index(index.at(s))
+        mine = np.sort(shard_keys(part)) if held is None else held[s]
+        if len(mine) == 0:
+            continue
+        pos = np.clip(np.searchsorted(mine, keys), 0, len(mine) - 1)
+        here = ~found & (mine[pos] == keys)
+        if here.any():
+            out[here] = part.reconstruct_batch(np.ascontiguousarray(keys[here]))
+            found |= here
+    if not found.all():
+        raise KeyError(f"key {int(keys[~found][0])} is in none of the {index.count()} shards")
+    return out
+
+
 def write_shards(index, folder: Path, trained: Path | None = None) -> None:
     """Write each shard of ``index`` into ``folder/shards/`` (and copy ``trained`` beside them)."""
     import shutil

@@ -42,6 +42,13 @@ from galaxalign.serve.embedding_cache import EmbeddingCache, MicroBatcher
 
 # OUR CHOICE: uploads up to 8 MB, up to 100 results per query, 128 px thumbnails, 96 px icons.
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
+# OUR CHOICE: decoding an upload works within a budget proportional to the upload limit: at most one
+# decoded pixel per uploaded byte (8.4 megapixels for 8 MB, more than a query needs: the encoders
+# see 96-224 px) and a gzipped FITS file expanded to at most 8 bytes per uploaded byte (64 MB); at
+# most 2 uploads decode at once (each may take a few hundred MB at the limits).
+DECODE_PIXELS_PER_UPLOAD_BYTE = 1
+GUNZIP_BYTES_PER_UPLOAD_BYTE = 8
+MAX_CONCURRENT_DECODES = 2
 MAX_K = 100
 THUMB_SIZE = 128
 ICON_SIZE = 96
@@ -470,8 +477,23 @@ def _error(status: int, detail: Any, headers: dict | None = None) -> JSONRespons
 
 
 def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = None, *, model=None,
-               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_image_pixels: int = q.MAX_IMAGE_PIXELS) -> FastAPI:
-    """The search service over an index folder. ``model`` (already loaded) skips ``load_model``."""
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_image_pixels: int | None = None,
+               max_gunzip_bytes: int | None = None, max_concurrent_decodes: int = MAX_CONCURRENT_DECODES) -> FastAPI:
+    """The search service over an index folder. ``model`` (already loaded) skips ``load_model``.
+
+    Limits (docs/search.md): uploads of ``max_upload_bytes``; decoded within ``max_image_pixels``
+    (default: :data:`DECODE_PIXELS_PER_UPLOAD_BYTE` per upload byte, at most the decoder's own
+    limit) and ``max_gunzip_bytes`` (default :data:`GUNZIP_BYTES_PER_UPLOAD_BYTE` per upload byte),
+    ``max_concurrent_decodes`` at a time.
+    """
+    if max_image_pixels is None:
+        max_image_pixels = min(q.MAX_IMAGE_PIXELS, DECODE_PIXELS_PER_UPLOAD_BYTE * int(max_upload_bytes))
+    if max_gunzip_bytes is None:
+        max_gunzip_bytes = GUNZIP_BYTES_PER_UPLOAD_BYTE * int(max_upload_bytes)
+    for name, value in (("max_upload_bytes", max_upload_bytes), ("max_image_pixels", max_image_pixels),
+                        ("max_gunzip_bytes", max_gunzip_bytes), ("max_concurrent_decodes", max_concurrent_decodes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     index = index_dir if isinstance(index_dir, SearchIndex) else SearchIndex.load(index_dir)
     searcher = Searcher(index, checkpoint, model)
     index_answers(index)  # every galaxy's decision-tree answers, read once here, not per request
@@ -489,6 +511,12 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
     @app.exception_handler(q.QueryError)
     async def _query_error(_request: Request, exc: q.QueryError):
         return _error(400, str(exc))
+
+    @app.exception_handler(q.QueryVectorError)
+    async def _query_vector_error(_request: Request, exc: q.QueryVectorError):
+        # The model cannot embed this query: no ranking to give. Said in the shape of the other 422s
+        # (FastAPI's validation errors, as the OpenAPI schema documents them).
+        return _error(422, [{"loc": ["query"], "msg": str(exc), "type": "query_embedding_not_finite"}])
 
     @app.exception_handler(FilterError)
     async def _filter_error(_request: Request, exc: FilterError):
@@ -509,12 +537,19 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
     app.add_middleware(ResponseCache, searcher=searcher)  # inside BodyLimit: limits are checked first
     app.add_middleware(BodyLimit, limit=max_upload_bytes + 64 * 1024)  # room for the multipart envelope
 
+    decode_slots = threading.BoundedSemaphore(max_concurrent_decodes)
+
+    def decode(data: bytes, name: str) -> np.ndarray:
+        with decode_slots:  # held in the worker thread: the event loop never waits for a slot
+            return q.load_image(data, max_image_pixels, name, max_gunzip_bytes)
+
     async def read_upload(file: UploadFile) -> np.ndarray:
         data = await file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"{file.filename or 'upload'}: over the upload limit of {max_upload_bytes} bytes")
-        # Decoding (up to 25 megapixels) runs in the thread pool: it must not stall the event loop.
-        return await run_in_threadpool(q.load_image, data, max_image_pixels, file.filename or "upload")
+        # Decoding runs in the thread pool (it must not stall the event loop), a few at a time, each
+        # within the decode budget: a small bomb cannot take the memory of many.
+        return await run_in_threadpool(decode, data, file.filename or "upload")
 
     # -- page ------------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
@@ -540,6 +575,7 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
             "data_source": public_name(index.info.get("data_source")),
             "classes": index.class_names,
             "limits": {"max_upload_bytes": max_upload_bytes, "max_image_pixels": max_image_pixels,
+                       "max_gunzip_bytes": max_gunzip_bytes, "max_concurrent_decodes": max_concurrent_decodes,
                        "max_aspect_ratio": q.MAX_ASPECT_RATIO, "max_text_chars": q.MAX_TEXT_CHARS, "max_k": MAX_K,
                        "max_offset": MAX_OFFSET},
             "query_cache": searcher.query_vectors.stats(),

@@ -147,6 +147,11 @@ def _chunks(labels: np.ndarray, chunk: int, size: int, seed: int, observing: dic
         yield start, labels[start:start + chunk], size, seed, observing
 
 
+# OUR CHOICE: cutouts of at most 1024 px a side (Galaxy10 DECaLS has 256 px, GZ2 424 px); a larger
+# --size is refused before a frame of that size is allocated.
+MAX_SIZE = 1024
+
+
 def generate_survey(out: str | os.PathLike, num: int, size: int = 128, seed: int = 0, workers: int | None = None,
                     class_weights: Sequence[float] | Mapping | str | None = None, progress: bool = True,
                     observing: dict | None = None) -> Path:
@@ -159,8 +164,8 @@ def generate_survey(out: str | os.PathLike, num: int, size: int = 128, seed: int
     """
     if int(num) < 1:
         raise ValueError(f"num must be a positive number of galaxies, got {num}")
-    if int(size) < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size}")
+    if not 16 <= int(size) <= MAX_SIZE:
+        raise ValueError(f"size must be from 16 to {MAX_SIZE} pixels, got {size}")
     num, size, seed = int(num), int(size), int(seed)
     out = Path(out)
     config = load_survey_config(observing=observing)  # validates the overrides before any work
@@ -175,7 +180,11 @@ def generate_survey(out: str | os.PathLike, num: int, size: int = 128, seed: int
     taxonomy = survey_taxonomy(config)
     names = taxonomy.class_names
 
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
+    # The file's size is known: a disk too small for it is said before rendering starts. No chunk
+    # cache (each chunk is one galaxy, written whole): HDF5 then holds no unwritten data when a
+    # write fails, and closing the file after a full disk cannot crash the process at exit.
+    needed = num * (size * size * 3 + 8 * (len(PARAM_NAMES) + 4 + len(answer_ids(taxonomy.tree)))) + 256 * 1024
+    with atomic_path(out, needed=needed) as tmp, h5py.File(tmp, "w", rdcc_nbytes=0) as h5:
         images = h5.create_dataset("images", (num, size, size, 3), dtype=np.uint8, chunks=(1, size, size, 3))
         h5.create_dataset("ans", data=labels, dtype=np.uint8)
         cols = {name: h5.create_dataset(name, (num,), dtype=np.float64) for name in ("ra", "dec", "redshift", "pxscale")}

@@ -449,5 +449,7 @@ def _pin_recipe(cfg: dict, override: dict) -> None:
         if value is not None:  # the later of two overrides wins, as for any key
             recipe[key] = value
     epochs = [get(override, (s, "epochs")) for s in ("stage1", "stage2")]
-    if any(e is not None for e in epochs):
-        recipe["epochs"] = [int(e if e is not None else cfg[s]["epochs"]) for e, s in zip(epochs, ("stage1", "stage2"))]
+    values = [e if e is not None else cfg[s]["epochs"] for e, s in zip(epochs, ("stage1", "stage2"))]
+    # not integers (``stage1.epochs=.inf``): left unpinned, for validate_config to name the key
+    if any(e is not None for e in epochs) and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        recipe["epochs"] = values
