@@ -249,7 +249,7 @@ class Searcher:
             raise HTTPException(503, f"the model cannot be loaded: {message}") from None
 
     def image_of(self, galaxy_id: str) -> np.ndarray:
-        row = self.index.table.iloc[self.index.row_of(galaxy_id)]
+        row = self.index.record(galaxy_id)  # a dict: a faiss table row or a Milvus record alike
         from galaxalign.datasets import read_image
 
         try:
