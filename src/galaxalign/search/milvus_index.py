@@ -673,6 +673,9 @@ class MilvusIndex(SearchIndex):
             v = r.get(field)
             rec[column] = float("nan") if v is None else v
         rec.update(r.get("meta") or {})
+        for column in self.layout.numeric:  # JSON has no NaN: a missing number comes back as one
+            if column in rec and rec[column] is None:
+                rec[column] = float("nan")
         order = [c for c in self.layout.order if c in rec]
         return {**{c: rec[c] for c in order}, **{c: v for c, v in rec.items() if c not in order}}
 
