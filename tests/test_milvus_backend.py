@@ -18,6 +18,7 @@ pytest.importorskip("milvus_lite", reason="this platform has no Milvus Lite whee
                     "is tested against Milvus Lite only")
 
 from galaxalign import answers as A  # noqa: E402
+from galaxalign.search import milvus_build as MB  # noqa: E402
 from galaxalign.search import milvus_index as M  # noqa: E402
 from galaxalign.search import query as q  # noqa: E402
 from galaxalign.search.filters import FilterError, parse_filter  # noqa: E402
@@ -325,7 +326,7 @@ def test_a_failed_rebuild_leaves_the_old_collection_and_nothing_half_written(syn
     uri = str(synth["root"] / "f.db")
     before = SearchIndex.load(f"milvus://{uri}#filters")
     calls = {"n": 0}
-    real = M._rows
+    real = MB._rows
 
     def failing(*a, **kw):
         calls["n"] += 1
@@ -333,34 +334,34 @@ def test_a_failed_rebuild_leaves_the_old_collection_and_nothing_half_written(syn
             raise OSError("disk full")
         return real(*a, **kw)
 
-    monkeypatch.setattr(M, "INSERT_BATCH", 100)
-    monkeypatch.setattr(M, "_rows", failing)
+    monkeypatch.setattr(MB, "INSERT_BATCH", 100)
+    monkeypatch.setattr(MB, "_rows", failing)
     with pytest.raises(OSError, match="disk full"):
         M.build_milvus_index(synth["x"][:300], synth["table"].iloc[:300], uri, "filters", progress=False)
     client = M.connect(uri)
-    assert [c for c in client.list_collections() if c.startswith("filters__") and c not in M._aliased(client, "filters")] == []
+    assert [c for c in client.list_collections() if c.startswith("filters__") and c not in MB._aliased(client, "filters")] == []
     after = SearchIndex.load(f"milvus://{uri}#filters")
     assert len(after) == len(before) == 600
     # interrupted at the very switch: the old collection still serves, the new one is gone
-    monkeypatch.setattr(M, "_rows", real)
-    monkeypatch.setattr(M, "_switch_alias", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(MB, "_rows", real)
+    monkeypatch.setattr(MB, "_switch_alias", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         M.build_milvus_index(synth["x"][:50], synth["table"].iloc[:50], uri, "filters", progress=False)
     assert len(SearchIndex.load(f"milvus://{uri}#filters")) == 600
-    assert [c for c in client.list_collections() if c.startswith("filters__")] == list(M._aliased(client, "filters"))
+    assert [c for c in client.list_collections() if c.startswith("filters__")] == list(MB._aliased(client, "filters"))
 
 
 def test_a_killed_builds_staging_collection_is_never_opened_and_can_be_dropped(synth, monkeypatch):
     uri = str(synth["root"] / "f.db")
     # a process killed mid-build (no Python cleanup runs): its staging collection stays, unmarked
-    monkeypatch.setattr(M, "_wait_indexed", lambda *a, **k: (_ for _ in ()).throw(SystemExit()))
-    monkeypatch.setattr(M, "_aliased",
+    monkeypatch.setattr(MB, "_wait_indexed", lambda *a, **k: (_ for _ in ()).throw(SystemExit()))
+    monkeypatch.setattr(MB, "_aliased",
                         lambda client, alias: {c for c in client.list_collections() if c.startswith(alias + "__")})
     with pytest.raises(SystemExit):
         M.build_milvus_index(synth["x"][:50], synth["table"].iloc[:50], uri, "filters", progress=False)
     monkeypatch.undo()
     client = M.connect(uri)
-    staging = [c for c in client.list_collections() if c.startswith("filters__") and c not in M._aliased(client, "filters")]
+    staging = [c for c in client.list_collections() if c.startswith("filters__") and c not in MB._aliased(client, "filters")]
     assert len(staging) == 1
     with pytest.raises(M.MilvusCollectionError, match="unfinished build"):
         SearchIndex.load(f"milvus://{uri}#{staging[0]}")
