@@ -449,6 +449,7 @@ def test_the_service_runs_on_a_milvus_index(mfx):
     bodies = []
     for index in (mfx["spec"], mfx["faiss_dir"]):
         with TestClient(create_app(index, model=mfx["model"])) as c:
+            assert c.app.state.searcher.inline_search == (index != mfx["spec"])  # Milvus: off the event loop
             info = c.get("/api/info").json()
             assert info["count"] == 40
             got = [c.get(f"/api/search/id/{gid}", params={"k": 5, "offset": 2}).json(),

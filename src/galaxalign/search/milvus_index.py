@@ -108,6 +108,8 @@ class MilvusIndex(SearchIndex):
     ``remove``) go to Milvus at once; ``save`` only flushes.
     """
 
+    searches_over_network = True  # every search is a request to Milvus (the service runs it off the event loop)
+
     def __init__(self, client, uri: str, collection: str, info: dict):
         self.client, self.uri, self.collection = client, uri, collection
         self.info = info

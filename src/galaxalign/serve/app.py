@@ -262,6 +262,8 @@ class Searcher:
     @property
     def inline_search(self) -> bool:
         """Whether a search (with the query vector at hand) is cheap enough for the event loop."""
+        if getattr(self.index, "searches_over_network", False):  # a Milvus index: a round trip, never inline
+            return False
         return len(self.index) * self.index.dim <= INLINE_SEARCH_WORK
 
     async def cached_search(self, key: tuple, search, inline: bool = False) -> Response:
