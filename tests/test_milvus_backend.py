@@ -320,6 +320,14 @@ def test_a_collection_galaxalign_did_not_finish_or_write_is_refused(mfx):
         M.build_milvus_index(np.eye(4, dtype=np.float32), pd.DataFrame({"id": list("abcd"), "label": 0, "source": ""}),
                              mfx["uri"], "foreign", progress=False)
     client.drop_collection("foreign")
+    client.create_collection("plain", schema=s, index_params=ip)  # someone else's, under an alias
+    client.create_alias("plain", "aliased")
+    with pytest.raises(M.MilvusCollectionError, match="alias 'aliased' points at 'plain', which no GalaxAlign build"):
+        M.build_milvus_index(np.eye(4, dtype=np.float32), pd.DataFrame({"id": list("abcd"), "label": 0, "source": ""}),
+                             mfx["uri"], "aliased", progress=False)
+    assert client.has_collection("plain")  # never dropped
+    client.drop_alias("aliased")
+    client.drop_collection("plain")
 
 
 def test_a_failed_rebuild_leaves_the_old_collection_and_nothing_half_written(synth, monkeypatch):
@@ -438,6 +446,8 @@ def test_cli_builds_searches_and_moves_between_faiss_and_milvus(mfx, tmp_path, c
     assert "collection 'none'" in capsys.readouterr().err
     assert main(["index", "--backend", "milvus", "--embeddings", str(mfx["emb"])]) == 1
     assert "--uri is required" in capsys.readouterr().err
+    assert main(["index", "--append", "--embeddings", str(mfx["emb"]), "--out", str(tmp_path / "x")]) == 1
+    assert "--append is for --backend milvus" in capsys.readouterr().err
 
 
 def test_the_service_runs_on_a_milvus_index(mfx):

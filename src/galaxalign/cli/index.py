@@ -48,6 +48,8 @@ def run(args) -> int:
         return _run_milvus(args)
     from galaxalign.search.index import SearchIndex, build_index_from_embeddings
 
+    if args.append:
+        raise ValueError("--append is for --backend milvus (a faiss folder grows with SearchIndex.add, then save)")
     if args.out is None:
         raise ValueError("--out is required with --backend faiss (the index folder to write)")
     if args.from_index is not None:  # e.g. a Milvus collection back into a faiss folder

@@ -72,6 +72,7 @@ def build_milvus_index(vectors: np.ndarray, table: pd.DataFrame, uri: str, colle
     layout = catalog_layout(t, paths is not None)
     meta["layout"] = layout.to_dict()
     client = connect(uri, token)
+    _check_replaceable(client, collection)  # before the work, not after it
     staging = f"{collection}__{time.strftime('%Y%m%d%H%M%S')}_{uuid.uuid4().hex[:6]}"
     t0 = time.perf_counter()
     try:
@@ -143,15 +144,26 @@ def _aliased(client, alias: str) -> set:
     return {client.describe_alias(alias)["collection_name"]}
 
 
+def _check_replaceable(client, alias: str) -> set:
+    """The GalaxAlign collection ``alias`` names now (empty if none); refuses a name that belongs to a
+    collection GalaxAlign did not write, which a build must never replace or drop."""
+    old = _aliased(client, alias)
+    if not old and client.has_collection(alias):
+        raise MilvusCollectionError(f"a collection named {alias!r} that no GalaxAlign build wrote already exists; "
+                                    "choose another --collection or drop it")
+    for name in old:
+        if INFO_PROPERTY not in (client.describe_collection(name).get("properties") or {}):
+            raise MilvusCollectionError(f"the alias {alias!r} points at {name!r}, which no GalaxAlign build wrote; "
+                                        "choose another --collection")
+    return old
+
+
 def _switch_alias(client, alias: str, target: str) -> None:
     """Point ``alias`` at ``target`` atomically, then drop the collection it pointed at before."""
-    old = _aliased(client, alias)
+    old = _check_replaceable(client, alias)
     if old:
         client.alter_alias(target, alias)
     else:
-        if client.has_collection(alias) and alias not in client.list_aliases().get("aliases", []):
-            raise MilvusCollectionError(f"a collection named {alias!r} that no GalaxAlign build wrote already exists; "
-                                        "choose another --collection or drop it")
         client.create_alias(target, alias)
     for name in old - {target}:
         client.drop_collection(name)
