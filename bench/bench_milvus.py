@@ -67,7 +67,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import faiss
-    import pandas as pd
 
     from galaxalign.search import milvus_index as M
     from galaxalign.search.difficulty import recall_at_k
@@ -176,7 +175,6 @@ def main(argv=None) -> int:
     result["milvus_vs_faiss"] = {"qps_ratio": round(m["qps_single_client"] / f["qps_single_client"], 3),
                                  "build_ratio": round(m["build_seconds"] / max(f["build_seconds"], 1e-9), 2),
                                  "bytes_ratio": round(m["bytes_per_galaxy"] / f["bytes_per_galaxy"], 2)}
-    pd.set_option("display.width", 200)
     print(json.dumps(result, indent=2, default=str))
     return 0
 
