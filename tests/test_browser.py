@@ -5,6 +5,8 @@ query (composed by clicking Galaxy Zoo answers) and a catalog pick, checks the r
 saves a screenshot; then, on an index embedded by a briefly trained model, composes a feature query
 and checks that the top results carry its answers. Skips when /usr/bin/chromium or Playwright is missing.
 
+The first test runs on the faiss index folder and on the same embeddings in a Milvus Lite collection.
+
 Run as a script to make the docs screenshot:  python tests/test_browser.py docs/img/search_page.png
 """
 from __future__ import annotations
@@ -123,14 +125,25 @@ def run_page_session(page, base_url: str, query_png: Path, shot: Path, shot_afte
             "symbol_ids": symbol_ids, "thumbs_loaded": thumbs_loaded, "error_status": status, "page_errors": errors}
 
 
-def test_search_page_image_and_symbol_queries(fx, tmp_path, png_bytes):
+def page_index(fx, backend: str, folder: Path):
+    """The page's index: the faiss folder of ``fx``, or the same embeddings in a Milvus Lite collection."""
+    if backend == "faiss":
+        return fx["index"]
+    pytest.importorskip("milvus_lite", reason="this platform has no Milvus Lite wheel")
+    from galaxalign.search.milvus_index import build_milvus_from_embeddings
+
+    return build_milvus_from_embeddings(fx["embeddings"], str(folder / "page.db"), "page", progress=False)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "milvus"])
+def test_search_page_image_and_symbol_queries(fx, tmp_path, png_bytes, backend):
     pytest.importorskip("playwright.sync_api")
     from galaxalign.datasets import read_image
 
     query = tmp_path / "query.png"
     query.write_bytes(png_bytes(read_image(fx["catalog"].iloc[33])))
     shot = tmp_path / "search_page.png"
-    with serving(fx["index"]) as url, chromium_page() as page:
+    with serving(page_index(fx, backend, tmp_path)) as url, chromium_page() as page:
         seen = run_page_session(page, url, query, shot)
     assert seen["page_errors"] == []
     assert len(seen["image_ids"]) == 12 and seen["image_ids"][0] == "survey-33"

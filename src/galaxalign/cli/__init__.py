@@ -38,7 +38,7 @@ SUMMARY = {
     "demo": "the reproduction table on the embedded survey (all methods, label fractions)",
     "ablate": "ablations: no symbols, no stage 1, separate symbol encoder, stock loss, loss terms",
     "embed": "embed a survey into Parquet shards",
-    "index": "build a faiss index over embeddings",
+    "index": "build a faiss index (or a Milvus collection) over embeddings",
     "search": "query an index by image, id, text, symbols or a sketch",
     "serve": "HTTP API and web page for similarity search",
     "realism": "compare rendered galaxies with real ones; sim-to-real accuracy",

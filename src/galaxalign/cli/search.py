@@ -8,7 +8,8 @@ import json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--index", required=True, help="index folder written by `galaxalign index`")
+    p.add_argument("--index", required=True, help="index folder written by `galaxalign index`, or "
+                   "milvus://URI#COLLECTION (e.g. milvus://./survey.db#galaxies, milvus://host:19530#galaxies)")
     q = p.add_mutually_exclusive_group(required=True)
     q.add_argument("--image", help="a galaxy image file (image encoder)")
     q.add_argument("--id", help="a galaxy id of the indexed catalog (its stored embedding)")

@@ -9,7 +9,8 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--index", default=None, help="index folder (default: build/serve the `make demo` one)")
+    p.add_argument("--index", default=None, help="index folder, or milvus://URI#COLLECTION "
+                   "(default: build/serve the `make demo` one)")
     p.add_argument("--checkpoint", default=None, help="model (default: the one recorded in index.json)")
     p.add_argument("--host", default="127.0.0.1")
     from galaxalign.cli.arguments import tcp_port

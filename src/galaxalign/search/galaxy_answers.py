@@ -77,6 +77,9 @@ def compute_index_answers(table, taxonomy=None) -> IndexAnswers | None:
 def index_answers(index) -> IndexAnswers | None:
     """The answers of an index's galaxies, computed on first use and kept with the index until its
     table changes (``SearchIndex.add`` / ``remove`` replace the table)."""
+    stored = getattr(index, "stored_answers", None)
+    if stored is not None:  # a backend that keeps each galaxy's path itself (search.milvus_index)
+        return stored()
     cached = getattr(index, "_galaxalign_answers", None)
     if cached is not None and cached[0] is index.table:
         return cached[1]

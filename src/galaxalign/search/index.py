@@ -148,7 +148,13 @@ class SearchIndex:
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, search_params: dict | None = None) -> "SearchIndex":
-        """Open an index folder; raise :class:`IndexMismatchError` when its parts disagree."""
+        """Open an index folder; raise :class:`IndexMismatchError` when its parts disagree.
+
+        ``milvus://URI#COLLECTION`` opens a Milvus collection instead (:mod:`galaxalign.search.milvus_index`)."""
+        if isinstance(path, str) and path.startswith("milvus:"):
+            from galaxalign.search.milvus_index import open_milvus_index
+
+            return open_milvus_index(path, search_params)
         import faiss
 
         path = Path(path)

@@ -256,7 +256,7 @@ class Searcher:
             raise HTTPException(503, f"the model cannot be loaded: {message}") from None
 
     def image_of(self, galaxy_id: str) -> np.ndarray:
-        row = self.index.table.iloc[self.index.row_of(galaxy_id)]
+        row = self.index.record(galaxy_id)  # a dict: a faiss table row or a Milvus record alike
         from galaxalign.datasets import read_image
 
         try:
@@ -269,6 +269,8 @@ class Searcher:
     @property
     def inline_search(self) -> bool:
         """Whether a search (with the query vector at hand) is cheap enough for the event loop."""
+        if getattr(self.index, "searches_over_network", False):  # a Milvus index: a round trip, never inline
+            return False
         return len(self.index) * self.index.dim <= INLINE_SEARCH_WORK
 
     async def cached_search(self, key: tuple, search, inline: bool = False) -> Response:
