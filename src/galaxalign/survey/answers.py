@@ -1,8 +1,8 @@
 """Each rendered galaxy's true decision-tree answers, from its class and generating parameters.
 
 The rules are data (``survey_classes.yaml``, section ``answers``; format in the file's comment): the
-class's own answers stand, open questions are answered from one parameter each, answers imply their
-path, defaults close the questions the path still reaches. :func:`galaxy_answers` returns the answer
+class's own answers stand, open questions are answered from one parameter each (a multiple-choice
+question from a list of them), answers imply their path (also when the path is still open), defaults close the questions the path still reaches. :func:`galaxy_answers` returns the answer
 ids; :func:`answer_rows` the ``(N, A)`` rows written as ``<answer>_fraction`` datasets.
 """
 from __future__ import annotations
@@ -29,19 +29,43 @@ def validate_answer_rules(config: dict, source: str) -> None:
         where = f"{source}: answers.{key}"
         if key not in questions:
             raise SurveyConfigError(f"{where}: not a question of the decision tree; known: {sorted(questions)}")
-        if not isinstance(rule, dict) or not set(rule) <= {"param", "bins", "missing", "default"}:
-            raise SurveyConfigError(f"{where}: expected a mapping with param/bins/missing/default, got {rule!r}")
-        keys = {a.key for a in questions[key].answers}
-        named = [str(b[2]) for b in rule.get("bins", []) if isinstance(b, list) and len(b) == 3]
-        named += [str(rule[k]) for k in ("missing", "default") if k in rule]
-        for answer in named:
-            if answer not in keys:
-                raise SurveyConfigError(f"{where}: {answer!r} is not an answer of {key!r}; answers: {sorted(keys)}")
-        for b in rule.get("bins", []):
-            if not (isinstance(b, list) and len(b) == 3 and all(isinstance(x, (int, float)) for x in b[:2]) and b[0] <= b[1]):
-                raise SurveyConfigError(f"{where}: a bin is [lo, hi, answer] with lo <= hi, got {b!r}")
-        if "bins" in rule and "param" not in rule:
-            raise SurveyConfigError(f"{where}: bins need a 'param'")
+        if isinstance(rule, list):
+            if not questions[key].multiple_choice:
+                raise SurveyConfigError(f"{where}: a list of rules is for multiple-choice questions only "
+                                        f"({key!r} takes one answer); give one rule")
+            for i, sub in enumerate(rule):
+                if isinstance(sub, dict) and "default" in sub:
+                    raise SurveyConfigError(f"{where}[{i}]: rules of a list add answers from parameters; no 'default'")
+                _check_rule(sub, questions[key], f"{where}[{i}]")
+        else:
+            _check_rule(rule, questions[key], where)
+
+
+def _check_rule(rule, question, where: str) -> None:
+    if not isinstance(rule, dict) or not set(rule) <= {"param", "bins", "missing", "default"}:
+        raise SurveyConfigError(f"{where}: expected a mapping with param/bins/missing/default, got {rule!r}")
+    keys = {a.key for a in question.answers}
+    named = [str(b[2]) for b in rule.get("bins", []) if isinstance(b, list) and len(b) == 3]
+    named += [str(rule[k]) for k in ("missing", "default") if k in rule]
+    for answer in named:
+        if answer not in keys:
+            raise SurveyConfigError(f"{where}: {answer!r} is not an answer of {question.key!r}; answers: {sorted(keys)}")
+    for b in rule.get("bins", []):
+        if not (isinstance(b, list) and len(b) == 3 and all(isinstance(x, (int, float)) for x in b[:2]) and b[0] <= b[1]):
+            raise SurveyConfigError(f"{where}: a bin is [lo, hi, answer] with lo <= hi, got {b!r}")
+    if "bins" in rule and "param" not in rule:
+        raise SurveyConfigError(f"{where}: bins need a 'param'")
+
+
+def _rule_answer(rule: dict, params: Mapping[str, float]) -> str | None:
+    """The answer one parameter rule gives (None: no bin holds the value and nothing is 'missing')."""
+    value = float(params.get(rule["param"], math.nan))
+    if math.isnan(value):
+        return rule.get("missing")
+    for lo, hi, a in rule.get("bins", []):
+        if lo <= value < hi:
+            return a
+    return None
 
 
 def galaxy_answers(class_id: int, params: Mapping[str, float], config: dict) -> tuple[str, ...]:
@@ -53,28 +77,31 @@ def galaxy_answers(class_id: int, params: Mapping[str, float], config: dict) -> 
     question_of = {a.id: q.key for q in tree.questions for a in q.answers}
     answered = {question_of[a] for a in chosen}
 
+    by_key = {q.key: q for q in tree.questions}
+
     def reached(q) -> bool:
         return not q.requires or any(r in chosen for r in q.requires)
 
+    def open_path(q) -> bool:
+        """Reached, or every question its requirements answer is still open and itself reachable: an
+        answer here then implies its path (a ring answers "something odd: yes")."""
+        if reached(q):
+            return True
+        return any(question_of[r] not in answered and open_path(by_key[question_of[r]]) for r in q.requires)
+
     for q in tree.questions:          # parameter rules, in tree order
         rule = rules.get(q.key)
-        if rule is None or q.key in answered or "param" not in rule or not reached(q):
+        if rule is None or q.key in answered:
             continue
-        value = float(params.get(rule["param"], math.nan))
-        answer = None
-        if math.isnan(value):
-            answer = rule.get("missing")
-        else:
-            for lo, hi, a in rule.get("bins", []):
-                if lo <= value < hi:
-                    answer = a
-                    break
-        if answer is not None:
-            chosen.update(expand([f"{q.key}_{answer}"], tree))
-            answered = {question_of[a] for a in chosen}
+        subrules = rule if isinstance(rule, list) else [rule]
+        found = [a for r in subrules if "param" in r and (a := _rule_answer(r, params)) is not None]
+        if not found or not open_path(q):
+            continue
+        chosen.update(expand([f"{q.key}_{a}" for a in found], tree))
+        answered = {question_of[a] for a in chosen}
     for q in tree.questions:          # defaults for questions still open on the path
         rule = rules.get(q.key) or {}
-        if "default" in rule and q.key not in answered and reached(q):
+        if isinstance(rule, dict) and "default" in rule and q.key not in answered and reached(q):
             chosen.update(expand([f"{q.key}_{rule['default']}"], tree))
             answered = {question_of[a] for a in chosen}
     return expand(chosen, tree)

@@ -1,4 +1,4 @@
-"""Galaxy components in flux: bulge, disk, arms, bar, knots, companion, tidal tails and dust.
+"""Galaxy components in flux: bulge, disk, arms, bar, rings, knots, companion, tidal tails and dust.
 
 ``paint(kind, scene, cls, scale, cx, cy)`` draws one galaxy of a survey class's ``kind`` from the
 class's generating distributions (``survey_classes.yaml``) onto a :class:`Scene`: one flux layer per
@@ -36,6 +36,28 @@ def _pa(rng: np.random.Generator) -> float:
     return rng.uniform(0, math.pi)
 
 
+def _ring(scene: Scene, cls: dict, cx: float, cy: float, pa: float, incl: float, unit_px: float, flux: float,
+          layer: str) -> None:
+    """A ring with probability ``ring_prob``: ``ring_fraction`` of ``flux`` in a Gaussian annulus of
+    radius ``ring_radius`` x ``unit_px`` (a disk scale radius, a bar length or a half-light radius)
+    and width ``ring_width`` x radius, in the galaxy's plane. Classes without ``ring_prob`` draw
+    nothing (their ``ring_fraction`` stays NaN: no such component); a class that could have had one
+    records 0."""
+    if "ring_prob" not in cls:
+        return
+    rng = scene.rng
+    if rng.uniform() >= cls["ring_prob"]:
+        scene.set(ring_fraction=0.0)
+        return
+    frac = sample(cls["ring_fraction"], rng)
+    radius = sample(cls["ring_radius"], rng) * unit_px
+    width = sample(cls["ring_width"], rng) * radius
+    r, theta = P.disk_plane(scene.grid, cx, cy, pa, incl)
+    pattern = P.ring(r, theta, radius, width, rng)
+    scene.layers[layer] += flux * frac * pattern / max(pattern.sum(), 1e-12)
+    scene.set(ring_fraction=frac, ring_radius_px=radius)
+
+
 def _smooth(scene: Scene, cls: dict, scale: float, cx: float, cy: float, flux: float, main: bool = True) -> float:
     """Elliptical: Sersic body and an optional faint exponential envelope. Returns the size (px)."""
     rng = scene.rng
@@ -49,6 +71,8 @@ def _smooth(scene: Scene, cls: dict, scale: float, cx: float, cy: float, flux: f
         # OUR CHOICE: the envelope shares the body's orientation, a little rounder, in disk colour.
         scene.layers["disk"] += P.thin_disk(scene.grid, 1.3 * r_eff, math.acos(min(1.0, q + 0.1)), pa, cx, cy, flux * halo)
     if main:
+        # An S0-like ring lies in the envelope's plane: inclination from the body's axis ratio.
+        _ring(scene, cls, cx, cy, pa, math.acos(min(1.0, q)), r_eff, flux, "disk")
         scene.set(axis_ratio=q, position_angle_deg=math.degrees(pa), sersic_n=n, r_eff_px=r_eff, halo_fraction=halo)
     return r_eff
 
@@ -127,6 +151,9 @@ def _disk(scene: Scene, cls: dict, scale: float, cx: float, cy: float, flux: flo
             P.deposit(grid, kx, ky, flux * (1 - bt) * frac * kf / kf.sum(), out=scene.layers["arms"])
         params.update(n_knots=count, knot_fraction=frac)
     if main:
+        # Inner rings circle the bar's ends, so a barred disk's ring radius is in bar lengths.
+        unit = params["bar_length_px"] if has_bar and cls.get("ring_around_bar", False) else h
+        _ring(scene, cls, cx, cy, pa, incl, unit, flux, "arms")
         scene.set(**params)
     return h
 

@@ -40,7 +40,7 @@ from galaxalign.survey.classes import (
 from galaxalign.survey.render import PARAM_NAMES, render_galaxy
 
 # Bump when a change to the renderer changes the images; the config hash covers the YAML.
-GENERATOR_VERSION = "1.1"
+GENERATOR_VERSION = "1.2"
 LABEL_STREAM = 0x6C61626C  # separate seed stream for the class list
 SKY_STREAM = 0x736B79      # separate seed stream for ra/dec
 

@@ -117,6 +117,16 @@ def ferrers_bar(r: np.ndarray, theta: np.ndarray, length: float, axis_ratio: flo
     return np.where(m2 < 1.0, (1.0 - np.minimum(m2, 1.0)) ** 2, 0.0)
 
 
+def ring(r: np.ndarray, theta: np.ndarray, radius: float, width: float, rng: np.random.Generator) -> np.ndarray:
+    """Ring in the disk plane, peak 1: a Gaussian in radius at ``radius`` (sigma ``width``, px).
+
+    OUR CHOICE: brightness varies along the ring (an m=2 wave and a random m=1 term), as real
+    resonance rings are brighter where they meet the bar's ends and patchy with star formation.
+    """
+    along = 1.0 + 0.3 * np.cos(2 * theta - rng.uniform(0, 2 * math.pi)) + 0.2 * np.cos(theta - rng.uniform(0, 2 * math.pi))
+    return np.exp(-0.5 * ((r - radius) / max(width, 0.3)) ** 2) * np.clip(along, 0.2, None)
+
+
 def deposit(grid: Grid, x: np.ndarray, y: np.ndarray, flux: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Add point sources (knots, tail particles) at image positions (px) to an oversampled array."""
     out = grid.zeros() if out is None else out

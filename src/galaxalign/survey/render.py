@@ -1,7 +1,7 @@
 """Render one synthetic galaxy cutout: physical model -> g, r, z bands -> PSF, noise -> Lupton RGB.
 
 ``render_galaxy(class_id, size, rng)`` draws the class's generating parameters from
-``survey_classes.yaml``, paints the galaxy's components (bulge, disk, arms, bar, knots, companion,
+``survey_classes.yaml``, paints the galaxy's components (bulge, disk, arms, bar, rings, knots, companion,
 tails, dust) in flux per band, adds field stars and background galaxies, convolves with a Moffat PSF,
 adds sky, read and photon noise, and maps z, r, g to R, G, B with ``make_lupton_rgb`` as DECaLS
 cutouts do. Domain randomisation (v1.1): the field of view, PSF, noise, colour balance and dimming
@@ -46,6 +46,8 @@ PARAM_NAMES = (
     # v1.1 domain randomisation: field of view, calibration, dimming, artefacts (NaN: no such artefact).
     "field_arcsec", "colour_balance_g", "colour_balance_z", "dimming_power", "bright_star_peak",
     "satellite_trail_peak", "masked_fraction", "jpeg_quality",
+    # v1.2: rings (NaN: the class has no rings; 0: it could have had one and did not).
+    "ring_fraction", "ring_radius_px",
 )
 # Galaxy10 DECaLS cutout field (256 px x 0.262 arcsec): galaxy sizes in the YAML are fractions of a
 # cutout of this field; a wider drawn field shows the same galaxy smaller (and its PSF narrower in px).
