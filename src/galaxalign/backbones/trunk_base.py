@@ -38,6 +38,9 @@ def _sha256(path: Path) -> str:
 def base_paths(path: str | Path) -> tuple[Path, Path]:
     """(weights, meta) of a base given as its folder, its ``base.json`` or its ``trunk.safetensors``."""
     path = Path(path)
+    if not path.exists():
+        raise TrunkBaseError(f"trunk base {path} does not exist (model.backbone.init names the folder "
+                             "`galaxalign pretrain` wrote, e.g. runs/pretrain/base)")
     folder = path if path.is_dir() else path.parent
     if not path.is_dir() and path.name not in (WEIGHTS_FILE, META_FILE):
         raise TrunkBaseError(f"{path}: a trunk base is a folder holding {WEIGHTS_FILE} and {META_FILE} (or one of them)")
