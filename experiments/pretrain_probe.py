@@ -6,7 +6,7 @@
 1. gz1-sdss (``../shared/data/gz1-sdss``, manifest ``file,gz1_class,gz1_name``): elliptical / spiral
    (spiral_cw + spiral_acw) / edge_on, ``dont_know`` left out. Per seed a stratified split: ``--train``
    labelled galaxies, the rest test. Logistic regression on standardised pooled trunk features (the
-   1280-wide head conv, mean-pooled), its C chosen by 5-fold cross-validation on the training galaxies
+   1280-wide head conv, and the recipe's taps: stages 5-7, 624 wide; mean-pooled), its C chosen by 5-fold cross-validation on the training galaxies
    only; accuracy and balanced accuracy on the test galaxies, and the paired bootstrap interval of
    (base - ImageNet) on the same test galaxies.
 2. Sim-to-real, the protocol of ``galaxalign.evaluation.sim2real``'s fitted linear probe on trunk
@@ -30,12 +30,15 @@ import torch
 
 GZ1_CLASSES = {"elliptical": 0, "spiral_cw": 1, "spiral_acw": 1, "edge_on": 2}
 GZ1_NAMES = ["elliptical", "spiral", "edge_on"]
+FEATURE_SETS = {"head": slice(624, None), "taps5-7": slice(0, 624)}
 
 
 def trunk(base: str | None):
     from galaxalign.backbones import create_backbone
 
-    tower = create_backbone({"kind": "offline", "image_size": 224, **({"init": base} if base else {})}).visual
+    # One pass gives both feature sets: the recipe's taps (stages 5-7, 624 wide) and the head conv (1280).
+    tower = create_backbone({"kind": "offline", "image_size": 224, "taps": [5, 6, 7, "head"],
+                             **({"init": base} if base else {})}).visual
     return tower.eval()
 
 
@@ -123,7 +126,7 @@ def main() -> None:
     cache = out.parent / f".{out.stem}-features"
     cache.mkdir(parents=True, exist_ok=True)
     base_meta = json.loads((Path(args.base) / "base.json").read_text())
-    tag = base_meta["weights_sha256"][:10]
+    tag = "t" + base_meta["weights_sha256"][:10]
 
     table = pd.read_csv(data / "gz1-sdss" / "manifest.csv")
     table = table[table["gz1_name"].isin(GZ1_CLASSES)].reset_index(drop=True)
@@ -162,43 +165,44 @@ def main() -> None:
         key = f"{size}px" + ("_dihedral" if dih else "")
         feats = {}
         for name, tower in towers.items():
-            t = tag if name == "pretrained" else "imagenet"
+            t = tag if name == "pretrained" else "timagenet"
             feats[name] = {
                 "gz1": cached(cache / f"{t}_gz1_{key}.npy", lambda: pooled(tower, gz1, size, dih)),
                 "fit": cached(cache / f"{t}_fit_{key}.npy", lambda: pooled(tower, fit_images, size, dih)),
                 **{r: cached(cache / f"{t}_{r}_{key}.npy", lambda: pooled(tower, reals[r][0], size, dih)) for r in reals},
             }
             print(f"features {name} {key}: {time.perf_counter() - t0:.0f} s", flush=True)
-        rows = []
-        for seed in args.seeds:
-            tr, te = train_test_split(np.arange(len(y)), train_size=args.train, stratify=y, random_state=seed)
-            preds = {n: probe(f["gz1"][tr], y[tr], f["gz1"][te], seed) for n, f in feats.items()}
-            yt = y[te]
-            row = {"seed": seed, "n_test": int(len(te))}
-            for n, p in preds.items():
-                row[n] = {"accuracy": float(np.mean(p == yt)), "balanced_accuracy": balanced_accuracy(yt, p)}
-            row["accuracy_difference"] = paired_bootstrap_diff(preds["pretrained"] == yt, preds["imagenet"] == yt, seed=seed)
-            row["balanced_accuracy_difference"] = paired_balanced_interval(yt, preds["pretrained"], preds["imagenet"], seed)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        results["gz1_sdss"][key] = {
-            "per_seed": rows,
-            "mean": {n: {m: float(np.mean([r[n][m] for r in rows])) for m in ("accuracy", "balanced_accuracy")}
-                     for n in towers},
-        }
-        s2r = {}
-        for n, f in feats.items():
-            from sklearn.linear_model import LogisticRegression
-            from sklearn.pipeline import make_pipeline
-            from sklearn.preprocessing import StandardScaler
+        for fs, cols in FEATURE_SETS.items():
+            rows = []
+            for seed in args.seeds:
+                tr, te = train_test_split(np.arange(len(y)), train_size=args.train, stratify=y, random_state=seed)
+                preds = {n: probe(f["gz1"][tr][:, cols], y[tr], f["gz1"][te][:, cols], seed) for n, f in feats.items()}
+                yt = y[te]
+                row = {"seed": seed, "n_test": int(len(te))}
+                for n, p in preds.items():
+                    row[n] = {"accuracy": float(np.mean(p == yt)), "balanced_accuracy": balanced_accuracy(yt, p)}
+                row["accuracy_difference"] = paired_bootstrap_diff(preds["pretrained"] == yt, preds["imagenet"] == yt, seed=seed)
+                row["balanced_accuracy_difference"] = paired_balanced_interval(yt, preds["pretrained"], preds["imagenet"], seed)
+                rows.append(row)
+                print(fs, key, json.dumps(row), flush=True)
+            results["gz1_sdss"][f"{key}_{fs}"] = {
+                "per_seed": rows,
+                "mean": {n: {m: float(np.mean([r[n][m] for r in rows])) for m in ("accuracy", "balanced_accuracy")}
+                         for n in towers},
+            }
+            s2r = {}
+            for n, f in feats.items():
+                from sklearn.linear_model import LogisticRegression
+                from sklearn.pipeline import make_pipeline
+                from sklearn.preprocessing import StandardScaler
 
-            clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)).fit(f["fit"], fit_y)
-            s2r[n] = {}
-            for r, (_, ry) in reals.items():
-                p = clf.predict(f[r])
-                s2r[n][r] = {"n": int(len(ry)), "accuracy": float(np.mean(p == ry))}
-        results["sim_to_real"][key] = s2r
-        print(json.dumps({key: s2r}), flush=True)
+                clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)).fit(f["fit"][:, cols], fit_y)
+                s2r[n] = {}
+                for r, (_, ry) in reals.items():
+                    p = clf.predict(f[r][:, cols])
+                    s2r[n][r] = {"n": int(len(ry)), "accuracy": float(np.mean(p == ry))}
+            results["sim_to_real"][f"{key}_{fs}"] = s2r
+            print(json.dumps({f"{key}_{fs}": s2r}), flush=True)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")

@@ -52,6 +52,7 @@ class PretrainSettings:
     size: int = 64                   # cutout size rendered and trained at (px)
     steps: int = 500
     batch_size: int = 32
+    # OUR CHOICE: the trunk at 3e-4 keeps its ImageNet start; the new heads learn 10x faster.
     lr: float = 3e-4                 # trunk
     head_lr: float = 3e-3            # projections, answer head, temperature
     weight_decay: float = 0.05
@@ -100,7 +101,9 @@ class PretrainNet(nn.Module):
         backbone = create_backbone({"kind": "offline", "image": image, "image_size": size, "embed_dim": embed_dim})
         self.visual = backbone.visual
         self.text = backbone.text
-        self.text.lock(1)  # frozen MiniLM (memoised per prompt), trainable projection
+        # OUR CHOICE: frozen MiniLM (memoised per prompt) and a frozen ImageNet symbol trunk (features
+        # cached once): only their projections train, so a step costs one image-trunk pass.
+        self.text.lock(1)
         self.tokenizer = backbone.tokenizer
         self.image_size, self.image_mean, self.image_std = backbone.image_size, backbone.image_mean, backbone.image_std
         width = self.visual.feature_width
@@ -221,6 +224,8 @@ class SurveyBatches(torch.utils.data.Dataset):
         block = self._h5["images"][uniq][inverse]          # h5py reads need increasing indexes
         images = np.empty_like(block)
         images[order] = block
+        # OUR CHOICE: the 8 dihedral views are the only augmentation; the renderer already draws the
+        # field of view, PSF, noise, colours and artefacts of every galaxy.
         views = np.random.default_rng([self.seed, step, 0x7669]).integers(8, size=len(idx))
         return torch.from_numpy(np.ascontiguousarray(dihedral(images, views))), torch.from_numpy(idx)
 
