@@ -107,6 +107,8 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=300)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--features-only", choices=["imagenet", "pretrained"], default=None,
+                    help="compute (and cache) one trunk's features, then stop: lets ImageNet's run before the base exists")
     ap.add_argument("--limit", type=int, default=None, help="first N gz1 galaxies only (a smoke run, not a measurement)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)  # scikit-learn API notices, not results
@@ -125,8 +127,8 @@ def main() -> None:
     out = Path(args.out)
     cache = out.parent / f".{out.stem}-features"
     cache.mkdir(parents=True, exist_ok=True)
-    base_meta = json.loads((Path(args.base) / "base.json").read_text())
-    tag = "t" + base_meta["weights_sha256"][:10]
+    base_meta = {} if args.features_only == "imagenet" else json.loads((Path(args.base) / "base.json").read_text())
+    tag = "t" + base_meta.get("weights_sha256", "")[:10]
 
     table = pd.read_csv(data / "gz1-sdss" / "manifest.csv")
     table = table[table["gz1_name"].isin(GZ1_CLASSES)].reset_index(drop=True)
@@ -159,7 +161,8 @@ def main() -> None:
 
     results: dict = {"base": str(args.base), "base_meta": {k: base_meta.get(k) for k in ("steps", "image_size", "survey", "final_loss", "final_answer_acc")},
                      "gz1_sdss": {}, "sim_to_real": {}, "n_gz1": int(len(y)), "train": args.train, "seeds": args.seeds}
-    towers = {"imagenet": trunk(None), "pretrained": trunk(args.base)}
+    names = [args.features_only] if args.features_only else ["imagenet", "pretrained"]
+    towers = {n: trunk(None if n == "imagenet" else args.base) for n in names}
     for size in args.sizes:
         dih = size <= args.dihedral_max_size
         key = f"{size}px" + ("_dihedral" if dih else "")
@@ -172,6 +175,8 @@ def main() -> None:
                 **{r: cached(cache / f"{t}_{r}_{key}.npy", lambda: pooled(tower, reals[r][0], size, dih)) for r in reals},
             }
             print(f"features {name} {key}: {time.perf_counter() - t0:.0f} s", flush=True)
+        if args.features_only:
+            continue
         for fs, cols in FEATURE_SETS.items():
             rows = []
             for seed in args.seeds:

@@ -156,3 +156,9 @@ def test_batches_are_reproducible_per_step_and_views_are_dihedral(runs):
     im = np.arange(3 * 3 * 3, dtype=np.uint8).reshape(1, 3, 3, 3)  # no symmetry: 8 distinct views
     views = {dihedral(im, np.array([k]))[0].tobytes() for k in range(8)}
     assert len(views) == 8
+
+
+def test_a_survey_of_another_size_is_refused_naming_both(runs, tmp_path):
+    s = replace(_settings(tmp_path / "x", runs["survey"], 1), size=48)
+    with pytest.raises(ValueError, match="holds 32x32 px cutouts, but --size is 48"):
+        pretrain(s, progress=False)

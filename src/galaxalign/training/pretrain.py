@@ -263,6 +263,43 @@ def load_pretrain_checkpoint(path: Path) -> dict:
     return state
 
 
+def _symbol_features(net: PretrainNet, bank) -> torch.Tensor:
+    """(K, F) pooled features of every symbol variant through the (still ImageNet) trunk, computed once."""
+    net.eval()
+    tf = net.symbol_transform(train=False)
+    pool = [tf(im) for im in bank.symbol_pool]
+    with torch.no_grad():
+        return torch.cat([net.visual.pooled(torch.stack(pool[i:i + 64])) for i in range(0, len(pool), 64)])
+
+
+def _optimizer(net: PretrainNet, settings: PretrainSettings) -> torch.optim.AdamW:
+    """AdamW with the trunk at ``lr`` and the heads at ``head_lr``; no decay on gains, biases, norms and
+    the temperature (open_clip's rule). Each group keeps its ``base_lr`` for the schedule."""
+    from galaxalign.training.schedule import exclude_from_weight_decay
+
+    heads = {id(p) for m in (net.visual.proj, net.text.proj, net.symbol_proj, net.answer_head) for p in m.parameters()}
+    heads.add(id(net.logit_scale))
+    named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    groups = []
+    for head in (False, True):
+        for decay in (False, True):
+            ps = [p for n, p in named if (id(p) in heads) == head and (not exclude_from_weight_decay(n, p)) == decay]
+            if ps:
+                groups.append({"params": ps, "weight_decay": settings.weight_decay if decay else 0.0,
+                               "base_lr": settings.head_lr if head else settings.lr})
+    return torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def _check_survey_size(path: Path, size: int) -> None:
+    import h5py
+
+    with h5py.File(path, "r") as h5:
+        shape = h5["images"].shape
+    if tuple(shape[1:3]) != (size, size):
+        raise ValueError(f"pretrain: survey {path} holds {shape[1]}x{shape[2]} px cutouts, but --size is {size}; "
+                         f"pass --size {shape[1]} (the trunk trains at the survey's size)")
+
+
 def pretrain(settings: PretrainSettings, resume: bool = False, progress: bool = True) -> PretrainResult:
     """Run (or continue) a pretraining; returns where the base is and the loss history."""
     from galaxalign import answers as A
@@ -295,6 +332,7 @@ def pretrain(settings: PretrainSettings, resume: bool = False, progress: bool = 
     if not survey.exists():
         generate_survey(survey, settings.num, size=settings.size, seed=settings.seed, workers=settings.render_workers,
                         progress=progress)
+    _check_survey_size(survey, settings.size)
     taxonomy = survey_taxonomy(load_survey_config())
     catalog = load_catalog(survey, taxonomy=taxonomy)
     tree = taxonomy.tree
@@ -305,29 +343,10 @@ def pretrain(settings: PretrainSettings, resume: bool = False, progress: bool = 
     torch.manual_seed(settings.seed)
     net = PretrainNet(settings.image, settings.size, settings.embed_dim, answers.shape[1])
     bank = ClassBank(taxonomy, net, n_symbol_variants=settings.symbol_variants, seed=settings.seed, rows=rows)
-    # Symbol features: the frozen ImageNet trunk's pooled features of every variant, computed once
-    # (before any checkpoint is loaded, so a resumed run has the same ones).
-    net.eval()
-    with torch.no_grad():
-        tf = net.symbol_transform(train=False)
-        pool = [tf(im) for im in bank.symbol_pool]
-        symbol_feats = torch.cat([net.visual.pooled(torch.stack(pool[i:i + 64])) for i in range(0, len(pool), 64)])
+    symbol_feats = _symbol_features(net, bank).to(device)  # before any checkpoint is loaded: ImageNet's trunk
     net.to(device)
-    symbol_feats = symbol_feats.to(device)
     trainable = [p for p in net.parameters() if p.requires_grad]
-    heads = {id(p) for m in (net.visual.proj, net.text.proj, net.symbol_proj, net.answer_head) for p in m.parameters()}
-    heads.add(id(net.logit_scale))
-    from galaxalign.training.schedule import exclude_from_weight_decay
-
-    named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
-    groups = []
-    for head in (False, True):
-        for decay in (False, True):
-            ps = [p for n, p in named if (id(p) in heads) == head and (not exclude_from_weight_decay(n, p)) == decay]
-            if ps:
-                groups.append({"params": ps, "weight_decay": settings.weight_decay if decay else 0.0,
-                               "base_lr": settings.head_lr if head else settings.lr})
-    optimizer = torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.98), eps=1e-6)
+    optimizer = _optimizer(net, settings)
     history: list[dict] = []
     step = 0
     if state is not None:
