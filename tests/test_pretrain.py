@@ -162,3 +162,8 @@ def test_a_survey_of_another_size_is_refused_naming_both(runs, tmp_path):
     s = replace(_settings(tmp_path / "x", runs["survey"], 1), size=48)
     with pytest.raises(ValueError, match="holds 32x32 px cutouts, but --size is 48"):
         pretrain(s, progress=False)
+
+
+def test_running_a_base_at_another_size_warns_with_the_fix(runs):
+    with pytest.warns(UserWarning, match="pretrained at 32 px and this model runs at 64 px; set model.backbone.image_size=32"):
+        create_backbone({"kind": "offline", "image_size": 64, "init": str(runs["whole"].base)})

@@ -434,6 +434,14 @@ def build_offline(spec: dict, load_weights: bool = True) -> DualEncoder:
                                         cfg["cache_stage"], int(cfg["image_size"]), cfg["init"])
         text = MiniLMTextTower(model_dir, cfg["embed_dim"], load_weights)
         tokenizer = BertTokenizer(model_dir, cfg["context_length"])
+    if load_weights and cfg["init"]:
+        from galaxalign.backbones.trunk_base import size_mismatch_note
+
+        note = size_mismatch_note(cfg["init"], int(cfg["image_size"]))
+        if note:
+            import warnings
+
+            warnings.warn(note, stacklevel=2)
     return DualEncoder(
         {"kind": "offline", **cfg},
         visual,
