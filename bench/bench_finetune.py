@@ -22,7 +22,7 @@ import torch
 def build(cached: bool, batch: int):
     from galaxalign.taxonomy import load_taxonomy
     from galaxalign.training import load_config
-    from galaxalign.training.distributed import DistEnv
+    from galaxalign.distributed import DistEnv
     from galaxalign.training.methods import build_objective
     from galaxalign.training.schedule import build_optimizer
     from galaxalign.training.trainer import apply_locks, build_model

@@ -157,7 +157,7 @@ def build_trained_feature_index(root: Path, num: int = 240, size: int = 48, step
     from galaxalign.datasets import load_catalog
     from galaxalign.inference import encode_images, load_model
     from galaxalign.search.embed import write_embedding_shards
-    from galaxalign.search.index import build_index_from_embeddings
+    from galaxalign.search.build import build_index_from_embeddings
     from galaxalign.survey.generate import generate_survey
     from galaxalign.training import load_config, train
 

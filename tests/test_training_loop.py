@@ -159,7 +159,7 @@ def test_cli_train_and_resume(tmp_path, tiny_h5, capsys):
 def test_joint_symbol_pass_equals_separate_passes_without_batch_statistics():
     from galaxalign.model import GalaxAlignModel
     from galaxalign.taxonomy import load_taxonomy
-    from galaxalign.training.distributed import DistEnv
+    from galaxalign.distributed import DistEnv
     from galaxalign.training.methods import build_objective
 
     spec = {"kind": "tiny", "seed": 0, "image_size": 24, "width": 8, "embed_dim": 16}

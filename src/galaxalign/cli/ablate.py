@@ -15,7 +15,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from galaxalign.cli.reproduction_table import common_kwargs
-    from galaxalign.evaluation.runner import run_ablations
+    from galaxalign.grids.runner import run_ablations
 
     only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
     if args.label_fraction is not None and not 0 < args.label_fraction <= 1:

@@ -31,7 +31,8 @@ def _parse_params(items: list[str]) -> dict:
 
 
 def run(args) -> int:
-    from galaxalign.search.index import SearchIndex, build_index_from_embeddings
+    from galaxalign.search.build import build_index_from_embeddings
+    from galaxalign.search.index import SearchIndex
 
     out = build_index_from_embeddings(args.embeddings, args.out, kind=args.kind, params=_parse_params(args.param),
                                       progress=not args.no_progress, shards=args.shards)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from galaxalign.evaluation.bootstrap import N_RESAMPLES, bootstrap_ci, bootstrap_mean_ci
+from galaxalign.evaluation.embeddings import cached_embeddings, head_scores, head_scores_catalog  # noqa: F401 (API)
 from galaxalign.evaluation.classifiers import (
     KNN_K,
     PROBE_C,
@@ -38,6 +39,7 @@ from galaxalign.evaluation.classifiers import (
 from galaxalign.evaluation.metrics import classification_report, macro_f1
 from galaxalign.evaluation.report import fmt, markdown_table, write_json, write_text
 from galaxalign.evaluation.retrieval import rank_gallery
+from galaxalign.model_files import training_config_of  # noqa: F401 (API: sim2real, feature search)
 
 # OUR CHOICE: the row each method shows. The paper classifies by similarity to the class labels; the
 # fine-tuned GalaxAlign model has two aligned label modalities, so it uses both fused; a stock CLIP-
@@ -58,13 +60,6 @@ def primary_classifier(method: str | None, model) -> str:
     if method in PRIMARY_CLASSIFIER:
         return PRIMARY_CLASSIFIER[method]
     return "head" if getattr(model, "classifier", None) is not None else "zero_shot_both"
-
-
-def head_scores(model, images: list[np.ndarray]) -> np.ndarray:
-    """Class probabilities of the image-only baseline's head (``model.classify``) for uint8 images."""
-    from galaxalign.inference import encode_images
-
-    return encode_images(model, images, "image", output="head")
 
 
 def zero_shot_prototypes(model, taxonomy, modalities=ZERO_SHOT_MODALITIES, cache: dict | None = None) -> dict:
@@ -157,19 +152,6 @@ def select_primary(val_accuracy: dict[str, float], default: str, val_log_loss: d
         if pick in tied:
             return pick
     return tied[0]
-
-
-def cached_embeddings(model, catalog, cache: dict | None, batch_size: int = 64, progress: bool = True) -> np.ndarray:
-    """Image embeddings of a catalog's rows (``inference.embed_catalog``), memoised in ``cache`` by the
-    catalog's ids: every metric of one model on the same galaxies shares one embedding pass."""
-    from galaxalign.inference import embed_catalog
-
-    key = ("image", tuple(catalog["id"].astype(str)))
-    if cache is None:
-        return embed_catalog(model, catalog, modality="image", batch_size=batch_size, progress=progress)
-    if key not in cache:
-        cache[key] = embed_catalog(model, catalog, modality="image", batch_size=batch_size, progress=progress)
-    return cache[key]
 
 
 def _labelled(catalog):
@@ -342,13 +324,6 @@ def evaluate_model(
     return result
 
 
-def head_scores_catalog(model, catalog, batch_size: int = 64, progress: bool = True) -> np.ndarray:
-    """:func:`head_scores` over a catalog, in batches."""
-    from galaxalign.inference import encode_images
-
-    return encode_images(model, catalog, "image", output="head", batch_size=batch_size, progress=progress)
-
-
 def _write_plots(out_dir, result, taxonomy, test, gallery, r, title) -> dict:
     from galaxalign.datasets import read_image
     from galaxalign.evaluation.plots import pick_grid_queries, plot_confusion_matrix, plot_retrieval_grid
@@ -418,35 +393,15 @@ def evaluation_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def training_config_of(checkpoint: str | Path) -> dict | None:
-    """The training config stored with a checkpoint (``.pt``) or an exported folder, if any."""
-    import json
-
-    path = Path(checkpoint)
-    if path.is_dir():
-        cfg = path / "config.json"
-        if cfg.is_file():
-            extra = (json.loads(cfg.read_text()).get("extra") or {})
-            return extra.get("config") or extra.get("training_config")
-        return None
-    if path.is_file():
-        from galaxalign.training.checkpoint import load_checkpoint
-
-        return load_checkpoint(path).get("config")
-    raise FileNotFoundError(f"checkpoint {path} does not exist")
-
-
 def resolve_data(data_cfg: dict, taxonomy, data: str | Path | None = None) -> tuple[dict, dict]:
     """Splits (``train``/``val``/``test``/``train_labelled``) and a JSON description of the data:
     :func:`galaxalign.datasets.splits_from_config`, the derivation the trainer uses.
 
     ``data_cfg`` is a training config's ``data`` section completed from the training schema;
     ``data`` overrides its source."""
-    from galaxalign.datasets import splits_from_config
-    from galaxalign.training.config import default_schema
+    from galaxalign.datasets import data_config, splits_from_config
 
-    full = {**default_schema()["data"], **(data_cfg or {})}
-    return splits_from_config(full, taxonomy, source=data)
+    return splits_from_config(data_config(data_cfg), taxonomy, source=data)
 
 
 def evaluate(
@@ -469,8 +424,8 @@ def evaluate(
     never training galaxies of a model trained with the defaults).
     """
     from galaxalign.inference import load_model
+    from galaxalign.datasets import data_config
     from galaxalign.taxonomy import load_taxonomy
-    from galaxalign.training.config import default_schema
 
     model, model_taxonomy = load_model(checkpoint)
     tax = load_taxonomy(taxonomy) if taxonomy is not None else model_taxonomy
@@ -480,7 +435,7 @@ def evaluate(
             f"with {model_taxonomy.class_names}"
         )
     train_cfg = training_config_of(checkpoint) or {}
-    data_cfg = {**default_schema()["data"], **(train_cfg.get("data") or {})}
+    data_cfg = data_config(train_cfg.get("data"))
     if data is None and not train_cfg:
         raise ValueError(f"checkpoint {checkpoint} carries no training config: pass --data SOURCE")
     if label_fraction is not None:

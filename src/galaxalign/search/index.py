@@ -35,6 +35,7 @@ from galaxalign.search.faiss_index import (  # noqa: F401  (re-exported: the ind
 )
 from galaxalign.search.filters import CatalogFilter, id_selector, parse_filter
 from galaxalign.search.store import VectorStore
+from galaxalign.taxonomy import load_taxonomy
 
 INDEX_FILE = "index.faiss"
 TABLE_FILE = "table.parquet"
@@ -78,7 +79,7 @@ class Hit:
         return out
 
 
-def _as_matrix(vectors: np.ndarray, dim: int | None = None, what: str = "vectors") -> np.ndarray:
+def as_matrix(vectors: np.ndarray, dim: int | None = None, what: str = "vectors") -> np.ndarray:
     x = vectors if isinstance(vectors, np.memmap) else np.asarray(vectors)
     if x.ndim == 1:
         x = x[None, :]
@@ -101,7 +102,7 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
-def _table_from(table: pd.DataFrame) -> pd.DataFrame:
+def id_table(table: pd.DataFrame) -> pd.DataFrame:
     for col in ("id", "label", "source"):
         if col not in table.columns:
             raise ValueError(f"id table: missing required column {col!r} (has {list(table.columns)})")
@@ -296,7 +297,7 @@ class SearchIndex:
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        q = normalize_rows(_as_matrix(queries, self.dim, what="query"))
+        q = normalize_rows(as_matrix(queries, self.dim, what="query"))
         selector, widen = None, 1.0
         f = parse_filter(where)
         if f is not None and not f.is_empty():
@@ -379,10 +380,10 @@ class SearchIndex:
         rebuild when the catalog has grown several-fold or changed character. Call :meth:`save`
         to write the grown index back.
         """
-        x = _as_matrix(vectors, self.dim, what="new embeddings")
+        x = as_matrix(vectors, self.dim, what="new embeddings")
         if len(table) != len(x):
             raise IndexMismatchError(f"new galaxies: {len(table)} table rows but {len(x)} embeddings")
-        t = _table_from(table)
+        t = id_table(table)
         clash = t["id"][t["id"].isin(self.table["id"].astype(str))]
         if len(clash):
             raise ValueError(f"new galaxies: id {clash.iloc[0]!r} is already in the index ({len(clash)} such ids)")
@@ -496,8 +497,6 @@ def _class_names_from(info: dict) -> list[str]:
         return [c["name"] for c in tax.get("classes", [])]
     if isinstance(tax, str):
         try:
-            from galaxalign.taxonomy import load_taxonomy
-
             return load_taxonomy(tax).class_names
         except (FileNotFoundError, ValueError):
             return []
@@ -515,11 +514,21 @@ def _jsonable(d: dict) -> dict:
     return out
 
 
-# the build side lives in galaxalign.search.build; re-exported: the index API's one front door
-from galaxalign.search.build import (  # noqa: E402,F401
-    AUTO_EXACT_MAX,
-    build_index,
-    build_index_from_embeddings,
-    choose_kind,
-    create_faiss_index,
-)
+def index_taxonomy(index):
+    """The label scheme an index was embedded with (index.json ``taxonomy``), with the decision tree
+    and symbol book the model was trained with; None when the index records none."""
+    cached = getattr(index, "_galaxalign_taxonomy", False)
+    if cached is not False:
+        return cached
+    tax = None
+    data = (getattr(index, "info", None) or {}).get("taxonomy")
+    if data is not None:
+        try:
+            tax = load_taxonomy(data)
+        except (FileNotFoundError, ValueError):
+            tax = None
+    try:
+        index._galaxalign_taxonomy = tax
+    except AttributeError:
+        pass
+    return tax

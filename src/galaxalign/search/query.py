@@ -14,7 +14,8 @@ import numpy as np
 
 # Size limits of query images are those of the one image decoder.
 from galaxalign.datasets.images import MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS
-from galaxalign.search.index import Hit, SearchIndex
+from galaxalign.search.galaxy_answers import with_answers
+from galaxalign.search.index import Hit, SearchIndex, index_taxonomy
 
 # OUR CHOICE: query symbols are drawn at 224 px, the encoders' usual input size.
 SYMBOL_SIZE = 224
@@ -63,28 +64,6 @@ def check_text(text: str, what: str = "description") -> str:
         raise QueryError(f"{what} holds {bad!r} at position {exc.start}, which is not a character "
                          "(a lone UTF-16 surrogate or undecodable byte); remove it") from None
     return text
-
-
-def index_taxonomy(index):
-    """The label scheme an index was embedded with (index.json ``taxonomy``), with the decision tree
-    and symbol book the model was trained with; None when the index records none."""
-    cached = getattr(index, "_galaxalign_taxonomy", False)
-    if cached is not False:
-        return cached
-    tax = None
-    data = (getattr(index, "info", None) or {}).get("taxonomy")
-    if data is not None:
-        from galaxalign.taxonomy import load_taxonomy
-
-        try:
-            tax = load_taxonomy(data)
-        except (FileNotFoundError, ValueError):
-            tax = None
-    try:
-        index._galaxalign_taxonomy = tax
-    except AttributeError:
-        pass
-    return tax
 
 
 def parse_answers(answers: str | Iterable[str], tree=None) -> tuple[str, ...]:
@@ -181,8 +160,6 @@ def query_vector(index: SearchIndex, vector: np.ndarray, k: int = 10, where=None
     When the index's catalog carries per-galaxy answers, every hit carries its galaxy's ``answers``;
     ``features`` (the answer ids of a feature query) adds ``matched``, how many of them it has."""
     hits = index.search(_check_dim(index, np.asarray(vector)), k, exclude=exclude, where=where, offset=offset)
-    from galaxalign.search.galaxy_answers import with_answers
-
     return with_answers(index, hits, features)
 
 
@@ -270,8 +247,6 @@ def rank_features(index: SearchIndex, model, answers: Sequence[str], vector: np.
     that expected fraction; ``matched`` (when the catalog has answers) the true count. Without a
     taxonomy of the index the hits are the plain nearest neighbours of ``vector``."""
     from galaxalign.search.features import path_bank
-    from galaxalign.search.galaxy_answers import with_answers
-
     check_via(via)
     if offset < 0:
         raise ValueError(f"offset must be at least 0, got {offset}")

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from galaxalign.model_files import CHECKPOINT_FORMAT, ModelFileError, read_checkpoint
+from galaxalign.model_files import CHECKPOINT_FORMAT, CHECKPOINT_KEYS, read_training_checkpoint
 from galaxalign.runtime import atomic_path
 
 FORMAT = CHECKPOINT_FORMAT
-REQUIRED = ("model", "model_config", "taxonomy", "optimizer", "scheduler", "step", "epoch", "stage", "config", "rng", "method")
+REQUIRED = CHECKPOINT_KEYS
 
 
 def rng_state() -> dict:
@@ -51,14 +51,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """A training checkpoint, read safely (``weights_only=True``, see :mod:`galaxalign.model_files`)."""
-    path = Path(path)
-    state = read_checkpoint(path, map_location=map_location)
-    if state.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a GalaxAlign training checkpoint (no format={FORMAT!r} key)")
-    missing = [k for k in REQUIRED if k not in state]
-    if missing:
-        raise ModelFileError(f"{path}: checkpoint lacks keys {missing}")
-    return state
+    return read_training_checkpoint(path, map_location=map_location)
 
 
 # What a run writes into its ``out`` folder (the trainer's names); their presence marks a run folder.

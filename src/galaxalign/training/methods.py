@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from galaxalign.training.distributed import DistEnv
+from galaxalign.distributed import DistEnv
 
 
 class TriModalForward(nn.Module):

@@ -26,7 +26,7 @@ from galaxalign.model import MAX_LOGIT_SCALE
 from galaxalign.runtime import atomic_path
 from galaxalign.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from galaxalign.training.config import derived_checkpoint_every, derived_runtime, load_config
-from galaxalign.training.distributed import DistEnv, ResumableSampler, barrier, init_distributed
+from galaxalign.distributed import DistEnv, ResumableSampler, barrier, init_distributed
 from galaxalign.training.methods import build_objective
 from galaxalign.training.schedule import build_optimizer, cosine_schedule
 

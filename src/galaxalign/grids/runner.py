@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 from galaxalign.evaluation.comparison import compare_to_reference
 from galaxalign.evaluation.report import fmt, write_json, write_text
-from galaxalign.evaluation.run_grid import RunGrid, RunSpec, expand_grid, load_grid
+from galaxalign.grids.run_grid import RunGrid, RunSpec, expand_grid, load_grid
 from galaxalign.runtime import DEMO_DIR
 
 METRICS = ("accuracy", "macro_f1", "map", "map_at_10", "precision_at_10")
@@ -264,7 +264,7 @@ def run_table(
     ``exemplars``: real labelled galaxies for the sim-to-real check of the GalaxAlign run with the most
     labels (skipped without). zero_shot is exported once and reported at every label fraction.
     """
-    from galaxalign.evaluation.table_report import render_report
+    from galaxalign.grids.table_report import render_report
 
     t_start = time.perf_counter()
     g = grid if isinstance(grid, RunGrid) else load_grid(grid)
