@@ -149,7 +149,7 @@ def test_data_skip_bad_is_a_config_key_that_reaches_the_loader(tmp_path):
     from galaxalign.datasets.catalog import CatalogError
     from galaxalign.training import load_config
     from galaxalign.distributed import init_distributed
-    from galaxalign.training.trainer import prepare_data
+    from galaxalign.training.build import prepare_data
 
     folder = tmp_path / "cat"
     for i in range(12):

@@ -124,6 +124,7 @@ def test_auto_per_galaxy_falls_back_to_class_rows_when_paths_are_mostly_singleto
     from galaxalign.survey.generate import generate_survey
     from galaxalign.training import trainer as T
     from galaxalign.training.config import load_config
+    from galaxalign.training.per_galaxy import MIN_GALAXIES_PER_PATH
 
     survey = generate_survey(tmp_path / "s.h5", 120, size=32, seed=2, workers=0, progress=False)
     base = [f"data.source={survey}", "data.size=32", f"out={tmp_path / 'run'}", "tensorboard=false", "validate=false"]
@@ -133,7 +134,7 @@ def test_auto_per_galaxy_falls_back_to_class_rows_when_paths_are_mostly_singleto
     forced = T.Trainer(load_config("default", [*base, "data.label_fraction=0.1", "answers.per_galaxy=true"]), progress=False)
     assert forced.rows is not None and forced.per_galaxy_note is None
     full = T.Trainer(load_config("default", base), progress=False)
-    assert full.rows is not None and len(full.train_cat) >= T.MIN_GALAXIES_PER_PATH * len(set(full.rows.paths))
+    assert full.rows is not None and len(full.train_cat) >= MIN_GALAXIES_PER_PATH * len(set(full.rows.paths))
 
 
 def test_path_counts_add_up_rows_that_differ_only_by_class():

@@ -15,12 +15,13 @@ from typing import Any
 
 import yaml
 
+from galaxalign.training.methods import list_methods
 from galaxalign.training.recipe import RECIPE_DEFAULTS
 
 from galaxalign.datasets.splits import DATA_DEFAULTS
 
 CONFIGS = "galaxalign.configs"
-METHODS = ("galaxalign", "image_text", "image_only", "zero_shot")
+METHODS = list_methods()  # the registered training methods (training.methods)
 AMP_MODES = ("auto", "fp16", "bf16", "off")
 
 # Keys whose value is a free-form mapping handed to another layer (validated there, not here).
