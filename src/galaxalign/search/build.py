@@ -21,13 +21,13 @@ from galaxalign.search.faiss_index import (
     set_search_params,
     train_index,
 )
-from galaxalign.search.index import (
+from galaxalign.search.index import SearchIndex
+from galaxalign.search.records import (
     CHUNK,
     INDEX_FORMAT,
     KEY_COLUMN,
     STORE_FILE,
     IndexMismatchError,
-    SearchIndex,
     as_matrix,
     id_table,
     normalize_rows,

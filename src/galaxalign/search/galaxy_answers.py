@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from galaxalign import answers as A
-from galaxalign.search.index import index_taxonomy
+from galaxalign.search.records import index_taxonomy
 
 # OUR CHOICE: answer matrices are read 65,536 galaxies at a time (about 13 MB of float32 each), so a
 # catalog of millions never holds its whole (N, A) matrix in memory.

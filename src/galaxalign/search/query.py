@@ -15,7 +15,8 @@ import numpy as np
 # Size limits of query images are those of the one image decoder.
 from galaxalign.datasets.images import MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS
 from galaxalign.search.galaxy_answers import with_answers
-from galaxalign.search.index import Hit, SearchIndex, index_taxonomy
+from galaxalign.search.index import SearchIndex
+from galaxalign.search.records import Hit, index_taxonomy
 
 # OUR CHOICE: query symbols are drawn at 224 px, the encoders' usual input size.
 SYMBOL_SIZE = 224
