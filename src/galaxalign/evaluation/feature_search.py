@@ -148,9 +148,9 @@ def sample_feature_queries(paths: Sequence[Sequence[str]], taxonomy, n: int = N_
 def query_text(query: Sequence[str], taxonomy) -> str:
     """The text query: the caption of the answers, in the taxonomy's first prompt template."""
     from galaxalign.answers import caption
+    from galaxalign.captions import query_prompt
 
-    template = taxonomy.prompt_templates[0] if taxonomy.prompt_templates else "{label}"
-    return template.format(label=caption(query, taxonomy.tree))
+    return query_prompt(caption(query, taxonomy.tree), taxonomy)
 
 
 def nearest_class(query: Sequence[str], taxonomy) -> int:

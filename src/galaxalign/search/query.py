@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 # Size limits of query images are those of the one image decoder.
+from galaxalign.captions import query_prompt
 from galaxalign.datasets.images import MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS
 from galaxalign.search.galaxy_answers import with_answers
 from galaxalign.search.index import SearchIndex
@@ -104,7 +105,7 @@ def render_query_symbol(answers: Sequence[str], size: int = SYMBOL_SIZE, taxonom
 
 
 def _one(vectors) -> np.ndarray:
-    v = np.asarray(vectors.detach().cpu().numpy() if hasattr(vectors, "detach") else vectors, dtype=np.float32)
+    v = np.asarray(vectors, dtype=np.float32)
     return v.reshape(-1, v.shape[-1])[0]
 
 
@@ -131,16 +132,14 @@ def embed_texts(model, texts: Sequence[str]) -> np.ndarray:
     """(N, D) embeddings of checked descriptions, one forward pass (the service batches with it)."""
     from galaxalign.inference import encode_texts
 
-    v = encode_texts(model, list(texts))
-    return np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, dtype=np.float32)
+    return encode_texts(model, list(texts)).numpy().astype(np.float32, copy=False)  # a CPU tensor, no graph
 
 
 def embed_images(model, images: Sequence[np.ndarray], modality: str = "image") -> np.ndarray:
     """(N, D) embeddings of uint8 (H, W, 3) images of one size, one forward pass."""
     from galaxalign.inference import embed_arrays
 
-    v = embed_arrays(model, np.stack([np.asarray(im) for im in images]), modality=modality)
-    return np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, dtype=np.float32)
+    return np.asarray(embed_arrays(model, np.stack([np.asarray(im) for im in images]), modality=modality), dtype=np.float32)
 
 
 def _check_dim(index: SearchIndex, v: np.ndarray) -> np.ndarray:
@@ -203,9 +202,7 @@ def feature_text(answers: str | Sequence[str], taxonomy=None) -> str:
     """What a feature query sends to the text encoder: its caption in the taxonomy's first prompt
     template (``{label}`` for the shipped ones), as per-galaxy training phrases each galaxy's caption
     (``class_bank.galaxy_rows``) and as ``evaluation.feature_search`` asks its text queries."""
-    text = feature_caption(answers, taxonomy)
-    templates = getattr(taxonomy, "prompt_templates", None) or ("{label}",)
-    return templates[0].format(label=text)
+    return query_prompt(feature_caption(answers, taxonomy), taxonomy)
 
 
 def combine_feature_vectors(symbol_vector: np.ndarray, text_vector: np.ndarray) -> np.ndarray:
