@@ -156,3 +156,13 @@ def test_backbone_key_overrides_update_the_base_spec_instead_of_replacing_it():
     assert cfg["seed"] == 1 and cfg["model"]["backbone"] == {**base, "image_size": 32}
     tiny = load_config("default", ["model.backbone.kind=tiny"])
     assert tiny["model"]["backbone"] == {"kind": "tiny"}
+
+
+def test_report_names_the_embedded_survey_by_file_not_by_a_cache_path():
+    from galaxalign.grids.table_report import _data_line
+
+    ds = {"source": "survey", "path": "/root/.cache/galaxalign/surveys/galaxy10-synth_n2000.h5", "num": 2000,
+          "size": 96, "taxonomy": "galaxy10_decals", "splits": {"train": 1}, "split_seed": 0}
+    line = _data_line(ds)
+    assert "`galaxy10-synth_n2000.h5`" in line and "/root" not in line
+    assert "`/data/my.csv`" in _data_line({**ds, "source": "/data/my.csv", "path": "/data/my.csv"})
