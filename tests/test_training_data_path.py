@@ -161,6 +161,7 @@ def test_compile_and_channels_last_keep_the_state_dict_layout(tmp_path, h5_file)
     assert state and not any("_orig_mod" in k for k in state)
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_in_reduced_mode_on_the_cpu(tmp_path):
     """scripts/gpu_check.sh --reduced: the GPU check's code path, tiny, so it cannot rot."""
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT / "src")}

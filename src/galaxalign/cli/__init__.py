@@ -17,7 +17,7 @@ COMMANDS = {
     "train": "galaxalign.cli.train",
     "classify": "galaxalign.cli.classify",
     "evaluate": "galaxalign.cli.evaluate",
-    "demo": "galaxalign.cli.reproduction_table",
+    "demo": "galaxalign.cli.demo",
     "ablate": "galaxalign.cli.ablate",
     "embed": "galaxalign.cli.embed",
     "index": "galaxalign.cli.index",
