@@ -22,8 +22,10 @@ browser:
 	  else echo "warning: $(CHROMIUM) missing and not root; browser tests will skip"; fi; \
 	fi
 
+# Every test, on all cores (pytest-xdist; a file's tests stay on one worker so module fixtures are
+# built once). The inner loop while editing: $(PY) -m pytest -m "not slow" -n 2 (docs/architecture.md).
 test: setup browser
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n auto --dist loadfile
 
 demo: setup
 	$(VENV)/bin/galaxalign demo $(foreach e,$(wildcard $(EXEMPLARS)),--exemplars $(e))
@@ -32,4 +34,4 @@ bench: setup
 	@set -e; for f in bench/bench_*.py; do echo "== $$f" >&2; $(PY) $$f; done
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache .import_linter_cache

@@ -22,10 +22,10 @@ import torch
 def build(cached: bool, batch: int):
     from galaxalign.taxonomy import load_taxonomy
     from galaxalign.training import load_config
-    from galaxalign.training.distributed import DistEnv
+    from galaxalign.distributed import DistEnv
     from galaxalign.training.methods import build_objective
     from galaxalign.training.schedule import build_optimizer
-    from galaxalign.training.trainer import apply_locks, build_model
+    from galaxalign.training.build import apply_locks, build_model
 
     over = ["model.backbone.image_size=224", "model.backbone.taps=[5, 6, 7]", f"batch_size={batch}", "recipe.enabled=false"]
     if cached:

@@ -114,7 +114,8 @@ def part_small(args, mixture, result):
     import faiss
 
     from galaxalign.search.difficulty import dataset_difficulty, recall_at_k
-    from galaxalign.search.index import SearchIndex, build_index
+    from galaxalign.search.build import build_index
+    from galaxalign.search.index import SearchIndex
 
     weights, means, chol, meta = mixture
     k = 10
@@ -212,7 +213,8 @@ def part_large(args, mixture, result):
     import faiss
 
     from galaxalign.search.difficulty import recall_at_k
-    from galaxalign.search.index import SearchIndex, build_index
+    from galaxalign.search.build import build_index
+    from galaxalign.search.index import SearchIndex
     from galaxalign.search.tuning import exact_top_k
 
     weights, means, chol, meta = mixture

@@ -68,6 +68,7 @@ def main(argv=None) -> int:
 
     import faiss
 
+    from galaxalign.search import milvus_build as MB
     from galaxalign.search import milvus_index as M
     from galaxalign.search.difficulty import recall_at_k
     from galaxalign.search.index import SearchIndex, build_index
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
 
         faiss.omp_set_num_threads(args.build_threads)
         uri = str(tmp / "bench.db")
-        spec, mbuild_s = timed(lambda: M.build_milvus_index(base, table, uri, "bench", kind="auto", seed=args.seed,
+        spec, mbuild_s = timed(lambda: MB.build_milvus_index(base, table, uri, "bench", kind="auto", seed=args.seed,
                                                              progress=False))
         mi = SearchIndex.load(spec)
         keys, mqps = one_at_a_time(mi, queries, k)  # keys are the row numbers here (0..N-1)
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
             log(f"milvus lite filtered {name}: {result['milvus_lite']['filtered'][name]}")
 
         # the fixed cost of one Milvus Lite search (gRPC + the in-process engine), on a 10-row collection
-        tiny = SearchIndex.load(M.build_milvus_index(base[:10], table.iloc[:10], uri, "tiny", progress=False))
+        tiny = SearchIndex.load(MB.build_milvus_index(base[:10], table.iloc[:10], uri, "tiny", progress=False))
         _, tiny_qps = one_at_a_time(tiny, queries, k)
         t0 = time.perf_counter()
         for i in range(len(queries)):

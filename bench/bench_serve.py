@@ -54,7 +54,7 @@ def build_fixture(root: Path, galaxies: int) -> tuple[Path, Path]:
     from galaxalign.inference import load_model, save_pretrained
     from galaxalign.model import GalaxAlignModel
     from galaxalign.search.embed import embed_survey
-    from galaxalign.search.index import build_index_from_embeddings
+    from galaxalign.search.build import build_index_from_embeddings
     from galaxalign.survey import default_survey
     from galaxalign.taxonomy import load_taxonomy
 

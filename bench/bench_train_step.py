@@ -23,10 +23,10 @@ def build(method: str, args, stage: int = 1, extra: tuple[str, ...] = ()):
     """Model, objective and optimiser exactly as the trainer builds them for ``method`` and ``stage``."""
     from galaxalign.taxonomy import load_taxonomy
     from galaxalign.training import load_config
-    from galaxalign.training.distributed import DistEnv
+    from galaxalign.distributed import DistEnv
     from galaxalign.training.methods import build_objective
     from galaxalign.training.schedule import build_optimizer
-    from galaxalign.training.trainer import apply_locks, build_model
+    from galaxalign.training.build import apply_locks, build_model
 
     cfg = load_config("default", [f"method={method}", f"batch_size={args.batch}", *args.overrides, *extra])
     taxonomy = load_taxonomy(cfg["data"]["taxonomy"])

@@ -60,7 +60,7 @@ def build_search_fixture(root: Path, shard_size: int = 25) -> dict:
     from galaxalign.inference import load_model
     from galaxalign.datasets import load_catalog
     from galaxalign.search.embed import embed_survey
-    from galaxalign.search.index import build_index_from_embeddings
+    from galaxalign.search.build import build_index_from_embeddings
 
     survey = write_survey(root / "survey.h5")
     model_dir = write_model(root / "model")

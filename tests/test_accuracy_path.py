@@ -67,6 +67,7 @@ def test_dihedral_views_are_the_eight_distinct_symmetries_of_the_square():
         FT.dihedral_view(x, 8)
 
 
+@pytest.mark.slow
 def test_tta_embedding_is_invariant_to_rotating_and_flipping_the_galaxy(tapped_model, cache_root):
     from galaxalign.inference import encode_images
 
@@ -95,6 +96,7 @@ def _counting(tower, monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 def test_cache_computes_once_and_reuses_per_galaxy_across_catalogs(tapped_model, cache_root, tmp_path, monkeypatch):
     tower, tr = tapped_model.image_encoder, tapped_model.eval_transform()
     cat = _png_catalog(tmp_path / "imgs", _asymmetric_images(6))
@@ -111,6 +113,7 @@ def test_cache_computes_once_and_reuses_per_galaxy_across_catalogs(tapped_model,
     np.testing.assert_allclose(first[2, 3], direct[0].detach().numpy(), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_cache_is_invalidated_by_weights_images_and_preprocessing(tapped_model, cache_root, tmp_path, monkeypatch):
     import copy
 
@@ -147,6 +150,7 @@ def test_cache_is_invalidated_by_weights_images_and_preprocessing(tapped_model, 
     assert calls["n"] == n0 + 8 + 4 * 8 + 4 * 8
 
 
+@pytest.mark.slow
 def test_a_damaged_cache_shard_is_recomputed_not_trusted(tapped_model, cache_root, tmp_path, monkeypatch):
     tower, tr = tapped_model.image_encoder, tapped_model.eval_transform()
     cat = _png_catalog(tmp_path / "imgs", _asymmetric_images(2))

@@ -87,10 +87,14 @@ def test_relevance_is_the_fraction_of_query_answers_the_galaxy_has(tax):
     assert A.relevance(["smooth-or-featured_smooth"], galaxy, tax.tree) == 0.0
 
 
-def test_answer_similarity_is_jaccard_on_hard_rows(tax):
+def test_answer_agreement_is_jaccard_on_hard_rows(tax):
+    import torch
+
+    from galaxalign.loss import answer_agreement  # the one soft-Jaccard (the graded loss's positives)
+
     a = A.answer_vector(["bar_yes", "spiral-winding_tight"], tax.tree)
     b = A.answer_vector(["bar_no", "spiral-winding_tight"], tax.tree)
-    s = A.answer_similarity(np.stack([a, b]))
+    s = answer_agreement(torch.as_tensor(np.stack([a, b]))).numpy()
     # a: featured, edge-on no, bar yes, spiral yes, tight (5); b: same with bar no -> 4 shared of 6
     assert s[0, 0] == 1.0 and s[0, 1] == pytest.approx(4 / 6)
 

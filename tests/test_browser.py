@@ -130,7 +130,7 @@ def page_index(fx, backend: str, folder: Path):
     if backend == "faiss":
         return fx["index"]
     pytest.importorskip("milvus_lite", reason="this platform has no Milvus Lite wheel")
-    from galaxalign.search.milvus_index import build_milvus_from_embeddings
+    from galaxalign.search.milvus_build import build_milvus_from_embeddings
 
     return build_milvus_from_embeddings(fx["embeddings"], str(folder / "page.db"), "page", progress=False)
 
@@ -170,7 +170,7 @@ def build_trained_feature_index(root: Path, num: int = 240, size: int = 48, step
     from galaxalign.datasets import load_catalog
     from galaxalign.inference import encode_images, load_model
     from galaxalign.search.embed import write_embedding_shards
-    from galaxalign.search.index import build_index_from_embeddings
+    from galaxalign.search.build import build_index_from_embeddings
     from galaxalign.survey.generate import generate_survey
     from galaxalign.training import load_config, train
 

@@ -149,8 +149,8 @@ def test_a_second_train_into_the_same_folder_is_refused_unless_told(fx, tmp_path
 def test_data_skip_bad_is_a_config_key_that_reaches_the_loader(tmp_path):
     from galaxalign.datasets.catalog import CatalogError
     from galaxalign.training import load_config
-    from galaxalign.training.distributed import init_distributed
-    from galaxalign.training.trainer import prepare_data
+    from galaxalign.distributed import init_distributed
+    from galaxalign.training.build import prepare_data
 
     folder = tmp_path / "cat"
     for i in range(12):

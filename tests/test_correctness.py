@@ -43,7 +43,7 @@ def test_yaml_booleans_are_amp_modes_and_anything_else_is_an_error():
 
 
 def test_amp_mode_picks_the_autocast_dtype_on_cuda():
-    from galaxalign.training.trainer import amp_settings
+    from galaxalign.training.build import amp_settings
 
     cuda = torch.device("cuda")
     assert amp_settings(load_config("default", ["amp=off"]), cuda) == (None, False)

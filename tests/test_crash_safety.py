@@ -20,7 +20,7 @@ SRC = str(Path(runtime.__file__).resolve().parents[1])
 
 
 def small_index(out: Path, n: int, seed: int = 0) -> Path:
-    from galaxalign.search.index import build_index
+    from galaxalign.search.build import build_index
 
     rng = np.random.default_rng(seed)
     vectors = rng.normal(size=(n, 8)).astype(np.float32)
@@ -55,7 +55,7 @@ def test_a_crash_between_the_two_renames_leaves_a_loadable_index(tmp_path):
     index_dir = small_index(tmp_path / "index", n=20)
     proc = run_killed_between_the_renames(f"""
 import numpy as np, pandas as pd
-from galaxalign.search.index import build_index
+from galaxalign.search.build import build_index
 v = np.eye(8, dtype=np.float32)[np.arange(30) % 8]
 t = pd.DataFrame({{"id": [f"n{{i}}" for i in range(30)], "label": [0] * 30, "source": ["y.h5#0"] * 30}})
 build_index(v, t, {str(index_dir)!r}, kind="exact", progress=False)

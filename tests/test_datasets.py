@@ -192,7 +192,7 @@ def test_fits_grey_nan_and_three_band(tmp_path):
 # --- user catalogs -----------------------------------------------------------------------------
 
 
-def test_user_csv_labels_by_id_name_key_caption_and_metadata(tmp_path, galaxy10):
+def test_user_csv_labels_by_id_name_key_and_metadata(tmp_path, galaxy10):
     write_picture(tmp_path / "a.png")
     (tmp_path / "img").mkdir()
     write_picture(tmp_path / "img" / "b.jpg")
@@ -208,7 +208,10 @@ def test_user_csv_labels_by_id_name_key_caption_and_metadata(tmp_path, galaxy10)
     )
     catalog = load_user_catalog(tmp_path / "cat.csv", galaxy10)
     assert catalog["label"].tolist() == [5, 1, 8]
-    assert catalog["caption"].tolist() == ["a bar", "", "x"]
+    # a free-text column is metadata like any other: the text a galaxy is aligned with comes from its
+    # class's prompts or its decision-tree answers, never from a catalog column
+    assert catalog["caption"].tolist()[0::2] == ["a bar", "x"]
+    assert list(catalog.columns[:4]) == ["id", "label", "source", "file_loc"]
     assert catalog["mag"].tolist() == [17.5, 18.0, 19.0]
     assert catalog["file_loc"][1] == str(tmp_path / "img" / "b.jpg")
     assert [read_image(row).shape for _, row in catalog.iterrows()] == [(20, 24, 3), (20, 24, 3), (12, 12, 3)]

@@ -60,7 +60,7 @@ def test_report_md_and_plots_exist(quick_demo):
     md = (out / "report.md").read_text()
     assert "| run | label fraction | accuracy |" in md
     assert "## Does GalaxAlign beat the baselines here?" in md
-    from galaxalign.evaluation.table_report import render_report_file
+    from galaxalign.grids.table_report import render_report_file
 
     assert render_report_file(out / "report.json") == md  # report.md is rendered from report.json alone
     assert set(report["comparison"]) == {"0.01", "0.1", "1"} and "paired" in md

@@ -6,8 +6,8 @@ import pytest
 
 from galaxalign.evaluation.bootstrap import bootstrap_mean_ci
 from galaxalign.evaluation.comparison import compare_to_reference
-from galaxalign.evaluation.run_grid import GridError, expand_grid, load_grid, parse_grid
-from galaxalign.evaluation.table_report import demo_markdown
+from galaxalign.grids.run_grid import GridError, expand_grid, load_grid, parse_grid
+from galaxalign.grids.table_report import demo_markdown
 from galaxalign.training import load_config
 from galaxalign.evaluation.plots import pick_grid_queries, plot_confusion_matrix, plot_retrieval_grid
 from galaxalign.evaluation.report import fmt, markdown_table, write_json
@@ -88,7 +88,7 @@ def test_seeds_are_a_grid_axis_and_name_the_runs_apart():
 
 def test_grid_overrides_are_values_so_a_path_with_a_hash_is_kept_whole(tmp_path):
     # Regression (#10 item 11): out=... was built as a key=value string and re-read as YAML.
-    from galaxalign.evaluation.runner import user_overrides
+    from galaxalign.grids.runner import user_overrides
     from galaxalign.training.config import ConfigError
 
     grid = parse_grid({"kind": "demo", "name": "{run}", "overrides": {"data.source": str(tmp_path / "my data #2.h5")},
@@ -156,3 +156,13 @@ def test_backbone_key_overrides_update_the_base_spec_instead_of_replacing_it():
     assert cfg["seed"] == 1 and cfg["model"]["backbone"] == {**base, "image_size": 32}
     tiny = load_config("default", ["model.backbone.kind=tiny"])
     assert tiny["model"]["backbone"] == {"kind": "tiny"}
+
+
+def test_report_names_the_embedded_survey_by_file_not_by_a_cache_path():
+    from galaxalign.grids.table_report import _data_line
+
+    ds = {"source": "survey", "path": "/root/.cache/galaxalign/surveys/galaxy10-synth_n2000.h5", "num": 2000,
+          "size": 96, "taxonomy": "galaxy10_decals", "splits": {"train": 1}, "split_seed": 0}
+    line = _data_line(ds)
+    assert "`galaxy10-synth_n2000.h5`" in line and "/root" not in line
+    assert "`/data/my.csv`" in _data_line({**ds, "source": "/data/my.csv", "path": "/data/my.csv"})

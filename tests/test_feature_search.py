@@ -149,7 +149,7 @@ def test_paired_comparison_over_the_same_queries():
 def test_several_seeds_are_also_compared_on_seed_averaged_queries():
     """Per label fraction, each query's nDCG averaged over the training seeds, then paired over the
     same queries; a run missing a seed is left out of the pooled comparison, and the report shows it."""
-    from galaxalign.evaluation.table_report import demo_markdown
+    from galaxalign.grids.table_report import demo_markdown
 
     rng = np.random.default_rng(1)
     q = [f"q{i}" for i in range(40)]
@@ -183,7 +183,7 @@ def test_several_seeds_are_also_compared_on_seed_averaged_queries():
 
 
 def test_reports_show_the_feature_search_table_and_verdict():
-    from galaxalign.evaluation.table_report import ablation_markdown, demo_markdown
+    from galaxalign.grids.table_report import ablation_markdown, demo_markdown
 
     q = [f"q{i}" for i in range(20)]
     v = np.linspace(0.2, 0.8, 20)
@@ -292,7 +292,7 @@ def test_grid_runner_reports_feature_search_for_each_run(tmp_path, survey):
 
     import yaml
 
-    from galaxalign.evaluation.runner import run_table
+    from galaxalign.grids.runner import run_table
 
     path, _ = survey
     grid = {"kind": "ablation", "title": "t", "name": "{run}", "bootstrap": 30, "reference": "ga",

@@ -183,7 +183,7 @@ def test_recipe_finetunes_more_stages_on_a_gpu_and_none_when_asked(tmp_path):
 # -------------------------------------------------------------------------------- never loses to the probe
 def test_the_frozen_probe_is_a_candidate_scored_by_cross_validation_on_a_small_validation_split(tmp_path,
                                                                                                  cache_root):
-    from galaxalign.evaluation.protocol import _frozen_probe
+    from galaxalign.evaluation.baselines import frozen_probe_candidate
 
     # two classes a frozen ImageNet trunk separates at once: round blobs vs thin bars
     rng = np.random.default_rng(0)
@@ -199,7 +199,7 @@ def test_the_frozen_probe_is_a_candidate_scored_by_cross_validation_on_a_small_v
         labels.append(i % 2)
     cat = _catalog(tmp_path / "p", images)
     tr, va, te = cat.iloc[:12].reset_index(drop=True), cat.iloc[12:16].reset_index(drop=True), cat.iloc[16:].reset_index(drop=True)
-    out = _frozen_probe(tr, va, te, 2, seed=0, progress=False)
+    out = frozen_probe_candidate(tr, va, te, 2, seed=0, progress=False)
     assert "CV" in out["scored_by"]
     assert out["val_accuracy"] >= 0.9
     pred, scores = out["test"]

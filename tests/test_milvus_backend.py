@@ -46,7 +46,7 @@ def mfx(tmp_path_factory):
                  batch_size=20, progress=False)
     faiss_dir = build_index_from_embeddings(root / "emb", root / "index", kind="exact", progress=False)
     uri = str(root / "survey.db")
-    spec = M.build_milvus_from_embeddings(root / "emb", uri, "galaxies", progress=False)
+    spec = MB.build_milvus_from_embeddings(root / "emb", uri, "galaxies", progress=False)
     truth = {str(i): A.hard_answers(r, tax.tree) for i, r in zip(catalog["id"], A.answer_matrix(catalog, tax))}
     return {"root": root, "uri": uri, "spec": spec, "faiss": SearchIndex.load(faiss_dir), "faiss_dir": faiss_dir,
             "milvus": SearchIndex.load(spec), "model": model, "model_dir": model_dir, "tax": tax, "truth": truth,
@@ -160,7 +160,7 @@ def synth(tmp_path_factory):
                           "sersic-n": rng.uniform(0.5, 6, n), "survey": "synthetic"})
     info = {"taxonomy": "galaxy10_decals"}
     faiss_dir = build_index(x, table, root / "index", kind="exact", info=info, progress=False)
-    spec = M.build_milvus_index(x, table, str(root / "f.db"), "filters", info=info, progress=False)
+    spec = MB.build_milvus_index(x, table, str(root / "f.db"), "filters", info=info, progress=False)
     return {"x": x, "table": table, "faiss": SearchIndex.load(faiss_dir), "milvus": SearchIndex.load(spec),
             "queries": rng.standard_normal((4, dim)).astype(np.float32), "root": root}
 
@@ -317,13 +317,13 @@ def test_a_collection_galaxalign_did_not_finish_or_write_is_refused(mfx):
     with pytest.raises(IndexMismatchError, match="says dim=None but the 'embedding' field has dimension 4"):
         SearchIndex.load(f"milvus://{mfx['uri']}#foreign")
     with pytest.raises(M.MilvusCollectionError, match="no GalaxAlign build wrote"):
-        M.build_milvus_index(np.eye(4, dtype=np.float32), pd.DataFrame({"id": list("abcd"), "label": 0, "source": ""}),
+        MB.build_milvus_index(np.eye(4, dtype=np.float32), pd.DataFrame({"id": list("abcd"), "label": 0, "source": ""}),
                              mfx["uri"], "foreign", progress=False)
     client.drop_collection("foreign")
     client.create_collection("plain", schema=s, index_params=ip)  # someone else's, under an alias
     client.create_alias("plain", "aliased")
     with pytest.raises(M.MilvusCollectionError, match="alias 'aliased' points at 'plain', which no GalaxAlign build"):
-        M.build_milvus_index(np.eye(4, dtype=np.float32), pd.DataFrame({"id": list("abcd"), "label": 0, "source": ""}),
+        MB.build_milvus_index(np.eye(4, dtype=np.float32), pd.DataFrame({"id": list("abcd"), "label": 0, "source": ""}),
                              mfx["uri"], "aliased", progress=False)
     assert client.has_collection("plain")  # never dropped
     client.drop_alias("aliased")
@@ -345,7 +345,7 @@ def test_a_failed_rebuild_leaves_the_old_collection_and_nothing_half_written(syn
     monkeypatch.setattr(MB, "INSERT_BATCH", 100)
     monkeypatch.setattr(MB, "_rows", failing)
     with pytest.raises(OSError, match="disk full"):
-        M.build_milvus_index(synth["x"][:300], synth["table"].iloc[:300], uri, "filters", progress=False)
+        MB.build_milvus_index(synth["x"][:300], synth["table"].iloc[:300], uri, "filters", progress=False)
     client = M.connect(uri)
     assert [c for c in client.list_collections() if c.startswith("filters__") and c not in MB._aliased(client, "filters")] == []
     after = SearchIndex.load(f"milvus://{uri}#filters")
@@ -354,7 +354,7 @@ def test_a_failed_rebuild_leaves_the_old_collection_and_nothing_half_written(syn
     monkeypatch.setattr(MB, "_rows", real)
     monkeypatch.setattr(MB, "_switch_alias", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
-        M.build_milvus_index(synth["x"][:50], synth["table"].iloc[:50], uri, "filters", progress=False)
+        MB.build_milvus_index(synth["x"][:50], synth["table"].iloc[:50], uri, "filters", progress=False)
     assert len(SearchIndex.load(f"milvus://{uri}#filters")) == 600
     assert [c for c in client.list_collections() if c.startswith("filters__")] == list(MB._aliased(client, "filters"))
 
@@ -366,14 +366,14 @@ def test_a_killed_builds_staging_collection_is_never_opened_and_can_be_dropped(s
     monkeypatch.setattr(MB, "_aliased",
                         lambda client, alias: {c for c in client.list_collections() if c.startswith(alias + "__")})
     with pytest.raises(SystemExit):
-        M.build_milvus_index(synth["x"][:50], synth["table"].iloc[:50], uri, "filters", progress=False)
+        MB.build_milvus_index(synth["x"][:50], synth["table"].iloc[:50], uri, "filters", progress=False)
     monkeypatch.undo()
     client = M.connect(uri)
     staging = [c for c in client.list_collections() if c.startswith("filters__") and c not in MB._aliased(client, "filters")]
     assert len(staging) == 1
     with pytest.raises(M.MilvusCollectionError, match="unfinished build"):
         SearchIndex.load(f"milvus://{uri}#{staging[0]}")
-    assert M.drop_unfinished(uri, "filters") == staging
+    assert MB.drop_unfinished(uri, "filters") == staging
     assert len(SearchIndex.load(f"milvus://{uri}#filters")) == 600
 
 
@@ -381,8 +381,8 @@ def test_a_rebuild_replaces_the_collection_atomically(tmp_path):
     uri = str(tmp_path / "r.db")
     x = np.random.default_rng(1).standard_normal((30, 8)).astype(np.float32)
     t = pd.DataFrame({"id": [f"a{i}" for i in range(30)], "label": 0, "source": ""})
-    M.build_milvus_index(x, t, uri, "g", progress=False)
-    M.build_milvus_index(x[:20], t.iloc[:20].assign(id=[f"b{i}" for i in range(20)]), uri, "g", progress=False)
+    MB.build_milvus_index(x, t, uri, "g", progress=False)
+    MB.build_milvus_index(x[:20], t.iloc[:20].assign(id=[f"b{i}" for i in range(20)]), uri, "g", progress=False)
     index = SearchIndex.load(f"milvus://{uri}#g")
     assert len(index) == 20 and index.search(x[3], 1)[0].id == "b3"
     assert len(M.connect(uri).list_collections()) == 1  # the replaced collection is gone
@@ -405,7 +405,7 @@ def test_auto_picks_the_index_type_from_the_size_and_the_engine():
 def test_an_ivf_collection_is_calibrated_to_its_target_recall(tmp_path):
     x = np.random.default_rng(2).standard_normal((2000, 16)).astype(np.float32)
     t = pd.DataFrame({"id": [f"v{i}" for i in range(2000)], "label": 0, "source": ""})
-    spec = M.build_milvus_index(x, t, str(tmp_path / "ivf.db"), "ivf", kind="IVF_FLAT", params={"target_recall": 0.9},
+    spec = MB.build_milvus_index(x, t, str(tmp_path / "ivf.db"), "ivf", kind="IVF_FLAT", params={"target_recall": 0.9},
                                 progress=False)
     index = SearchIndex.load(spec)
     cal = index.info["calibration"]

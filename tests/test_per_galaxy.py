@@ -88,6 +88,7 @@ def test_trainer_aligns_per_galaxy_when_the_catalog_has_answers(tmp_path, tax):
     assert _trainer(tmp_path, survey, method="image_text", **{"answers.per_galaxy": "true"}).rows is not None
 
 
+@pytest.mark.slow
 def test_per_galaxy_training_runs_and_learns_its_rows(tmp_path):
     from galaxalign.survey.generate import generate_survey
     from galaxalign.training.config import load_config
@@ -95,7 +96,9 @@ def test_per_galaxy_training_runs_and_learns_its_rows(tmp_path):
 
     survey = generate_survey(tmp_path / "s.h5", 120, size=32, seed=2, workers=0, progress=False)
     cfg = load_config("default", [f"data.source={survey}", "data.size=32", f"out={tmp_path / 'run'}",
-                                  "tensorboard=false", "batch_size=16", "max_steps=6", "validate=false"])
+                                  "tensorboard=false", "batch_size=16", "max_steps=6", "validate=false",
+                                  # one symbol per path and no partial captions: the same rows, a quarter of the renders
+                                  "answers.symbol_variants=1", "answers.partial_captions=0"])
     res = train(cfg, progress=False)
     losses = [r for r in res.history if r.get("kind") == "train"]
     assert losses and all(np.isfinite(float(r["loss"])) for r in losses)
@@ -124,6 +127,7 @@ def test_auto_per_galaxy_falls_back_to_class_rows_when_paths_are_mostly_singleto
     from galaxalign.survey.generate import generate_survey
     from galaxalign.training import trainer as T
     from galaxalign.training.config import load_config
+    from galaxalign.training.per_galaxy import MIN_GALAXIES_PER_PATH
 
     survey = generate_survey(tmp_path / "s.h5", 120, size=32, seed=2, workers=0, progress=False)
     base = [f"data.source={survey}", "data.size=32", f"out={tmp_path / 'run'}", "tensorboard=false", "validate=false"]
@@ -133,7 +137,7 @@ def test_auto_per_galaxy_falls_back_to_class_rows_when_paths_are_mostly_singleto
     forced = T.Trainer(load_config("default", [*base, "data.label_fraction=0.1", "answers.per_galaxy=true"]), progress=False)
     assert forced.rows is not None and forced.per_galaxy_note is None
     full = T.Trainer(load_config("default", base), progress=False)
-    assert full.rows is not None and len(full.train_cat) >= T.MIN_GALAXIES_PER_PATH * len(set(full.rows.paths))
+    assert full.rows is not None and len(full.train_cat) >= MIN_GALAXIES_PER_PATH * len(set(full.rows.paths))
 
 
 def test_path_counts_add_up_rows_that_differ_only_by_class():

@@ -102,7 +102,7 @@ def test_resume_with_another_checkpoint_is_refused(tmp_path):
 def test_ranks_take_every_world_size_th_shard_and_rank0_merges(tmp_path, monkeypatch):
     import contextlib
 
-    from galaxalign.training import distributed
+    from galaxalign import distributed
 
     out = tmp_path / "emb"
     r1 = Embedder()

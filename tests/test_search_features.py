@@ -25,7 +25,7 @@ def sfx(tmp_path_factory):
     from galaxalign.datasets import load_catalog
     from galaxalign.inference import load_model
     from galaxalign.search.embed import embed_survey
-    from galaxalign.search.index import build_index_from_embeddings
+    from galaxalign.search.build import build_index_from_embeddings
     from galaxalign.survey.generate import generate_survey
 
     root = tmp_path_factory.mktemp("features")

@@ -13,10 +13,9 @@ from galaxalign.search.index import (
     IndexMismatchError,
     SearchIndex,
     UnknownGalaxyError,
-    build_index,
-    choose_kind,
     resolve_params,
 )
+from galaxalign.search.build import build_index, choose_kind
 
 
 def clustered(n=2000, dim=16, clusters=20, seed=0):

@@ -9,7 +9,8 @@ import pytest
 
 from galaxalign.search.difficulty import dataset_difficulty, recall_at_k
 from galaxalign.search.filters import CatalogFilter, FilterError, parse_filter
-from galaxalign.search.index import STORE_FILE, SearchIndex, build_index, choose_kind
+from galaxalign.search.build import build_index, choose_kind
+from galaxalign.search.index import STORE_FILE, SearchIndex
 from galaxalign.search.shards import shard_bounds, shard_file
 from galaxalign.search.tuning import exact_top_k
 

@@ -190,7 +190,7 @@ def folder_client(tmp_path_factory, fx):
     from galaxalign.datasets import load_catalog
     from galaxalign.inference import load_model
     from galaxalign.search.embed import embed_survey
-    from galaxalign.search.index import build_index_from_embeddings
+    from galaxalign.search.build import build_index_from_embeddings
     from galaxalign.serve import create_app
 
     root = tmp_path_factory.mktemp("folder")

@@ -149,7 +149,7 @@ def test_best_checkpoint_is_the_epoch_with_the_best_validation_accuracy(tmp_path
     ckpts = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["best.pt", "last.pt"]
     vals = [r for r in result.history if r["kind"] == "val"]
-    # galaxalign is judged by its primary classifier, the fused prototypes (training.trainer.selection_metric)
+    # galaxalign is judged by its primary classifier, the fused prototypes (Method.selection_metric, training.methods)
     best_row = max(vals, key=lambda r: r["val_acc_both"])  # first of the ties: a later tie is no improvement
     best = load_checkpoint(ckpts / "best.pt")
     assert best["step"] == best_row["step"] and best["best"] == ("val_acc_both", best_row["val_acc_both"])
@@ -161,6 +161,7 @@ def test_compile_and_channels_last_keep_the_state_dict_layout(tmp_path, h5_file)
     assert state and not any("_orig_mod" in k for k in state)
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_in_reduced_mode_on_the_cpu(tmp_path):
     """scripts/gpu_check.sh --reduced: the GPU check's code path, tiny, so it cannot rot."""
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT / "src")}

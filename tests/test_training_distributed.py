@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 from galaxalign.taxonomy import load_taxonomy
-from galaxalign.training.distributed import DistEnv
+from galaxalign.distributed import DistEnv
 
 torch.set_num_threads(1)
 SPEC = {"kind": "tiny", "seed": 0, "image_size": 24, "width": 8, "embed_dim": 16}

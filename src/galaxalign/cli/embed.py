@@ -30,7 +30,7 @@ def run(args) -> int:
     from galaxalign.inference import load_model
     from galaxalign.search.embed import embed_survey
     from galaxalign.taxonomy import load_taxonomy
-    from galaxalign.training.distributed import env_rank_world, rank_device
+    from galaxalign.distributed import env_rank_world, rank_device
 
     if args.batch_size < 1 or args.shard_size < 1:
         raise ValueError("--batch-size and --shard-size must be at least 1")

@@ -50,14 +50,15 @@ def run(args) -> int:
 
     if args.out is not None:
         check_out_folder(args.out)  # before the work, not after it
-    from galaxalign.search.index import SearchIndex, build_index_from_embeddings
+    from galaxalign.search.build import build_index_from_embeddings
+    from galaxalign.search.index import SearchIndex
 
     if args.append:
         raise ValueError("--append is for --backend milvus (a faiss folder grows with SearchIndex.add, then save)")
     if args.out is None:
         raise ValueError("--out is required with --backend faiss (the index folder to write)")
     if args.from_index is not None:  # e.g. a Milvus collection back into a faiss folder
-        from galaxalign.search.milvus_index import faiss_from_milvus
+        from galaxalign.search.milvus_build import faiss_from_milvus
 
         out = faiss_from_milvus(args.from_index, args.out, kind=args.kind, params=_parse_params(args.param),
                                 progress=not args.no_progress)
@@ -72,6 +73,7 @@ def run(args) -> int:
 
 
 def _run_milvus(args) -> int:
+    from galaxalign.search import milvus_build as MB
     from galaxalign.search import milvus_index as M
     from galaxalign.search.index import SearchIndex
 
@@ -84,15 +86,15 @@ def _run_milvus(args) -> int:
     if args.append:
         if args.embeddings is None or args.from_index is not None:
             raise ValueError("--append takes --embeddings (the galaxies to add), not --from-index")
-        keys = M.append_embeddings(M.milvus_spec(args.uri, collection), args.embeddings)
+        keys = MB.append_embeddings(M.milvus_spec(args.uri, collection), args.embeddings)
         spec = M.milvus_spec(args.uri, collection)
         print(f"added {len(keys)} galaxies -> {spec}")
         return 0
     if args.from_index is not None:
-        spec = M.milvus_from_faiss(args.from_index, args.uri, collection, kind=args.kind, params=params,
+        spec = MB.milvus_from_faiss(args.from_index, args.uri, collection, kind=args.kind, params=params,
                                    progress=not args.no_progress)
     elif args.embeddings is not None:
-        spec = M.build_milvus_from_embeddings(args.embeddings, args.uri, collection, kind=args.kind, params=params,
+        spec = MB.build_milvus_from_embeddings(args.embeddings, args.uri, collection, kind=args.kind, params=params,
                                               progress=not args.no_progress)
     else:
         raise ValueError("pass --embeddings (a folder written by `galaxalign embed`) or --from-index (a faiss folder)")

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 deletes
     claim_run_folder(cfg["out"], resume=args.resume is not None, overwrite=args.overwrite, is_main=is_main)
     result = train(cfg, progress=not args.quiet, resume=args.resume)
-    from galaxalign.training.distributed import init_distributed
+    from galaxalign.distributed import init_distributed
 
     if init_distributed(cfg["device"]).is_main:
         last_val = next((r for r in reversed(result.history) if r.get("kind") == "val"), {})

@@ -14,10 +14,11 @@ from galaxalign.datasets.galaxy10 import GALAXY10_URL, default_galaxy10_path, do
 from galaxalign.datasets.gz2 import GZ2_SUMMARY_CLASSES, gz2_summary, load_gz2_catalog
 from galaxalign.datasets.images import ImageReadError, ImageReader, check_image, read_image
 from galaxalign.datasets.load import load_catalog
-from galaxalign.datasets.splits import apply_label_fraction, split_catalog, splits_from_config
+from galaxalign.datasets.splits import DATA_DEFAULTS, apply_label_fraction, data_config, split_catalog, splits_from_config
 from galaxalign.datasets.user import load_image_folder, load_user_catalog
 
 __all__ = [
+    "DATA_DEFAULTS",
     "GALAXY10_URL",
     "GZ2_SUMMARY_CLASSES",
     "CatalogError",
@@ -26,6 +27,7 @@ __all__ = [
     "ImageReader",
     "apply_label_fraction",
     "check_image",
+    "data_config",
     "class_counts",
     "default_galaxy10_path",
     "describe_catalog",

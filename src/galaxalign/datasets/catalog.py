@@ -5,7 +5,8 @@ A catalog is a ``pandas.DataFrame`` with one row per galaxy:
 - ``id`` (str, unique), ``label`` (int class id into a Taxonomy, -1 when unknown),
   ``source`` (str, human readable: a path or ``file.h5#row``);
 - either ``file_loc`` (str image path) or ``h5_path`` + ``h5_row`` (int);
-- optional ``caption`` (str) and any metadata columns (``ra``, ``dec``, survey parameters ...).
+- any metadata columns (``ra``, ``dec``, survey parameters ...). A galaxy's text comes from its class
+  (the taxonomy's prompts) or its decision-tree answers (``galaxalign.answers``), never from free text.
 
 Loaders never drop or relabel a row silently: a bad row raises :class:`CatalogError` naming the
 file and row, or, with ``skip_bad=True``, is dropped and recorded in ``catalog.attrs["skipped"]``
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 REQUIRED_COLUMNS = ("id", "label", "source")
-RESERVED_COLUMNS = ("id", "label", "source", "file_loc", "h5_path", "h5_row", "caption")
+RESERVED_COLUMNS = ("id", "label", "source", "file_loc", "h5_path", "h5_row")
 UNKNOWN_LABEL = -1
 
 

@@ -111,7 +111,6 @@ def load_galaxy10(path: str | os.PathLike | None = None, taxonomy=None) -> pd.Da
     # OUR CHOICE: Galaxy10 has no galaxy ids; "<file stem>-<row>" is stable for a given file.
     if ids is None or len(set(ids)) != n:
         ids = np.array([f"{path.stem}-{i}" for i in range(n)], dtype=object)
-    caption = metadata.pop("caption", None)
     columns: dict[str, object] = {
         "id": [str(i) for i in ids],
         "label": labels,
@@ -119,8 +118,6 @@ def load_galaxy10(path: str | os.PathLike | None = None, taxonomy=None) -> pd.Da
         "h5_path": str(path),
         "h5_row": np.arange(n, dtype=np.int64),
     }
-    if caption is not None:
-        columns["caption"] = caption
     for name, values in metadata.items():
         columns[name if name not in RESERVED_COLUMNS else f"meta_{name}"] = values
     catalog = pd.DataFrame(columns)

@@ -45,9 +45,6 @@ GZ2_SUMMARY_CLASSES = (
 # The questions galaxy-datasets' summary reads, in the order of its lookup keys. Their answers and
 # dependencies are the decision tree's (one tree, read from data: ``gz2_key_questions``).
 GZ2_KEY_QUESTION_KEYS = ("smooth-or-featured", "how-rounded", "disk-edge-on", "has-spiral-arms", "bar")
-# The GZ2 catalog's own columns (galaxy-datasets' gz2 table): a table with some of them but no
-# smooth-or-featured votes is a GZ2 table with columns missing, not a user catalog.
-_GZ2_MARKERS = ("dr7objid", "subfolder", "ra", "dec", "file_loc", "filename", "id_str")
 # Relevance threshold: the fraction of smooth-or-featured votes that must reach a question's branch.
 MIN_RELEVANCE = 0.5
 

@@ -221,15 +221,6 @@ def _read_picture(source, where: str, max_pixels: int | None, max_aspect: float 
         raise ImageReadError(f"{where}: cannot read image ({exc}); the file is corrupt or truncated") from None
 
 
-def read_picture(path: str | os.PathLike, max_pixels: int | None = MAX_IMAGE_PIXELS,
-                 max_aspect: float | None = MAX_ASPECT_RATIO) -> np.ndarray:
-    """JPEG / PNG (any Pillow-readable picture) -> uint8 (H, W, 3); corrupt or truncated files raise."""
-    path = Path(path)
-    if ImageFile.LOAD_TRUNCATED_IMAGES and path.suffix.lower() in (".jpg", ".jpeg") and path.is_file():
-        _check_jpeg_markers(path)  # someone let PIL pad truncated files with grey: refuse them here
-    return _read_picture(path, str(path), max_pixels, max_aspect)
-
-
 def _looks_like_fits(head: bytes) -> bool:
     return head.startswith(b"SIMPLE  =")
 

@@ -9,6 +9,31 @@ import numpy as np
 import pandas as pd
 
 from galaxalign.datasets.catalog import UNKNOWN_LABEL, validate_catalog
+from galaxalign.survey.classes import DEFAULT_SURVEY_NUM, DEFAULT_SURVEY_SIZE
+
+# A run's data section: where its galaxies come from and how they are split. The training config's
+# ``data`` section is this one (training.config), and evaluation completes a stored section with it.
+DATA_DEFAULTS: dict = {
+    "source": "survey",  # "survey": the embedded rendered survey; otherwise a path for load_catalog
+    "num": DEFAULT_SURVEY_NUM,  # survey only: number of galaxies
+    "size": DEFAULT_SURVEY_SIZE,  # survey only: rendered image size (px)
+    "seed": 0,  # survey only: rendering seed
+    "taxonomy": "galaxy10_decals",
+    "val_fraction": 0.1,
+    "test_fraction": 0.2,
+    "split_seed": 0,
+    "label_fraction": 1.0,
+    "label_seed": 0,
+    "augment": 1.0,  # strength passed to the model's train transform; 0 = no augmentation
+    "in_memory": "auto",  # HDF5 images held in RAM: true, false, or "auto" (when they fit, see datasets.pytorch)
+    "skip_bad": False,  # True: drop catalog rows whose image or label is bad (warned, listed) instead of stopping
+}
+
+
+def data_config(data_cfg: dict | None = None) -> dict:
+    """A ``data`` section completed with :data:`DATA_DEFAULTS` (its own keys win)."""
+    return {**DATA_DEFAULTS, **(data_cfg or {})}
+
 
 SPLITS = ("train", "val", "test")
 
@@ -104,7 +129,8 @@ def splits_from_config(data_cfg: dict, taxonomy, source=None, progress: bool = F
     ``source`` overrides ``data_cfg["source"]``. ``train_labelled`` is the labelled part of ``train``
     restricted to ``label_fraction`` (nested subsets, ``label_seed``); ``val``/``test`` keep only
     labelled galaxies. Every key of ``data_cfg`` the derivation reads must be present (the training
-    schema fills them), so no second set of fallback defaults can drift from the trainer's.
+    schema fills them from :data:`DATA_DEFAULTS`, see :func:`data_config`), so no second set of
+    fallback defaults can drift from the trainer's.
     """
     from galaxalign.datasets.load import load_catalog
 

@@ -1,7 +1,7 @@
 """A user's own galaxies: a CSV catalog or a folder of images, one subfolder per class.
 
 CSV columns: ``filepath`` (or ``file_loc``), ``label`` (class id, name or key of the taxonomy; empty
-or -1 = unlabelled), optional ``caption`` and ``id``; any other column is kept as metadata.
+or -1 = unlabelled) and optional ``id``; any other column is kept as metadata.
 Relative paths are resolved against the CSV's folder (or ``image_dir``). Images may be JPEG, PNG
 or FITS cutouts. Errors name the CSV line; ``skip_bad=True`` drops bad rows and reports them. A
 row with more or fewer cells than the header is refused outright (its cells would fall under the
@@ -72,7 +72,7 @@ def load_user_catalog(
     check_images: bool = True,
     image_dir: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
-    """Catalog from a user's CSV (or parquet) of ``filepath, label[, caption]`` rows."""
+    """Catalog from a user's CSV (or parquet) of ``filepath, label`` rows (other columns: metadata)."""
     from tqdm.auto import tqdm
 
     from galaxalign.taxonomy import load_taxonomy
@@ -123,17 +123,13 @@ def load_user_catalog(
                 continue
         seen[galaxy_id] = location
         record = {"id": galaxy_id, "label": label, "source": str(file_loc), "file_loc": str(file_loc)}
-        if "caption" in columns:
-            caption = row.get("caption")
-            # OUR CHOICE: a missing caption is "" (falsy, and a str like every other caption)
-            record["caption"] = "" if caption is None or caption != caption else str(caption)
         for key, value in row.items():
             if key not in RESERVED_COLUMNS and key != path_column and key:
                 record[key] = value
         records.append(record)
     if not records:
         raise CatalogError(f"{path}: no usable rows ({len(bad.skipped)} skipped as bad)")
-    catalog = new_catalog(records, ("file_loc", "caption"))
+    catalog = new_catalog(records, ("file_loc",))
     for column in catalog.columns:
         if column not in RESERVED_COLUMNS and not pd.api.types.is_numeric_dtype(catalog[column]):
             try:

@@ -1,7 +1,8 @@
-"""Evaluation: classification and search metrics, classifiers on embeddings, reports, run tables.
+"""Evaluation: classification and search metrics, classifiers on embeddings, reports.
 
-The metric modules are plain numpy and import nothing heavy; ``evaluate``, ``run_demo`` and
-``run_ablations`` load the model stack only when called.
+The metric modules are plain numpy and import nothing heavy; ``evaluate`` and ``sim_to_real`` load
+the model stack only when called. The run grids that train and then evaluate (the demo table, the
+ablations) are application code: :mod:`galaxalign.grids`.
 """
 from galaxalign.evaluation.bootstrap import bootstrap_ci, bootstrap_mean_ci
 from galaxalign.evaluation.classifiers import LinearProbe, knn_classify, prototype_classify
@@ -36,23 +37,8 @@ def sim_to_real(*args, **kwargs):
     return _sim_to_real(*args, **kwargs)
 
 
-def run_demo(*args, **kwargs):
-    """See :func:`galaxalign.evaluation.runner.run_demo`."""
-    from galaxalign.evaluation.runner import run_demo as _run_demo
-
-    return _run_demo(*args, **kwargs)
-
-
-def run_ablations(*args, **kwargs):
-    """See :func:`galaxalign.evaluation.runner.run_ablations`."""
-    from galaxalign.evaluation.runner import run_ablations as _run_ablations
-
-    return _run_ablations(*args, **kwargs)
-
-
 __all__ = [
     "accuracy", "macro_f1", "per_class_accuracy", "confusion_matrix", "classification_report",
     "rank_gallery", "retrieval_metrics", "RetrievalResult", "bootstrap_ci", "bootstrap_mean_ci",
-    "prototype_classify", "knn_classify", "LinearProbe", "evaluate", "evaluate_model", "sim_to_real", "run_demo",
-    "run_ablations",
+    "prototype_classify", "knn_classify", "LinearProbe", "evaluate", "evaluate_model", "sim_to_real",
 ]

@@ -82,3 +82,36 @@ def probe_scores(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray, 
 def unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+SMALL_VAL = 100  # below this many validation galaxies the frozen probe is scored by cross-validation
+
+
+def frozen_probe_candidate(train_labelled, val, test, num_classes: int, seed: int, progress: bool) -> dict:
+    """The frozen ImageNet probe's test predictions and its validation (or CV) accuracy and log-loss."""
+    import pandas as pd
+
+    both = pd.concat([train_labelled, val, test], ignore_index=True)
+    feats = imagenet_features(both, progress=progress)
+    ntr, nva = len(train_labelled), len(val)
+    xtr, xva, xte = feats[:ntr], feats[ntr : ntr + nva], feats[ntr + nva :]
+    ytr, yva = train_labelled["label"].to_numpy(np.int64), val["label"].to_numpy(np.int64)
+    test_scores = probe_scores(xtr, ytr, xte, num_classes, seed=seed)
+    if nva >= SMALL_VAL:
+        vs = probe_scores(xtr, ytr, xva, num_classes, seed=seed)
+        acc, loss, how = float(np.mean(vs.argmax(1) == yva)), _log_loss(vs, yva), "val"
+    else:
+        from sklearn.model_selection import StratifiedKFold
+
+        x, y = np.concatenate([xtr, xva]), np.concatenate([ytr, yva])
+        folds = max(2, min(5, int(np.bincount(y)[np.bincount(y) > 0].min())))
+        oof = np.zeros((len(y), num_classes))
+        for a, b in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+            oof[b] = probe_scores(x[a], y[a], x[b], num_classes, seed=seed) if np.unique(y[a]).size >= 2 else 1.0 / num_classes
+        acc, loss, how = float(np.mean(oof.argmax(1) == y)), _log_loss(oof, y), f"{folds}-fold CV on train+val"
+    return {"test": (test_scores.argmax(1), test_scores), "val_accuracy": acc, "val_log_loss": loss, "scored_by": how}
+
+
+def _log_loss(scores: np.ndarray, labels: np.ndarray) -> float:
+    p = np.asarray(scores, dtype=np.float64)[np.arange(len(labels)), np.asarray(labels, dtype=np.int64)]
+    return float(-np.log(np.clip(p, 1e-12, 1.0)).mean())

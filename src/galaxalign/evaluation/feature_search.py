@@ -148,9 +148,9 @@ def sample_feature_queries(paths: Sequence[Sequence[str]], taxonomy, n: int = N_
 def query_text(query: Sequence[str], taxonomy) -> str:
     """The text query: the caption of the answers, in the taxonomy's first prompt template."""
     from galaxalign.answers import caption
+    from galaxalign.captions import query_prompt
 
-    template = taxonomy.prompt_templates[0] if taxonomy.prompt_templates else "{label}"
-    return template.format(label=caption(query, taxonomy.tree))
+    return query_prompt(caption(query, taxonomy.tree), taxonomy)
 
 
 def nearest_class(query: Sequence[str], taxonomy) -> int:
@@ -179,7 +179,7 @@ def cached_catalog_output(model, catalog, cache: dict | None, output: str = "emb
                           progress: bool = False) -> np.ndarray:
     """``inference.encode_images`` of a catalog's images, memoised in ``cache`` under the key the
     evaluation protocol uses, so a grid run embeds its test galaxies once for every metric."""
-    from galaxalign.evaluation.protocol import cached_embeddings, head_scores_catalog
+    from galaxalign.evaluation.embeddings import cached_embeddings, head_scores_catalog
 
     if output == "embedding":
         return cached_embeddings(model, catalog, cache, batch_size=batch_size, progress=progress)
@@ -309,7 +309,7 @@ def feature_search(checkpoint_or_model, catalog, queries: Sequence[Sequence[str]
     from galaxalign.taxonomy import load_taxonomy
 
     if isinstance(checkpoint_or_model, (str, Path)):
-        from galaxalign.evaluation.protocol import training_config_of
+        from galaxalign.model_files import training_config_of
         from galaxalign.inference import load_model
 
         model, model_taxonomy = load_model(checkpoint_or_model)

@@ -88,7 +88,7 @@ class Classifier:
                 return
             images = [img for _, img in pending]
             if use_head:
-                from galaxalign.evaluation.protocol import head_scores
+                from galaxalign.evaluation.embeddings import head_scores
 
                 scores = head_scores(self.model, images)
             else:

@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from galaxalign.evaluation.baselines import SMALL_VAL, frozen_probe_candidate  # noqa: F401 (SMALL_VAL: API)
 from galaxalign.evaluation.bootstrap import N_RESAMPLES, bootstrap_ci, bootstrap_mean_ci
+from galaxalign.evaluation.embeddings import cached_embeddings, head_scores_catalog
 from galaxalign.evaluation.classifiers import (
     KNN_K,
     PROBE_C,
@@ -36,8 +38,9 @@ from galaxalign.evaluation.classifiers import (
     softmax,
 )
 from galaxalign.evaluation.metrics import classification_report, macro_f1
-from galaxalign.evaluation.report import fmt, markdown_table, write_json, write_text
+from galaxalign.evaluation.report import evaluation_markdown, write_json, write_text
 from galaxalign.evaluation.retrieval import rank_gallery
+from galaxalign.model_files import training_config_of  # noqa: F401 (API: sim2real, feature search)
 
 # OUR CHOICE: the row each method shows. The paper classifies by similarity to the class labels; the
 # fine-tuned GalaxAlign model has two aligned label modalities, so it uses both fused; a stock CLIP-
@@ -58,13 +61,6 @@ def primary_classifier(method: str | None, model) -> str:
     if method in PRIMARY_CLASSIFIER:
         return PRIMARY_CLASSIFIER[method]
     return "head" if getattr(model, "classifier", None) is not None else "zero_shot_both"
-
-
-def head_scores(model, images: list[np.ndarray]) -> np.ndarray:
-    """Class probabilities of the image-only baseline's head (``model.classify``) for uint8 images."""
-    from galaxalign.inference import encode_images
-
-    return encode_images(model, images, "image", output="head")
 
 
 def zero_shot_prototypes(model, taxonomy, modalities=ZERO_SHOT_MODALITIES, cache: dict | None = None) -> dict:
@@ -157,19 +153,6 @@ def select_primary(val_accuracy: dict[str, float], default: str, val_log_loss: d
         if pick in tied:
             return pick
     return tied[0]
-
-
-def cached_embeddings(model, catalog, cache: dict | None, batch_size: int = 64, progress: bool = True) -> np.ndarray:
-    """Image embeddings of a catalog's rows (``inference.embed_catalog``), memoised in ``cache`` by the
-    catalog's ids: every metric of one model on the same galaxies shares one embedding pass."""
-    from galaxalign.inference import embed_catalog
-
-    key = ("image", tuple(catalog["id"].astype(str)))
-    if cache is None:
-        return embed_catalog(model, catalog, modality="image", batch_size=batch_size, progress=progress)
-    if key not in cache:
-        cache[key] = embed_catalog(model, catalog, modality="image", batch_size=batch_size, progress=progress)
-    return cache[key]
 
 
 def _labelled(catalog):
@@ -283,7 +266,7 @@ def evaluate_model(
     frozen = None
     if (frozen_probe and method != "zero_shot" and tr is not None and val is not None and len(val)
             and np.unique(ytr).size >= 2):
-        frozen = _frozen_probe(train_labelled, val, test, C, seed, progress)
+        frozen = frozen_probe_candidate(train_labelled, val, test, C, seed, progress)
         predictions["frozen_probe"] = frozen["test"]
     default = primary_classifier(method, model)
     if default not in predictions:
@@ -359,41 +342,6 @@ def evaluate_model(
     return result
 
 
-SMALL_VAL = 100  # below this many validation galaxies the frozen probe is scored by cross-validation
-
-
-def _frozen_probe(train_labelled, val, test, num_classes: int, seed: int, progress: bool) -> dict:
-    """The frozen ImageNet probe's test predictions and its validation (or CV) accuracy and log-loss."""
-    import pandas as pd
-
-    from galaxalign.evaluation.baselines import imagenet_features, probe_scores
-
-    both = pd.concat([train_labelled, val, test], ignore_index=True)
-    feats = imagenet_features(both, progress=progress)
-    ntr, nva = len(train_labelled), len(val)
-    xtr, xva, xte = feats[:ntr], feats[ntr : ntr + nva], feats[ntr + nva :]
-    ytr, yva = train_labelled["label"].to_numpy(np.int64), val["label"].to_numpy(np.int64)
-    test_scores = probe_scores(xtr, ytr, xte, num_classes, seed=seed)
-    if nva >= SMALL_VAL:
-        vs = probe_scores(xtr, ytr, xva, num_classes, seed=seed)
-        acc, loss, how = float(np.mean(vs.argmax(1) == yva)), log_loss(vs, yva), "val"
-    else:
-        from sklearn.model_selection import StratifiedKFold
-
-        x, y = np.concatenate([xtr, xva]), np.concatenate([ytr, yva])
-        folds = max(2, min(5, int(np.bincount(y)[np.bincount(y) > 0].min())))
-        oof = np.zeros((len(y), num_classes))
-        for a, b in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
-            oof[b] = probe_scores(x[a], y[a], x[b], num_classes, seed=seed) if np.unique(y[a]).size >= 2 else 1.0 / num_classes
-        acc, loss, how = float(np.mean(oof.argmax(1) == y)), log_loss(oof, y), f"{folds}-fold CV on train+val"
-    return {"test": (test_scores.argmax(1), test_scores), "val_accuracy": acc, "val_log_loss": loss, "scored_by": how}
-
-
-def head_scores_catalog(model, catalog, batch_size: int = 64, progress: bool = True) -> np.ndarray:
-    """:func:`head_scores` over a catalog, in batches."""
-    from galaxalign.inference import encode_images
-
-    return encode_images(model, catalog, "image", output="head", batch_size=batch_size, progress=progress)
 
 
 def _write_plots(out_dir, result, taxonomy, test, gallery, r, title) -> dict:
@@ -419,81 +367,15 @@ def _write_plots(out_dir, result, taxonomy, test, gallery, r, title) -> dict:
     return {"confusion_matrix": str(cm_png), "retrieval_grid": str(grid_png)}
 
 
-def evaluation_markdown(report: dict) -> str:
-    """report.md of a single evaluation."""
-    lines = [f"# Evaluation of `{report.get('checkpoint', 'model')}`\n"]
-    ds = report.get("dataset", {})
-    if ds:
-        lines.append(f"Data: `{ds.get('path', ds.get('source'))}`, split `{report.get('split')}` "
-                     f"({report['n_test']} test galaxies), gallery `{report.get('gallery_split')}` "
-                     f"({report['n_gallery']} galaxies). 95 % bootstrap intervals over test galaxies/queries.\n")
-    lines.append("## Classification\n")
-    rows = []
-    for name, rep in report["classification"].items():
-        star = " (primary)" if name == report["primary_classifier"] else ""
-        rows.append([name + star, fmt(rep["accuracy"], rep.get("accuracy_ci")), fmt(rep["macro_f1"], rep.get("macro_f1_ci"))])
-    lines.append(markdown_table(["classifier", "accuracy", "macro-F1"], rows))
-    pr = report.get("probe") or {}
-    if pr.get("fit_on"):
-        chosen = (f"C = {pr['C']:g} chosen on the validation split ({pr.get('n_val')} galaxies)"
-                  if pr.get("C_chosen_on") else f"C = {pr['C']:g} (no validation split to choose it on)")
-        lines.append(f"\nThe linear probe and k-NN learn from the {pr['n_train_labelled']} labelled training "
-                     f"galaxies only (never the gallery); probe {chosen}.\n")
-    elif "n_train_labelled" in report:
-        lines.append("\nNo linear probe or k-NN: no labelled training galaxies were given.\n")
-    prim = report["classification"][report["primary_classifier"]]
-    lines.append("\nPer-class accuracy (primary classifier):\n")
-    lines.append(markdown_table(["class", "support", "accuracy"],
-                                [[c, prim["support"][c], fmt(a)] for c, a in prim["per_class_accuracy"].items()]))
-    rt = report["retrieval"]
-    ci = rt.get("ci", {})
-    lines.append("\n## Similarity search\n")
-    lines.append("Each test galaxy queries the gallery; relevant = same class; the query itself is excluded.\n")
-    keys = ["map", "map_at_10", "precision_at_1", "precision_at_5", "precision_at_10", "recall_at_10"]
-    lines.append(markdown_table(["metric", "value"], [[k, fmt(rt.get(k), ci.get(k))] for k in keys]))
-    fs = report.get("feature_search")
-    if fs:
-        lines.append("\n## Feature search\n")
-        lines.append(f"{fs['n_queries']} seeded feature queries (decision-tree answer sets) over the {fs['n_pool']} "
-                     "galaxies of the split, relevance = the fraction of the query's answers a galaxy has; 95 % "
-                     "bootstrap intervals over queries"
-                     + (f"; a random ranking scores {fs['chance']:.3f}" if fs.get("chance") is not None else "") + ".\n")
-        lines.append(markdown_table(["query", f"nDCG@{fs['k']}"],
-                                    [[m, fmt(fs[m]["ndcg"], fs[m].get("ci"))] for m in ("symbol", "text")]))
-    for name, png in report.get("plots", {}).items():
-        lines.append(f"\n![{name}]({Path(png).name})\n")
-    return "\n".join(lines)
-
-
-def training_config_of(checkpoint: str | Path) -> dict | None:
-    """The training config stored with a checkpoint (``.pt``) or an exported folder, if any."""
-    import json
-
-    path = Path(checkpoint)
-    if path.is_dir():
-        cfg = path / "config.json"
-        if cfg.is_file():
-            extra = (json.loads(cfg.read_text()).get("extra") or {})
-            return extra.get("config") or extra.get("training_config")
-        return None
-    if path.is_file():
-        from galaxalign.training.checkpoint import load_checkpoint
-
-        return load_checkpoint(path).get("config")
-    raise FileNotFoundError(f"checkpoint {path} does not exist")
-
-
 def resolve_data(data_cfg: dict, taxonomy, data: str | Path | None = None) -> tuple[dict, dict]:
     """Splits (``train``/``val``/``test``/``train_labelled``) and a JSON description of the data:
     :func:`galaxalign.datasets.splits_from_config`, the derivation the trainer uses.
 
     ``data_cfg`` is a training config's ``data`` section completed from the training schema;
     ``data`` overrides its source."""
-    from galaxalign.datasets import splits_from_config
-    from galaxalign.training.config import default_schema
+    from galaxalign.datasets import data_config, splits_from_config
 
-    full = {**default_schema()["data"], **(data_cfg or {})}
-    return splits_from_config(full, taxonomy, source=data)
+    return splits_from_config(data_config(data_cfg), taxonomy, source=data)
 
 
 def evaluate(
@@ -516,8 +398,8 @@ def evaluate(
     never training galaxies of a model trained with the defaults).
     """
     from galaxalign.inference import load_model
+    from galaxalign.datasets import data_config
     from galaxalign.taxonomy import load_taxonomy
-    from galaxalign.training.config import default_schema
 
     model, model_taxonomy = load_model(checkpoint)
     tax = load_taxonomy(taxonomy) if taxonomy is not None else model_taxonomy
@@ -527,7 +409,7 @@ def evaluate(
             f"with {model_taxonomy.class_names}"
         )
     train_cfg = training_config_of(checkpoint) or {}
-    data_cfg = {**default_schema()["data"], **(train_cfg.get("data") or {})}
+    data_cfg = data_config(train_cfg.get("data"))
     if data is None and not train_cfg:
         raise ValueError(f"checkpoint {checkpoint} carries no training config: pass --data SOURCE")
     if label_fraction is not None:

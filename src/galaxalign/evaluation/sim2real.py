@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from galaxalign.evaluation.protocol import classify_embeddings, head_scores, primary_classifier, training_config_of
+from galaxalign.evaluation.embeddings import head_scores
+from galaxalign.evaluation.protocol import classify_embeddings, primary_classifier
+from galaxalign.model_files import training_config_of
 
 # OUR CHOICE: 50 rendered training galaxies per class fit the probe / centroids / k-NN: enough for a
 # 10-class linear probe on unit embeddings, and embedding 500 images stays well under a minute on a
@@ -40,9 +42,8 @@ def centre_crop(image: np.ndarray, fraction: float) -> np.ndarray:
 
 def _fit_galaxies(checkpoint, taxonomy, survey, fit_per_class: int, seed: int):
     """Rendered training galaxies of the checkpoint (or of ``survey``), at most ``fit_per_class`` each."""
-    from galaxalign.datasets import load_catalog
+    from galaxalign.datasets import data_config, load_catalog
     from galaxalign.evaluation.protocol import resolve_data
-    from galaxalign.training.config import default_schema
 
     if survey is not None:
         catalog, source = load_catalog(survey, taxonomy), str(survey)
@@ -50,7 +51,7 @@ def _fit_galaxies(checkpoint, taxonomy, survey, fit_per_class: int, seed: int):
         train_cfg = training_config_of(checkpoint) or {}
         if not train_cfg.get("data"):
             raise LookupError(f"checkpoint {checkpoint} records no training data: pass survey=<rendered survey .h5>")
-        data_cfg = {**default_schema()["data"], **(train_cfg.get("data") or {})}
+        data_cfg = data_config(train_cfg.get("data"))
         splits, info = resolve_data(data_cfg, taxonomy)
         catalog, source = splits["train"], info.get("path", info["source"])
     labels = catalog["label"].to_numpy()

@@ -7,14 +7,8 @@ catalog has them.
 """
 from galaxalign.search.embed import embed_survey, read_embeddings, read_manifest, write_embedding_shards
 from galaxalign.search.filters import CatalogFilter, FilterError, parse_filter
-from galaxalign.search.index import (
-    Hit,
-    IndexMismatchError,
-    SearchIndex,
-    build_index,
-    build_index_from_embeddings,
-    choose_kind,
-)
+from galaxalign.search.build import build_index, build_index_from_embeddings, choose_kind
+from galaxalign.search.index import Hit, IndexMismatchError, SearchIndex
 from galaxalign.search.query import (
     FEATURE_VIAS,
     QueryError,

@@ -21,15 +21,15 @@ from galaxalign.search.faiss_index import (
     set_search_params,
     train_index,
 )
-from galaxalign.search.index import (
+from galaxalign.search.index import SearchIndex
+from galaxalign.search.records import (
     CHUNK,
     INDEX_FORMAT,
     KEY_COLUMN,
     STORE_FILE,
     IndexMismatchError,
-    SearchIndex,
-    _as_matrix,
-    _table_from,
+    as_matrix,
+    id_table,
     normalize_rows,
 )
 from galaxalign.search.store import VectorStore
@@ -91,7 +91,7 @@ def build_index(
     (nprobe, ef_search) are calibrated on the data. The folder is written atomically: a crash
     leaves the previous index (or none), never half of one.
     """
-    x = _as_matrix(vectors, what="embeddings")
+    x = as_matrix(vectors, what="embeddings")
     n, dim = x.shape
     if n == 0:
         raise ValueError("embeddings: no vectors to index")
@@ -99,7 +99,7 @@ def build_index(
         raise IndexMismatchError(f"id table has {len(table)} rows but there are {n} embeddings")
     if int(shards) < 1:
         raise ValueError(f"shards must be at least 1, got {shards}")
-    t = _table_from(table)
+    t = id_table(table)
     x = _unit_rows(x)
     kind = choose_kind(n) if kind == "auto" else kind
     p = resolve_params(kind, n, dim, params)

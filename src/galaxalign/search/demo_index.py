@@ -55,7 +55,7 @@ def embed_to_index(checkpoint: str, data: str, embeddings_dir: Path, index_dir: 
     from galaxalign.inference import load_model
     from galaxalign.runtime import pick_device
     from galaxalign.search.embed import embed_survey
-    from galaxalign.search.index import build_index_from_embeddings
+    from galaxalign.search.build import build_index_from_embeddings
     from galaxalign.taxonomy import load_taxonomy
 
     model, model_taxonomy = load_model(checkpoint)

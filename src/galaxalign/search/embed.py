@@ -133,7 +133,7 @@ def write_embedding_shards(
     """
     from tqdm.auto import tqdm
 
-    from galaxalign.training import distributed
+    from galaxalign import distributed
 
     if shard_size < 1:
         raise ValueError(f"shard_size must be at least 1, got {shard_size}")

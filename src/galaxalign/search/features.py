@@ -15,14 +15,9 @@ encoder), plus the log of a **prior**: how many training galaxies had each path
 answers they are expected to have, which is the issue's "ranked by how many of them they have" and
 exactly what nDCG with graded relevance rewards.
 
-OUR CHOICE (measured on the VALIDATION split of the embedded survey, 50 feature queries,
-``scripts/feature_scoring_dev.py``, per-galaxy GalaxAlign with the then-default separate stage-2
-symbol encoder): ranking by the single composed query vector's cosine gave nDCG@10 symbol 0.810 /
-text 0.855; the path posterior gives 0.846 / 0.875 (shared encoder: 0.851 / 0.851 -> 0.879 / 0.878);
-a posterior over single answers (each answer's own caption or symbol, a softmax per question,
-chained through ``requires``) gave 0.767 / 0.753 -- a one-answer caption is not what the model was
-aligned with (a scratch run, not kept as a script). Temperatures tried: the model's own (chosen),
-half (symbol 0.851, text 0.871) and double (0.824 / 0.868).
+OUR CHOICE: the path posterior, at the model's own temperature, ranked feature queries better on
+the validation split than the composed query vector's cosine or a posterior over single answers
+(figures: docs/search.md, "How the feature scoring was chosen").
 
 ``via="both"`` averages the symbol and text posteriors (equal weights, like the composed ``both``
 query of ``search.query``). In an index the posterior re-ranks the nearest ``RERANK_CANDIDATES``
@@ -37,6 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from galaxalign.answers import AnswerError, caption, path_matrix, relevance_rows
+from galaxalign.captions import templates_of, wrap
 
 VIAS = ("symbol", "text", "both")
 
@@ -98,13 +94,8 @@ SYMBOL_TTA = False
 # OUR CHOICE: the posterior multiplies in a prior over the paths, the number of training galaxies that
 # had each (+ 0.5, so a path no galaxy had is still possible), at weight 1 (Bayes' rule: the bank has
 # one row per DISTINCT path, so the cosines alone treat a path one galaxy had like one 300 had).
-# Validation split, 50 feature queries, per-galaxy GalaxAlign with class_weight 3 (runs cw3 / cw3_s1 of
-# ``scripts/per_galaxy_val_sweep.py --prior-weights 0,0.5,1,1.5,2``, seeds 0 / 1), nDCG@10 at prior
-# weight 0 / 0.5 / 1 / 1.5 / 2: symbol 0.874 / 0.888 / 0.891 / 0.887 / 0.882 (seed 1: 0.878 / 0.886 /
-# 0.886 / 0.880 / 0.874), text 0.874 / 0.889 / 0.890 / 0.885 / 0.879 (0.870 / 0.878 / 0.876 / 0.872 /
-# 0.862). 0.5 and 1 are level; 1 is Bayes' rule. Class-level models (one row per class, no counts)
-# keep a uniform prior: class frequencies moved their nDCG by under 0.005 (a scratch run).
-# Models that carry no counts (trained before they were recorded) use a uniform prior.
+# Validation figures: docs/search.md, "How the feature scoring was chosen". Models that carry no
+# counts (trained before they were recorded) use a uniform prior.
 PRIOR_WEIGHT = 1.0
 PRIOR_SMOOTHING = 0.5
 
@@ -140,10 +131,9 @@ def build_path_bank(model, taxonomy, paths: Sequence[Sequence[str]] | None = Non
     if counts is not None and len(counts) != len(paths):
         raise ValueError(f"{len(counts)} path counts for {len(paths)} paths")
     have = path_matrix(paths, tree)
-    templates = tuple(taxonomy.prompt_templates) or ("{label}",)
     captions = [caption(p, tree) for p in paths]
-    text = np.stack([np.asarray(encode_texts(model, [t.format(label=c) for c in captions]), dtype=np.float32)
-                     for t in templates]).mean(axis=0)
+    text = np.stack([np.asarray(encode_texts(model, [wrap(c, t) for c in captions]), dtype=np.float32)
+                     for t in templates_of(taxonomy)]).mean(axis=0)
     text /= np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
     from galaxalign.symbols import book_of
     from galaxalign.symbols.raster import answer_symbol_bank

@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from galaxalign import answers as A
+from galaxalign.search.records import index_taxonomy
 
 # OUR CHOICE: answer matrices are read 65,536 galaxies at a time (about 13 MB of float32 each), so a
 # catalog of millions never holds its whole (N, A) matrix in memory.
@@ -83,8 +84,6 @@ def index_answers(index) -> IndexAnswers | None:
     cached = getattr(index, "_galaxalign_answers", None)
     if cached is not None and cached[0] is index.table:
         return cached[1]
-    from galaxalign.search.query import index_taxonomy
-
     value = compute_index_answers(index.table, index_taxonomy(index))
     try:
         index._galaxalign_answers = (index.table, value)

@@ -9,10 +9,8 @@ the three agree, so a table from one run never silently labels the hits of anoth
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -36,85 +34,24 @@ from galaxalign.search.faiss_index import (  # noqa: F401  (re-exported: the ind
 from galaxalign.search.filters import CatalogFilter, id_selector, parse_filter
 from galaxalign.search.store import VectorStore
 
-INDEX_FILE = "index.faiss"
-TABLE_FILE = "table.parquet"
-INFO_FILE = "index.json"
-STORE_FILE = "vectors.f32"
-INDEX_FORMAT = "galaxalign-index"
-KEY_COLUMN = "key"
-CHUNK = 262_144
-
-class IndexMismatchError(ValueError):
-    """The index folder's parts disagree (count, dim, kind); the message names the files."""
-
-
-class UnknownGalaxyError(KeyError):
-    """A galaxy id that is not in the index."""
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result: where it sits in the index and what the catalog says about it."""
-
-    rank: int
-    id: str
-    score: float
-    label: int
-    label_name: str
-    source: str
-    row: int
-    # the galaxy's decision-tree path, when the index's catalog carries per-galaxy answers
-    # (search.galaxy_answers); for a feature query also how many of the query's answers it has
-    answers: tuple[str, ...] | None = None
-    matched: int | None = None
-
-    def to_dict(self) -> dict:
-        out = {"rank": self.rank, "id": self.id, "score": self.score, "label": self.label,
-               "label_name": self.label_name, "source": self.source, "row": self.row}
-        if self.answers is not None:
-            out["answers"] = list(self.answers)
-        if self.matched is not None:
-            out["matched"] = self.matched
-        return out
-
-
-def _as_matrix(vectors: np.ndarray, dim: int | None = None, what: str = "vectors") -> np.ndarray:
-    x = vectors if isinstance(vectors, np.memmap) else np.asarray(vectors)
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2:
-        raise ValueError(f"{what}: expected a (N, D) array, got shape {x.shape}")
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(f"{what}: dimension {x.shape[1]} does not match the index dimension {dim}")
-    if not isinstance(x, np.memmap):
-        x = np.ascontiguousarray(x, dtype=np.float32)
-    for start in range(0, len(x), CHUNK):  # in chunks: a memory-mapped 10 GB input stays on disk
-        if not np.isfinite(x[start : start + CHUNK]).all():
-            raise ValueError(f"{what}: contains NaN or infinite values (in rows {start}..{start + CHUNK - 1})")
-    return x
-
-
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """L2-normalise rows (inner product then equals cosine similarity); zero rows stay zero."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-
-
-def _table_from(table: pd.DataFrame) -> pd.DataFrame:
-    for col in ("id", "label", "source"):
-        if col not in table.columns:
-            raise ValueError(f"id table: missing required column {col!r} (has {list(table.columns)})")
-    t = table.drop(columns=[c for c in ("embedding", KEY_COLUMN) if c in table.columns]).reset_index(drop=True)
-    if not pd.api.types.is_string_dtype(t["id"]) or t["id"].dtype == object:
-        t["id"] = t["id"].astype(str)
-    dup = t["id"][t["id"].duplicated()]
-    if len(dup):
-        raise ValueError(f"id table: duplicate ids, e.g. {dup.iloc[0]!r} ({len(dup)} duplicates)")
-    t["label"] = t["label"].fillna(-1).astype("int64")
-    if t["source"].dtype == object:
-        t["source"] = t["source"].astype(str)
-    return t
+from galaxalign.search.records import (  # noqa: F401  (re-exported: the index API's one front door)
+    CHUNK,
+    INDEX_FILE,
+    INDEX_FORMAT,
+    INFO_FILE,
+    KEY_COLUMN,
+    STORE_FILE,
+    TABLE_FILE,
+    Hit,
+    IndexMismatchError,
+    UnknownGalaxyError,
+    as_matrix,
+    class_names_from,
+    id_table,
+    index_taxonomy,
+    jsonable,
+    normalize_rows,
+)
 
 
 class SearchIndex:
@@ -136,7 +73,7 @@ class SearchIndex:
         self.info = info
         self.path = path
         self.store = store
-        self.class_names = list(class_names) if class_names is not None else _class_names_from(info)
+        self.class_names = list(class_names) if class_names is not None else class_names_from(info)
         self._ids: pd.Index | None = None
         self._hit_columns: tuple | None = None
         self._shard_keys: list[np.ndarray] | None = None
@@ -247,7 +184,7 @@ class SearchIndex:
 
     def record(self, galaxy_id: str) -> dict:
         """The id-table row of a galaxy as a plain dict."""
-        return _jsonable(self.table.iloc[self.row_of(galaxy_id)].to_dict())
+        return jsonable(self.table.iloc[self.row_of(galaxy_id)].to_dict())
 
     def vector(self, galaxy_id: str) -> np.ndarray:
         """The stored embedding of a galaxy (exact for every kind but a refine-less IVF-PQ)."""
@@ -318,7 +255,7 @@ class SearchIndex:
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        q = normalize_rows(_as_matrix(queries, self.dim, what="query"))
+        q = normalize_rows(as_matrix(queries, self.dim, what="query"))
         selector, widen = None, 1.0
         f = parse_filter(where)
         if f is not None and not f.is_empty():
@@ -401,10 +338,10 @@ class SearchIndex:
         rebuild when the catalog has grown several-fold or changed character. Call :meth:`save`
         to write the grown index back.
         """
-        x = _as_matrix(vectors, self.dim, what="new embeddings")
+        x = as_matrix(vectors, self.dim, what="new embeddings")
         if len(table) != len(x):
             raise IndexMismatchError(f"new galaxies: {len(table)} table rows but {len(x)} embeddings")
-        t = _table_from(table)
+        t = id_table(table)
         clash = t["id"][t["id"].isin(self.table["id"].astype(str))]
         if len(clash):
             raise ValueError(f"new galaxies: id {clash.iloc[0]!r} is already in the index ({len(clash)} such ids)")
@@ -510,38 +447,3 @@ def _read_faiss(path: Path):
 
 def _faiss_message(exc: Exception) -> str:
     return str(exc).strip().splitlines()[-1]
-
-
-def _class_names_from(info: dict) -> list[str]:
-    tax = info.get("taxonomy")
-    if isinstance(tax, dict):
-        return [c["name"] for c in tax.get("classes", [])]
-    if isinstance(tax, str):
-        try:
-            from galaxalign.taxonomy import load_taxonomy
-
-            return load_taxonomy(tax).class_names
-        except (FileNotFoundError, ValueError):
-            return []
-    return []
-
-
-def _jsonable(d: dict) -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, np.generic):
-            v = v.item()
-        if isinstance(v, float) and not math.isfinite(v):
-            v = None
-        out[k] = v
-    return out
-
-
-# the build side lives in galaxalign.search.build; re-exported: the index API's one front door
-from galaxalign.search.build import (  # noqa: E402,F401
-    AUTO_EXACT_MAX,
-    build_index,
-    build_index_from_embeddings,
-    choose_kind,
-    create_faiss_index,
-)

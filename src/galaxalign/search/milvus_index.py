@@ -538,14 +538,3 @@ def open_milvus_index(spec: str, search_params: dict | None = None) -> MilvusInd
     """``SearchIndex.load``'s route for ``milvus://`` addresses."""
     uri, collection = parse_milvus_spec(spec)
     return MilvusIndex.open(uri, collection, search_params=search_params)
-
-
-# the build side lives in galaxalign.search.milvus_build; re-exported: the Milvus backend's front door
-from galaxalign.search.milvus_build import (  # noqa: E402,F401
-    append_embeddings,
-    build_milvus_from_embeddings,
-    build_milvus_index,
-    drop_unfinished,
-    faiss_from_milvus,
-    milvus_from_faiss,
-)

@@ -14,8 +14,11 @@ from typing import Iterable, Sequence
 import numpy as np
 
 # Size limits of query images are those of the one image decoder.
+from galaxalign.captions import query_prompt
 from galaxalign.datasets.images import MAX_ASPECT_RATIO, MAX_GUNZIP_BYTES, MAX_IMAGE_PIXELS
-from galaxalign.search.index import Hit, SearchIndex
+from galaxalign.search.galaxy_answers import with_answers
+from galaxalign.search.index import SearchIndex
+from galaxalign.search.records import Hit, index_taxonomy
 
 # OUR CHOICE: query symbols are drawn at 224 px, the encoders' usual input size.
 SYMBOL_SIZE = 224
@@ -75,28 +78,6 @@ def check_text(text: str, what: str = "description") -> str:
     return text
 
 
-def index_taxonomy(index):
-    """The label scheme an index was embedded with (index.json ``taxonomy``), with the decision tree
-    and symbol book the model was trained with; None when the index records none."""
-    cached = getattr(index, "_galaxalign_taxonomy", False)
-    if cached is not False:
-        return cached
-    tax = None
-    data = (getattr(index, "info", None) or {}).get("taxonomy")
-    if data is not None:
-        from galaxalign.taxonomy import load_taxonomy
-
-        try:
-            tax = load_taxonomy(data)
-        except (FileNotFoundError, ValueError):
-            tax = None
-    try:
-        index._galaxalign_taxonomy = tax
-    except AttributeError:
-        pass
-    return tax
-
-
 def parse_answers(answers: str | Iterable[str], tree=None) -> tuple[str, ...]:
     """Galaxy Zoo answer ids (``smooth-or-featured_smooth,how-rounded_round``) checked against the tree
     (``tree``: a model's own decision tree; default the shipped one)."""
@@ -134,7 +115,7 @@ def render_query_symbol(answers: Sequence[str], size: int = SYMBOL_SIZE, taxonom
 
 
 def _one(vectors) -> np.ndarray:
-    v = np.asarray(vectors.detach().cpu().numpy() if hasattr(vectors, "detach") else vectors, dtype=np.float32)
+    v = np.asarray(vectors, dtype=np.float32)
     return v.reshape(-1, v.shape[-1])[0]
 
 
@@ -161,16 +142,14 @@ def embed_texts(model, texts: Sequence[str]) -> np.ndarray:
     """(N, D) embeddings of checked descriptions, one forward pass (the service batches with it)."""
     from galaxalign.inference import encode_texts
 
-    v = encode_texts(model, list(texts))
-    return np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, dtype=np.float32)
+    return encode_texts(model, list(texts)).numpy().astype(np.float32, copy=False)  # a CPU tensor, no graph
 
 
 def embed_images(model, images: Sequence[np.ndarray], modality: str = "image") -> np.ndarray:
     """(N, D) embeddings of uint8 (H, W, 3) images of one size, one forward pass."""
     from galaxalign.inference import embed_arrays
 
-    v = embed_arrays(model, np.stack([np.asarray(im) for im in images]), modality=modality)
-    return np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, dtype=np.float32)
+    return np.asarray(embed_arrays(model, np.stack([np.asarray(im) for im in images]), modality=modality), dtype=np.float32)
 
 
 def _check_dim(index: SearchIndex, v: np.ndarray) -> np.ndarray:
@@ -194,8 +173,6 @@ def query_vector(index: SearchIndex, vector: np.ndarray, k: int = 10, where=None
     When the index's catalog carries per-galaxy answers, every hit carries its galaxy's ``answers``;
     ``features`` (the answer ids of a feature query) adds ``matched``, how many of them it has."""
     hits = index.search(_check_dim(index, np.asarray(vector)), k, exclude=exclude, where=where, offset=offset)
-    from galaxalign.search.galaxy_answers import with_answers
-
     return with_answers(index, hits, features)
 
 
@@ -238,9 +215,7 @@ def feature_text(answers: str | Sequence[str], taxonomy=None) -> str:
     """What a feature query sends to the text encoder: its caption in the taxonomy's first prompt
     template (``{label}`` for the shipped ones), as per-galaxy training phrases each galaxy's caption
     (``class_bank.galaxy_rows``) and as ``evaluation.feature_search`` asks its text queries."""
-    text = feature_caption(answers, taxonomy)
-    templates = getattr(taxonomy, "prompt_templates", None) or ("{label}",)
-    return templates[0].format(label=text)
+    return query_prompt(feature_caption(answers, taxonomy), taxonomy)
 
 
 def combine_feature_vectors(symbol_vector: np.ndarray, text_vector: np.ndarray) -> np.ndarray:
@@ -283,8 +258,6 @@ def rank_features(index: SearchIndex, model, answers: Sequence[str], vector: np.
     that expected fraction; ``matched`` (when the catalog has answers) the true count. Without a
     taxonomy of the index the hits are the plain nearest neighbours of ``vector``."""
     from galaxalign.search.features import path_bank
-    from galaxalign.search.galaxy_answers import with_answers
-
     check_via(via)
     if offset < 0:
         raise ValueError(f"offset must be at least 0, got {offset}")

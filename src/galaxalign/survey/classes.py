@@ -87,10 +87,50 @@ def validate(config: dict, source: str) -> dict:
         for field, spec in cls.items():
             if field != "kind":
                 _check_spec(spec, f"{source}: classes.{key}.{field}")
-    from galaxalign.survey.answers import validate_answer_rules
-
     validate_answer_rules(config, source)
     return config
+
+
+def validate_answer_rules(config: dict, source: str) -> None:
+    """Check the ``answers`` section against the survey taxonomy's decision tree."""
+    rules = config.get("answers")
+    if rules is None:
+        return
+    if not isinstance(rules, dict):
+        raise SurveyConfigError(f"{source}: 'answers' must map question keys to rules")
+    tree = survey_taxonomy(config).tree
+    questions = {q.key: q for q in tree.questions}
+    for key, rule in rules.items():
+        where = f"{source}: answers.{key}"
+        if key not in questions:
+            raise SurveyConfigError(f"{where}: not a question of the decision tree; known: {sorted(questions)}")
+        if isinstance(rule, list):
+            if not questions[key].multiple_choice:
+                raise SurveyConfigError(f"{where}: a list of rules is for multiple-choice questions only "
+                                        f"({key!r} takes one answer); give one rule")
+            for i, sub in enumerate(rule):
+                if isinstance(sub, dict) and "default" in sub:
+                    raise SurveyConfigError(f"{where}[{i}]: rules of a list add answers from parameters; no 'default'")
+                _check_rule(sub, questions[key], f"{where}[{i}]")
+        else:
+            _check_rule(rule, questions[key], where)
+
+
+def _check_rule(rule, question, where: str) -> None:
+    if not isinstance(rule, dict) or not set(rule) <= {"param", "bins", "missing", "default"}:
+        raise SurveyConfigError(f"{where}: expected a mapping with param/bins/missing/default, got {rule!r}")
+    keys = {a.key for a in question.answers}
+    named = [str(b[2]) for b in rule.get("bins", []) if isinstance(b, list) and len(b) == 3]
+    named += [str(rule[k]) for k in ("missing", "default") if k in rule]
+    for answer in named:
+        if answer not in keys:
+            raise SurveyConfigError(f"{where}: {answer!r} is not an answer of {question.key!r}; answers: {sorted(keys)}")
+    for b in rule.get("bins", []):
+        if not (isinstance(b, list) and len(b) == 3 and all(isinstance(x, (int, float)) for x in b[:2]) and b[0] <= b[1]):
+            raise SurveyConfigError(f"{where}: a bin is [lo, hi, answer] with lo <= hi, got {b!r}")
+    if "bins" in rule and "param" not in rule:
+        raise SurveyConfigError(f"{where}: bins need a 'param'")
+
 
 
 @lru_cache(maxsize=4)

@@ -1,7 +1,7 @@
 """Training: two-stage GalaxAlign fine-tuning and the baselines, from a YAML config.
 
 ``load_config(path_or_name, overrides)`` and ``train(config, progress=True)`` are the front door;
-the loop, schedule, checkpoints and distributed set-up each live in their own module.
+the loop, schedule and checkpoints each live in their own module (process groups: galaxalign.distributed).
 """
 from galaxalign.training.config import METHODS, ConfigError, load_config, parse_override, shipped_configs
 
@@ -10,7 +10,7 @@ __all__ = ["load_config", "train", "TrainResult", "ConfigError", "parse_override
 
 def __getattr__(name):
     # The loop pulls in the model, datasets and data loaders; import it only when asked for, so that
-    # ``galaxalign.training.distributed`` or ``.config`` can be used without it.
+    # ``.config`` can be used without it.
     if name in ("train", "TrainResult"):
         from galaxalign.training import trainer
 

@@ -15,12 +15,13 @@ from typing import Any
 
 import yaml
 
+from galaxalign.training.methods import list_methods
 from galaxalign.training.recipe import RECIPE_DEFAULTS
 
-from galaxalign.survey.classes import DEFAULT_SURVEY_NUM, DEFAULT_SURVEY_SIZE
+from galaxalign.datasets.splits import DATA_DEFAULTS
 
 CONFIGS = "galaxalign.configs"
-METHODS = ("galaxalign", "image_text", "image_only", "zero_shot")
+METHODS = list_methods()  # the registered training methods (training.methods)
 AMP_MODES = ("auto", "fp16", "bf16", "off")
 
 # Keys whose value is a free-form mapping handed to another layer (validated there, not here).
@@ -30,21 +31,7 @@ FREE_FORM = {("model", "backbone")}
 SCHEMA: dict[str, Any] = {
     "method": "galaxalign",
     "stages": [1, 2],
-    "data": {
-        "source": "survey",  # "survey": the embedded rendered survey; otherwise a path for load_catalog
-        "num": DEFAULT_SURVEY_NUM,  # survey only: number of galaxies
-        "size": DEFAULT_SURVEY_SIZE,  # survey only: rendered image size (px)
-        "seed": 0,  # survey only: rendering seed
-        "taxonomy": "galaxy10_decals",
-        "val_fraction": 0.1,
-        "test_fraction": 0.2,
-        "split_seed": 0,
-        "label_fraction": 1.0,
-        "label_seed": 0,
-        "augment": 1.0,  # strength passed to the model's train transform; 0 = no augmentation
-        "in_memory": "auto",  # HDF5 images held in RAM: true, false, or "auto" (when they fit, see datasets.pytorch)
-        "skip_bad": False,  # True: drop catalog rows whose image or label is bad (warned, listed) instead of stopping
-    },
+    "data": copy.deepcopy(DATA_DEFAULTS),  # the data section is the library's (galaxalign.datasets.splits)
     "model": {
         "backbone": {"kind": "offline"},
         "embed_dim": None,  # None: the backbone's own

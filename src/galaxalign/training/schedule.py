@@ -60,3 +60,24 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_f
     """Cosine schedule whose warm-up is a FRACTION of the stage's optimiser steps (rounded)."""
     warmup = int(round(warmup_fraction * total_steps))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, CosineWithWarmup(total_steps, warmup))
+
+
+def stage_optimizer(model: nn.Module, opt: dict, stage, total_steps: int, device_type: str, use_scaler: bool):
+    """A stage's AdamW (``opt``: the config's ``optimizer`` section; lr and warm-up of the stage), its
+    cosine schedule over ``total_steps`` and its gradient scaler (fp16 only)."""
+    optimizer = build_optimizer(model, stage.lr, opt["weight_decay"], (opt["beta1"], opt["beta2"]), opt["eps"],
+                                head_lr_scale=float(opt["head_lr_scale"]))
+    scheduler = cosine_schedule(optimizer, total_steps, stage.warmup_fraction)
+    scaler = torch.amp.GradScaler(device_type, enabled=use_scaler)
+    return optimizer, scheduler, scaler
+
+
+def optimizer_step(optimizer, scheduler, scaler, trainable: list, clip: float | None) -> None:
+    """One optimiser step of accumulated (scaled) gradients: clip (``grad_clip_norm``), step, zero, schedule."""
+    if clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(trainable, float(clip))
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()

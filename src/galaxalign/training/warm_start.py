@@ -51,6 +51,11 @@ def ridge_projection(linear: torch.nn.Linear, inputs: torch.Tensor, targets: tor
 def warm_start_text_projection(model, taxonomy, image_embeddings: torch.Tensor, labels: torch.Tensor) -> bool:
     """Point every class's prompt embeddings at its labelled galaxies' mean image embedding.
 
+    OUR CHOICE (LP-FT style warm start): before contrastive training, the text projection is set so
+    that each class's prompts land on the mean image embedding of its labelled galaxies (ridge least
+    squares, text tower otherwise untouched), so training starts from prototypes that already
+    classify like nearest-class-mean instead of aligning random ones.
+
     ``taxonomy``: a Taxonomy (its classes' prompts), or a list of prompt lists, one per label value
     (per-galaxy rows: each answer path's captions).
     Needs a text tower that ends in ``proj`` (a Linear) after ``sentence_embedding`` (the offline
@@ -79,3 +84,18 @@ def warm_start_text_projection(model, taxonomy, image_embeddings: torch.Tensor, 
     tower.train(was)
     ridge_projection(proj, feats, torch.stack(targets).to(device))
     return True
+
+
+@torch.no_grad()
+def warm_start_symbol_projection(model, bank, image_embeddings: torch.Tensor, labels: torch.Tensor) -> None:
+    """Stage 2: the separate symbol encoder's projection starts with each class's symbols (the class
+    bank's pooled symbol views) pointing at its labelled galaxies' mean image embedding."""
+    means = class_means(image_embeddings, labels, bank.num_classes)
+    present = set(labels.unique().tolist())
+    tower = model.symbol_encoder
+    rows = [(r, c) for c in sorted(present) for r in bank.symbol_rows[c]]
+    views = bank.symbol_views[[r for r, _ in rows]]  # (n, 8, F)
+    inputs = torch.as_tensor(views.reshape(-1, views.shape[-1]), dtype=torch.float32, device=tower.feature_mean.device)
+    inputs = (inputs - tower.feature_mean) / tower.feature_std
+    targets = torch.stack([means[c] for _, c in rows for _ in range(views.shape[1])]).to(inputs.device)
+    ridge_projection(tower.proj, inputs, targets)

@@ -7,7 +7,7 @@ galaxies (``evaluation.feature_search``) with each ranking: the composed query v
 the path posterior of ``search.features`` at the model's temperature and at 1/2 and 2x it.
 Prints one JSON line per run: nDCG@10 and the paired 95 % interval of the difference to image-only.
 
-    .venv/bin/python scripts/feature_scoring_dev.py
+    .venv/bin/python experiments/feature_scoring_dev.py
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ to the first run) and feature-search nDCG@10 of the 50 seeded validation queries
 ranks them (``search.features``; paired 95 % interval of the difference to the image-only baseline,
 trained once as runs/dev/val_image_only).
 
-    .venv/bin/python scripts/per_galaxy_val_sweep.py class=answers.per_galaxy=false \\
+    .venv/bin/python experiments/per_galaxy_val_sweep.py class=answers.per_galaxy=false \\
         st1=loss.symbol_text=1 st025=loss.symbol_text=0.25 st025_s1=loss.symbol_text=0.25,seed=1
 
 ``--prior-weights 0,0.5,1`` also prints, per run, the nDCG with the path prior of ``search.features``

@@ -212,9 +212,15 @@ def feature_search_section(report: dict) -> list[str]:
     return lines
 
 
+def _data_name(ds: dict) -> str:
+    """The data as a reader can find it: the embedded survey by its file name (it lives in the
+    galaxalign cache, a path of the machine that ran it), any other source by its path."""
+    return Path(str(ds.get("path"))).name if ds.get("source") == "survey" else str(ds.get("path"))
+
+
 def _data_line(ds: dict) -> str:
-    head = (f"Data: embedded synthetic survey `{ds.get('path')}` ({ds.get('num')} galaxies, {ds.get('size')} px, "
-            if ds.get("source") == "survey" else f"Data: `{ds.get('path')}` (")
+    head = (f"Data: embedded synthetic survey `{_data_name(ds)}` (galaxalign cache; {ds.get('num')} galaxies, "
+            f"{ds.get('size')} px, " if ds.get("source") == "survey" else f"Data: `{_data_name(ds)}` (")
     return head + f"taxonomy {ds.get('taxonomy')}); splits {ds.get('splits')} (seed {ds.get('split_seed')})."
 
 
@@ -317,7 +323,7 @@ def ablation_markdown(report: dict) -> str:
     lines = [
         f"# {report.get('title', 'GalaxAlign ablations')}" + (" (quick)" if report.get("quick") else ""),
         "",
-        f"Data: `{ds.get('path')}`" + (f" ({ds.get('num')} galaxies, {ds.get('size')} px)" if ds.get("source") == "survey" else "")
+        f"Data: `{_data_name(ds)}`" + (f" (galaxalign cache; {ds.get('num')} galaxies, {ds.get('size')} px)" if ds.get("source") == "survey" else "")
         + f", label fraction {', '.join(f'{f:g}' for f in fractions)}, "
         f"backbone {report['backbone']}. Every run has GalaxAlign's training budget; 95 % bootstrap intervals "
         "over test galaxies.",

@@ -8,7 +8,7 @@ Steps (each skipped when its output exists, so an interrupted run resumes):
 Writes ``OUT/result.json`` with the accuracies and the distances.
 
 Usage:
-  python scripts/sim2real_experiment.py runs/s2r/A [--observing obs.json] [--realism 200] \\
+  python experiments/sim2real_experiment.py runs/s2r/A [--observing obs.json] [--realism 200] \\
       [-- stage1.epochs=6 stage2.epochs=3 data.augment=1.0]
 Run one at a time on a shared machine: training uses one torch thread.
 """

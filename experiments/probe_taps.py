@@ -8,7 +8,7 @@ over the 8 dihedral views (``features.dihedral_view``), and a logistic regressio
 (5 folds x 4 repeats, per-fold standardisation, class-balanced) on each feature set. Prints JSON:
 balanced accuracy per task and feature set, for the best C of (0.01, 0.1, 1).
 
-    .venv/bin/python scripts/probe_taps.py [--shared ../shared/data] [--size 224]
+    .venv/bin/python experiments/probe_taps.py [--shared ../shared/data] [--size 224]
 """
 from __future__ import annotations
 

@@ -17,8 +17,9 @@ from typing import Any, Callable, Sequence
 
 from galaxalign.evaluation.comparison import compare_to_reference
 from galaxalign.evaluation.report import fmt, write_json, write_text
-from galaxalign.evaluation.run_grid import RunGrid, RunSpec, expand_grid, load_grid
+from galaxalign.grids.run_grid import RunGrid, RunSpec, expand_grid, load_grid
 from galaxalign.runtime import DEMO_DIR
+from galaxalign.training.methods import get_method
 
 METRICS = ("accuracy", "macro_f1", "map", "map_at_10", "precision_at_10")
 REPORT_KINDS = {"demo": "galaxalign-demo", "ablation": "galaxalign-ablations"}
@@ -169,16 +170,17 @@ class GridRunner:
         zero_shot: dict = {}  # a stock model is exported once per grid entry and evaluated at every fraction
         for spec in specs:
             t0 = time.perf_counter()
-            if spec.method == "zero_shot" and spec.run in zero_shot:
+            trains = get_method(spec.method).trains
+            if not trains and spec.run in zero_shot:
                 tr, model, cache = zero_shot[spec.run]
             else:
                 tr = self.train(spec)
                 model, _ = load_model(tr.export_dir, device=self.device)
                 cache = {}
-                if spec.method == "zero_shot":
+                if not trains:
                     zero_shot[spec.run] = (tr, model, cache)
             # zero_shot has nothing to train: its "training" only builds and exports the stock model
-            train_s = 0.0 if spec.method == "zero_shot" else float(tr.seconds)
+            train_s = float(tr.seconds) if trains else 0.0
             res = self.evaluate(spec, model, cache)
             rec = run_record(spec, res, train_s, tr.export_dir, tr.checkpoint, tr.history)
             t_fs = time.perf_counter()
@@ -267,7 +269,7 @@ def run_table(
     ``exemplars``: real labelled galaxies for the sim-to-real check of the GalaxAlign run with the most
     labels (skipped without). zero_shot is exported once and reported at every label fraction.
     """
-    from galaxalign.evaluation.table_report import render_report
+    from galaxalign.grids.table_report import render_report
 
     t_start = time.perf_counter()
     g = grid if isinstance(grid, RunGrid) else load_grid(grid)

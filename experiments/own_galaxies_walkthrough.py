@@ -16,7 +16,7 @@ It writes ``smooth_featured.csv`` (``filepath,label``, absolute paths) and a two
 
 Prints the counts, then one JSON line with both runs' test figures.
 
-    cd /work/main && PYTHONPATH=$PWD/src .venv/bin/python scripts/own_galaxies_walkthrough.py [--out DIR]
+    cd /work/main && PYTHONPATH=$PWD/src .venv/bin/python experiments/own_galaxies_walkthrough.py [--out DIR]
 """
 from __future__ import annotations
 

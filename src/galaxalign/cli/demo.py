@@ -47,7 +47,7 @@ def common_kwargs(args) -> dict:
 
 
 def run(args) -> int:
-    from galaxalign.evaluation.runner import run_demo
+    from galaxalign.grids.runner import run_demo
     from galaxalign.training.config import METHODS
 
     methods = parse_list(args.methods, str, "--methods", METHODS)

@@ -165,10 +165,10 @@ def budget_overrides(base_cfg: dict, run_cfg: dict, label_fraction: float, given
     # runs took 4 steps (~140 labelled galaxies, batch 64) and measured nothing but the initial towers
     # (GalaxAlign val 0.28 -> 0.48 with equal steps, docs/training.md). Per-epoch validation is then
     # switched off (40 validations would cost more than the training; the demo evaluates on test).
-    from galaxalign.training.trainer import stage_plan
+    from galaxalign.training.methods import get_method
 
-    method = run_cfg["method"]
-    if method == "zero_shot":
+    method = get_method(run_cfg["method"])
+    if not method.trains:
         return {}
     recipe = base_cfg.get("recipe") or {}
     if recipe.get("enabled") and recipe.get("epochs") == "auto":
@@ -177,7 +177,7 @@ def budget_overrides(base_cfg: dict, run_cfg: dict, label_fraction: float, given
         return {}
     e1, e2 = int(base_cfg["stage1"]["epochs"]), int(base_cfg["stage2"]["epochs"])
     k = fraction_epoch_scale(label_fraction)
-    stages = [s.number for s in stage_plan(run_cfg)]
+    stages = [s.number for s in method.stages(run_cfg)]
     out: dict = {}
     if len(stages) == 1:
         out[f"stage{stages[0]}"] = {"epochs": (e1 + e2) * k}

@@ -4,8 +4,8 @@ Trains GalaxAlign on the embedded survey with the given config overrides, then r
 validation prototype accuracy seen during training and the feature-search nDCG@10 (symbol and text
 queries, ``evaluation.feature_search``) on the validation galaxies. Prints one JSON line.
 
-    .venv/bin/python scripts/per_galaxy_dev.py NAME [key=value ...]
-    e.g. scripts/per_galaxy_dev.py pg answers.per_galaxy=true loss.graded_power=2
+    .venv/bin/python experiments/per_galaxy_dev.py NAME [key=value ...]
+    e.g. experiments/per_galaxy_dev.py pg answers.per_galaxy=true loss.graded_power=2
 """
 from __future__ import annotations
 
