@@ -71,7 +71,8 @@ def main(argv=None) -> int:
     from galaxalign.search import milvus_build as MB
     from galaxalign.search import milvus_index as M
     from galaxalign.search.difficulty import recall_at_k
-    from galaxalign.search.index import SearchIndex, build_index
+    from galaxalign.search.build import build_index
+    from galaxalign.search.index import SearchIndex
 
     k = 10
     weights, means, chol, meta = load_mixture(args.mixture)

@@ -22,7 +22,8 @@ from galaxalign.search import milvus_build as MB  # noqa: E402
 from galaxalign.search import milvus_index as M  # noqa: E402
 from galaxalign.search import query as q  # noqa: E402
 from galaxalign.search.filters import FilterError, parse_filter  # noqa: E402
-from galaxalign.search.index import IndexMismatchError, SearchIndex, UnknownGalaxyError, build_index  # noqa: E402
+from galaxalign.search.build import build_index  # noqa: E402
+from galaxalign.search.index import IndexMismatchError, SearchIndex, UnknownGalaxyError  # noqa: E402
 
 FEATURES = ["smooth-or-featured_featured-or-disk", "disk-edge-on_no", "has-spiral-arms_yes", "spiral-winding_tight"]
 
@@ -34,7 +35,7 @@ def mfx(tmp_path_factory):
     from galaxalign.datasets import load_catalog
     from galaxalign.inference import load_model
     from galaxalign.search.embed import embed_survey
-    from galaxalign.search.index import build_index_from_embeddings
+    from galaxalign.search.build import build_index_from_embeddings
     from galaxalign.survey.generate import generate_survey
 
     root = tmp_path_factory.mktemp("milvus")

@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 
 from galaxalign.cli import main
 from galaxalign.search import query as q
-from galaxalign.search.index import SearchIndex, build_index_from_embeddings
+from galaxalign.search.build import build_index_from_embeddings
+from galaxalign.search.index import SearchIndex
 
 
 @pytest.fixture(scope="module")

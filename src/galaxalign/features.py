@@ -60,7 +60,15 @@ def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
 # --------------------------------------------------------------------------------- support checks
 def supports_cache(tower) -> bool:
     """Whether a tower can embed from cached trunk views (pooled taps or stage maps)."""
-    return callable(getattr(tower, "cache_input", None)) and getattr(tower, "taps", None) is not None
+    has_views = callable(getattr(tower, "cache_input", None)) or callable(getattr(tower, "pooled", None))
+    return has_views and getattr(tower, "taps", None) is not None
+
+
+def cache_input(tower, x: torch.Tensor) -> torch.Tensor:
+    """What the cache stores for one view of images ``x``: the tower's ``cache_input`` (pooled taps or
+    stage maps), or its ``pooled`` taps for towers that only pool."""
+    fn = getattr(tower, "cache_input", None)
+    return fn(x) if callable(fn) else tower.pooled(x)
 
 
 def cache_width(tower) -> int:
@@ -249,7 +257,7 @@ def _pool_batches(tower, batches, n: int, device, progress: bool, desc: str) -> 
         for x in batches:
             x = x.to(device)
             for k in range(N_VIEWS):
-                out[pos : pos + len(x), k] = tower.cache_input(dihedral_view(x, k)).float().cpu().numpy()
+                out[pos : pos + len(x), k] = cache_input(tower, dihedral_view(x, k)).float().cpu().numpy()
             pos += len(x)
             if bar is not None:
                 bar.update(len(x))

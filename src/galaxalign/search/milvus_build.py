@@ -17,7 +17,8 @@ import uuid
 import numpy as np
 import pandas as pd
 
-from galaxalign.search.index import INDEX_FORMAT, IndexMismatchError, SearchIndex, _as_matrix, _table_from
+from galaxalign.search.index import SearchIndex
+from galaxalign.search.records import INDEX_FORMAT, IndexMismatchError, as_matrix as _as_matrix, id_table as _table_from
 from galaxalign.search.milvus_schema import (
     COMPLETE_PROPERTY,
     DEFAULT_COLLECTION,

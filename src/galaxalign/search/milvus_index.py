@@ -29,16 +29,16 @@ import numpy as np
 import pandas as pd
 
 from galaxalign.search.filters import CatalogFilter, _in_cone, parse_filter
-from galaxalign.search.index import (
+from galaxalign.search.index import SearchIndex
+from galaxalign.search.records import (
     INDEX_FORMAT,
     Hit,
     IndexMismatchError,
-    SearchIndex,
     UnknownGalaxyError,
-    _as_matrix,
-    _class_names_from,
-    _jsonable,
-    _table_from,
+    as_matrix as _as_matrix,
+    class_names_from as _class_names_from,
+    id_table as _table_from,
+    jsonable as _jsonable,
     normalize_rows,
 )
 from galaxalign.search.milvus_schema import (  # noqa: F401  (re-exported: the Milvus backend's front door)
