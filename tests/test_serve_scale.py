@@ -114,7 +114,7 @@ def fresh_app(fx):
 
 
 def cached_requests(gid: str) -> list[tuple[str, str, dict]]:
-    from galaxalign.serve.app import thumb_url
+    from galaxalign.serve.responses import thumb_url
 
     return [("GET", f"/api/search/id/{quote(gid, safe='')}", {"params": {"k": 7, "offset": 3}}),
             ("GET", f"/api/search/id/{quote(gid, safe='')}", {"params": {"k": 5, "where": "class=1,2,3"}}),
@@ -125,7 +125,7 @@ def cached_requests(gid: str) -> list[tuple[str, str, dict]]:
 
 def test_repeated_requests_come_from_the_cache_byte_for_byte_as_uncached(fx):
     from galaxalign.search import query as q
-    from galaxalign.serve.app import SafeJSONResponse
+    from galaxalign.serve.responses import SafeJSONResponse
 
     gid = str(fx["catalog"].iloc[5]["id"])
     app, uncached = fresh_app(fx), fresh_app(fx)
@@ -206,7 +206,7 @@ def test_the_response_cache_stays_within_its_byte_budget(fx):
 
 
 def test_json_rendering_handles_numpy_values_and_non_finite_numbers():
-    from galaxalign.serve.app import render_json
+    from galaxalign.serve.responses import render_json
 
     assert render_json({"a": np.int64(3), "b": np.float32(0.5), "c": float("nan"), "d": "é"}) == \
         b'{"a":3,"b":0.5,"c":null,"d":"\\u00e9"}'
@@ -224,7 +224,7 @@ def test_thumbnail_png_decodes_to_the_exact_pixels():
 
     from PIL import Image
 
-    from galaxalign.serve.app import _png
+    from galaxalign.serve.images import png_bytes as _png
 
     rng = np.random.default_rng(0)
     for shape in [(128, 128, 3), (37, 90, 3), (1, 1, 3)]:

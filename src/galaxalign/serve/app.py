@@ -9,19 +9,11 @@ are named, not located). Galaxy ids travel in URLs percent-encoded and may hold 
 """
 from __future__ import annotations
 
-import io
-import json
-import os
 import random
-import struct
 import threading
-import zlib
-from collections import OrderedDict
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
 
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
@@ -37,8 +29,11 @@ from pydantic import BaseModel, Field
 from galaxalign.search import query as q
 from galaxalign.search.filters import FilterError
 from galaxalign.search.galaxy_answers import index_answers
-from galaxalign.search.index import Hit, SearchIndex, UnknownGalaxyError
-from galaxalign.serve.embedding_cache import EmbeddingCache, MicroBatcher
+from galaxalign.search.index import SearchIndex, UnknownGalaxyError
+from galaxalign.serve.caches import ResponseCache
+from galaxalign.serve.images import png_bytes
+from galaxalign.serve.responses import SafeJSONResponse, public_name, thumb_url
+from galaxalign.serve.searcher import Searcher
 
 # OUR CHOICE: uploads up to 8 MB, up to 100 results per query, 128 px thumbnails, 96 px icons.
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
@@ -52,18 +47,6 @@ MAX_CONCURRENT_DECODES = 2
 MAX_K = 100
 THUMB_SIZE = 128
 ICON_SIZE = 96
-CACHE_ITEMS = 4096
-# OUR CHOICE: the rendered JSON of the last 4,096 distinct searches (by id, text, symbols; a few
-# KB each) is kept and served again while the index is unchanged (SearchIndex.generation).
-RESPONSE_CACHE_ITEMS = 4096
-# OUR CHOICE: up to 64 MB of whole HTTP responses (searches and thumbnails), keyed by the raw request.
-HTTP_CACHE_BYTES = 64 * 1024 * 1024
-HTTP_CACHE_MAX_BODY = 64 * 1024  # requests with bigger bodies (uploads) are never cached
-# OUR CHOICE: on an index of at most 4M vector components (16k galaxies at D=256: an exact scan
-# well under a millisecond) a search runs on the event loop; handing it to a thread costs more.
-INLINE_SEARCH_WORK = 4_000_000
-CACHED_ROUTES = (("GET", "/api/search/id/"), ("GET", "/api/thumb/"), ("POST", "/api/search/text"),
-                 ("POST", "/api/search/symbol"))
 # OUR CHOICE: results can be paged up to 1,000 deep (offset + k fetched from the index per request).
 MAX_OFFSET = 1000
 WHERE_HELP = ("catalog filter, e.g. 'mag_r=16:17;redshift=:0.1;class=2,3;cone=150.1,2.2,1.5' "
@@ -83,215 +66,6 @@ class SymbolQuery(BaseModel):
     k: int = Field(10, ge=1, le=MAX_K, strict=True)
     offset: int = Field(0, ge=0, le=MAX_OFFSET, strict=True, description="skip this many results (the next page)")
     where: str | None = Field(None, description=WHERE_HELP)
-
-
-def thumb_url(galaxy_id: str) -> str:
-    """The thumbnail URL of a galaxy; the id is percent-encoded (any character round-trips)."""
-    return _thumb_url(str(galaxy_id))
-
-
-@lru_cache(maxsize=65536)
-def _thumb_url(galaxy_id: str) -> str:  # ten per search result page, the same ids over and over
-    return f"/api/thumb/{quote(galaxy_id, safe='')}.png"
-
-
-@lru_cache(maxsize=65536)
-def _public_str(value: str) -> str:
-    from galaxalign.datasets.images import parse_h5_source
-
-    h5 = parse_h5_source(value)
-    path, suffix = (h5[0], f"#{h5[1]}") if h5 else (value, "")
-    if os.path.isabs(path) or path.startswith("~") or ".." in Path(path).parts or "\\" in path:
-        return Path(path.replace("\\", "/")).name + suffix
-    return value
-
-
-def public_name(value: Any) -> Any:
-    """What a client may see of a server-side path: its file name (``survey.h5#12`` for an HDF5 row).
-
-    Relative ids and labels pass unchanged; absolute paths, ``~`` paths and ones that climb out
-    with ``..`` are cut to their last part, so no response reveals the server's folder layout.
-    """
-    if not isinstance(value, str) or not value:
-        return value
-    return _public_str(value)  # the same few thousand catalog sources, over and over: memoised
-
-
-class _LRU:
-    """A small thread-safe LRU of rendered PNG bytes (thumbnails, icons)."""
-
-    def __init__(self, size: int):
-        self.size, self.data, self.lock = size, OrderedDict(), threading.Lock()
-
-    def peek(self, key):
-        """The cached value (now most recently used) or None."""
-        with self.lock:
-            if key in self.data:
-                self.data.move_to_end(key)
-                return self.data[key]
-        return None
-
-    def get(self, key, make):
-        with self.lock:
-            if key in self.data:
-                self.data.move_to_end(key)
-                return self.data[key]
-        value = make()
-        with self.lock:
-            self.data[key] = value
-            while len(self.data) > self.size:
-                self.data.popitem(last=False)
-        return value
-
-
-def _png(image: np.ndarray, size: int | None = None) -> bytes:
-    """PNG bytes of a uint8 image, shrunk to fit ``size`` (LANCZOS)."""
-    from PIL import Image
-
-    im = Image.fromarray(np.asarray(image, dtype=np.uint8))
-    if size:
-        im.thumbnail((size, size), Image.Resampling.LANCZOS)
-    if im.mode == "RGB":
-        return _png_rgb(np.asarray(im))
-    buf = io.BytesIO()
-    im.save(buf, format="PNG", optimize=False, compress_level=1)
-    return buf.getvalue()
-
-
-def _png_rgb(rgb: np.ndarray) -> bytes:
-    """A plain PNG of an (H, W, 3) uint8 array: no row filters, zlib level 1.
-
-    Noisy sky images gain almost nothing from PNG's row filters and strong compression (a few
-    percent of size), which cost Pillow's encoder 2-4x the time; zlib runs without the GIL.
-    """
-    h, w, _ = rgb.shape
-    rows = np.empty((h, 1 + 3 * w), dtype=np.uint8)
-    rows[:, 0] = 0  # filter type None for every row
-    rows[:, 1:] = rgb.reshape(h, 3 * w)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, deflate, no interlace
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
-            + chunk(b"IEND", b""))
-
-
-class Searcher:
-    """What the endpoints share: the index, the model (loaded on first use), caches and locks."""
-
-    def __init__(self, index: SearchIndex, checkpoint: str | None, model=None):
-        self.index = index
-        self.checkpoint = checkpoint or index.checkpoint
-        self._model = model
-        self._model_lock = threading.Lock()
-        self._read_lock = threading.Lock()  # HDF5 reads are not thread-safe
-        self._reader = None
-        self.thumbs = _LRU(CACHE_ITEMS)
-        self.icons = _LRU(512)
-        self.responses = _LRU(RESPONSE_CACHE_ITEMS)
-        self.http_cache = HTTPCache()
-        # Query embeddings: repeated text / symbol queries from the cache, concurrent ones batched.
-        self.query_vectors = EmbeddingCache()
-        self._texts = MicroBatcher(lambda texts: q.embed_texts(self.model, texts))
-        self._symbols = MicroBatcher(
-            lambda sets: q.embed_images(self.model, [q.render_query_symbol(a, taxonomy=q.index_taxonomy(self.index))
-                                                     for a in sets], "symbol"))
-
-    def text_vector(self, text: str) -> np.ndarray:
-        text = q.clean_text(text)
-        return self.query_vectors.get(("text", text), lambda: self._texts(text))
-
-    def symbol_vector(self, answers: tuple[str, ...]) -> np.ndarray:
-        return self.query_vectors.get(("symbol", tuple(answers)), lambda: self._symbols(tuple(answers)))
-
-    def feature_vector(self, answers: tuple[str, ...], via: str) -> np.ndarray:
-        """A feature query's embedding (search.query.feature_vector), from the cached symbol / text ones."""
-        if via == "symbol":
-            return self.symbol_vector(answers)
-        text = self.text_vector(q.feature_text(answers, q.index_taxonomy(self.index)))
-        return text if via == "text" else q.combine_feature_vectors(self.symbol_vector(answers), text)
-
-    def load_model(self):
-        """The model, loaded on first use; a missing or refused file raises OSError / ValueError naming it."""
-        if self._model is None:
-            with self._model_lock:
-                if self._model is None:
-                    if not self.checkpoint:
-                        raise HTTPException(503, "no model: the index records no checkpoint and none was given to serve")
-                    from galaxalign.inference import load_model
-
-                    model, _ = load_model(self.checkpoint)
-                    self._model = model.eval()
-        return self._model
-
-    def warm_up(self):
-        """Load the model and run the text and symbol paths once (their imports, first-call set-up),
-        so that the first users of each do not stall everyone else's requests; returns the model."""
-        model = self.load_model()
-        from galaxalign.taxonomy import decision_tree
-
-        tax = q.index_taxonomy(self.index)
-        answer = (tax.tree if tax is not None else decision_tree()).questions[0].answers[0].id
-        q.embed_texts(model, ["a galaxy"])
-        q.embed_images(model, [q.render_query_symbol((answer,), taxonomy=tax)], "symbol")
-        if tax is not None:  # the paths feature queries are ranked by (search.features), built once
-            from galaxalign.answers import AnswerError
-            from galaxalign.search.features import path_bank
-
-            try:
-                path_bank(model, tax)
-            except AnswerError:
-                pass  # a taxonomy without answers: feature queries fall back to the nearest neighbours
-        return model
-
-    @property
-    def model(self):
-        try:
-            return self.load_model()
-        except (OSError, ValueError) as exc:
-            # A broken or refused model file: the service lives on, queries that need it fail.
-            name = public_name(str(Path(self.checkpoint).resolve()))
-            message = str(exc).replace(str(Path(self.checkpoint)), name).replace(str(self.checkpoint), name)
-            raise HTTPException(503, f"the model cannot be loaded: {message}") from None
-
-    def image_of(self, galaxy_id: str) -> np.ndarray:
-        row = self.index.record(galaxy_id)  # a dict: a faiss table row or a Milvus record alike
-        from galaxalign.datasets import read_image
-
-        try:
-            with self._read_lock:
-                return read_image(row)
-        except (OSError, ValueError) as exc:
-            # The catalog points at an image that is gone or broken: this galaxy has no thumbnail.
-            raise HTTPException(404, f"image of galaxy {galaxy_id!r} is unavailable: {exc}") from None
-
-    @property
-    def inline_search(self) -> bool:
-        """Whether a search (with the query vector at hand) is cheap enough for the event loop."""
-        if getattr(self.index, "searches_over_network", False):  # a Milvus index: a round trip, never inline
-            return False
-        return len(self.index) * self.index.dim <= INLINE_SEARCH_WORK
-
-    async def cached_search(self, key: tuple, search, inline: bool = False) -> Response:
-        """The JSON response of a search, rendered once per index generation and then served from
-        the cache; ``search()`` returns the response's content. It runs in the thread pool (it may
-        need the model or a long scan) unless ``inline``. Errors propagate (to the 4xx handlers)
-        and are not cached."""
-        key = (self.index.generation, *key)
-        body = self.responses.peek(key)
-        if body is None:
-            make = lambda: render_json(search())  # noqa: E731
-            body = self.responses.get(key, make) if inline else await run_in_threadpool(self.responses.get, key, make)
-        return Response(body, media_type="application/json")
-
-    def hits_json(self, hits: list[Hit], query: dict, k: int, offset: int = 0) -> dict:
-        return {
-            "query": {key: v for key, v in query.items() if v is not None},
-            "k": k,
-            "offset": offset,
-            "results": [{**h.to_dict(), "source": public_name(h.source), "thumb_url": thumb_url(h.id)} for h in hits],
-        }
 
 
 class BodyLimit:
@@ -331,147 +105,6 @@ class BodyLimit:
 
     def _message(self, size: int) -> str:
         return f"request body of {size}+ bytes is over the upload limit ({self.limit} bytes with the form envelope)"
-
-
-def render_json(content: Any) -> bytes:
-    """JSON with every non-ASCII character escaped: a lone surrogate that a request smuggled in (and
-    that an error message echoes back) cannot make the response unencodable, i.e. a 500."""
-    options = {"ensure_ascii": True, "allow_nan": False, "separators": (",", ":"), "default": _json_default}
-    try:
-        text = json.dumps(content, **options)
-    except ValueError:  # NaN / Infinity (Python's JSON parser accepts them in requests): null
-        text = json.dumps(_finite(content), **options)
-    return text.encode("ascii")
-
-
-def _json_default(value: Any) -> Any:
-    """What plain JSON does not know: numpy values as Python ones, the rest through FastAPI's encoder."""
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
-    return jsonable_encoder(value)
-
-
-class ResponseCache:
-    """ASGI middleware: a repeated request for a search or a thumbnail is answered from memory.
-
-    A request is cached only when it is one of :data:`CACHED_ROUTES`, its body (if any) is small
-    and the app answered it with a complete 200; the key is the raw request (method, path, query
-    string, content type, body) and the index's ``generation``, so adding or removing galaxies
-    (which bumps it) retires every stored answer. A hit skips routing, validation and the
-    endpoint: the bytes are exactly what the app sent for that request before. Least recently
-    used entries are dropped beyond ``max_bytes``.
-    """
-
-    def __init__(self, app, searcher: "Searcher"):
-        self.app, self.searcher, self.store = app, searcher, searcher.http_cache
-
-    async def __call__(self, scope, receive, send):
-        method, path = scope.get("method"), scope.get("path", "")
-        if scope["type"] != "http" or not any(method == m and path.startswith(p) for m, p in CACHED_ROUTES):
-            return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
-        body = b""
-        if method == "POST":
-            try:
-                declared = int(headers.get(b"content-length", b"-1"))
-            except ValueError:
-                declared = -1
-            if not 0 <= declared <= HTTP_CACHE_MAX_BODY:  # chunked or large: not cached
-                return await self.app(scope, receive, send)
-            chunks = []
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":  # the client went away
-                    return
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body", False):
-                    break
-            body = b"".join(chunks)
-        key = (self.searcher.index.generation, method, scope.get("raw_path") or path.encode(),
-               scope.get("query_string", b""), headers.get(b"content-type"), body)
-        entry = self.store.get(key)
-        if entry is not None:
-            await send({"type": "http.response.start", "status": 200, "headers": entry[0]})
-            await send({"type": "http.response.body", "body": entry[1]})
-            return
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if method == "POST" and not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        start, parts = None, []
-
-        async def capture(message):
-            nonlocal start
-            if message["type"] == "http.response.start":
-                start = message
-            elif message["type"] == "http.response.body" and start is not None and start["status"] == 200:
-                parts.append(message.get("body", b""))
-                if not message.get("more_body", False):
-                    self.store.put(key, list(start.get("headers", [])), b"".join(parts))
-            await send(message)
-
-        await self.app(scope, replay, capture)
-
-
-class HTTPCache:
-    """The stored responses of :class:`ResponseCache`: an LRU bounded in bytes (used on the event
-    loop only, so it needs no lock)."""
-
-    def __init__(self, max_bytes: int = HTTP_CACHE_BYTES):
-        self.max_bytes = int(max_bytes)
-        self.data: OrderedDict[tuple, tuple[list, bytes, int]] = OrderedDict()
-        self.bytes = 0
-        self.hits = self.misses = 0
-
-    def get(self, key: tuple) -> tuple[list, bytes, int] | None:
-        entry = self.data.get(key)
-        if entry is None:
-            self.misses += 1
-            return None
-        self.data.move_to_end(key)
-        self.hits += 1
-        return entry
-
-    def put(self, key: tuple, headers: list, body: bytes) -> None:
-        size = len(body) + sum(len(k) + len(v) for k, v in headers) + sum(len(x) for x in key[2:] if x)
-        if size > self.max_bytes // 16:
-            return
-        old = self.data.pop(key, None)
-        if old is not None:
-            self.bytes -= old[2]
-        self.data[key] = (headers, body, size)
-        self.bytes += size
-        while self.bytes > self.max_bytes:
-            _, (_, _, dropped) = self.data.popitem(last=False)
-            self.bytes -= dropped
-
-    def stats(self) -> dict:
-        return {"items": len(self.data), "bytes": self.bytes, "max_bytes": self.max_bytes,
-                "hits": self.hits, "misses": self.misses}
-
-
-class SafeJSONResponse(JSONResponse):
-    """A JSONResponse rendered by :func:`render_json`."""
-
-    def render(self, content: Any) -> bytes:
-        return render_json(content)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, (np.generic, np.ndarray)):
-        value = value.tolist()
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _error(status: int, detail: Any, headers: dict | None = None) -> JSONResponse:
@@ -608,11 +241,11 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
 
     @app.get("/api/symbol.png", summary="the pictogram composed from Galaxy Zoo answers",
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
-    def symbol_png(answers: str = Query(..., description="comma-separated answer ids"),
+    def symbolpng_bytes(answers: str = Query(..., description="comma-separated answer ids"),
                    size: int = Query(ICON_SIZE, ge=16, le=512)):
         tax = q.index_taxonomy(index)
         parsed = q.parse_answers(answers, tax.tree if tax is not None else None)
-        png = searcher.icons.get((parsed, size), lambda: _png(q.render_query_symbol(parsed, size=size, taxonomy=tax)))
+        png = searcher.icons.get((parsed, size), lambda: png_bytes(q.render_query_symbol(parsed, size=size, taxonomy=tax)))
         return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
     @app.get("/api/thumb/{galaxy_id:path}.png", summary="a catalog galaxy's thumbnail, by (percent-encoded) id",
@@ -621,7 +254,7 @@ def create_app(index_dir: str | Path | SearchIndex, checkpoint: str | None = Non
         png = searcher.thumbs.peek(galaxy_id)
         if png is None:
             png = await run_in_threadpool(searcher.thumbs.get, galaxy_id,
-                                          lambda: _png(searcher.image_of(galaxy_id), THUMB_SIZE))
+                                          lambda: png_bytes(searcher.image_of(galaxy_id), THUMB_SIZE))
         return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
     @app.get("/api/catalog", summary="browse the indexed catalog (in order or a random sample)")
