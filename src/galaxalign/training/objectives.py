@@ -115,7 +115,7 @@ def _val_features(model, catalog, batch_size: int = 128):
         for s in range(0, len(catalog.views), step):
             v = torch.from_numpy(catalog.views[s : s + step]).to(device)
             raw.append(model.image_encoder(v.reshape(-1, v.shape[-1])).float().reshape(v.shape[0], v.shape[1], -1))
-        return torch.cat(raw), torch.from_numpy(catalog.labels).to(device)
+        return torch.cat(raw), torch.from_numpy(catalog.labels.copy()).to(device)
     from galaxalign.inference import encode_images
 
     raw = encode_images(model, catalog, "image", output="raw", tta=False, batch_size=batch_size, use_cache=False)
