@@ -68,7 +68,7 @@ class PretrainSettings:
     device: str = "auto"
     threads: int | None = None
     data_workers: int = 0
-    stop_at: int | None = None       # end this session at this step (checkpointed; --resume goes on, same schedule)
+    stop_at: int | None = None       # pause the run at this step (checkpointed; --resume goes on, same schedule)
 
     RUNTIME = ("out", "steps", "checkpoint_every", "device", "threads", "data_workers", "render_workers", "stop_at")
 
