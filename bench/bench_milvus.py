@@ -70,6 +70,7 @@ def main(argv=None) -> int:
 
     from galaxalign.search import milvus_build as MB
     from galaxalign.search import milvus_index as M
+    from galaxalign.search import milvus_schema as MS
     from galaxalign.search.difficulty import recall_at_k
     from galaxalign.search.build import build_index
     from galaxalign.search.index import SearchIndex
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
                                  "recall_at_10": round(recall_at_k(keys, truth, k), 4),
                                  "qps_single_client": round(mqps, 1),
                                  "bytes_per_galaxy": round(folder_bytes(Path(uri)) / args.n, 1), "filtered": {}}
-        knob = M.SEARCH_KNOB.get(mi.info.get("index_type"))
+        knob = MS.SEARCH_KNOB.get(mi.info.get("index_type"))
         if knob:
             sweep = []
             for v in sorted({max(1, int(mi.params[knob]) // 2), int(mi.params[knob]), int(mi.params[knob]) * 2}):

@@ -20,6 +20,7 @@ pytest.importorskip("milvus_lite", reason="this platform has no Milvus Lite whee
 from galaxalign import answers as A  # noqa: E402
 from galaxalign.search import milvus_build as MB  # noqa: E402
 from galaxalign.search import milvus_index as M  # noqa: E402
+from galaxalign.search import milvus_schema as MS  # noqa: E402
 from galaxalign.search import query as q  # noqa: E402
 from galaxalign.search.filters import FilterError, parse_filter  # noqa: E402
 from galaxalign.search.build import build_index  # noqa: E402
@@ -65,12 +66,12 @@ def same_hits(a, b):
 
 
 def test_the_address_names_a_lite_file_or_a_server_and_a_collection():
-    assert M.parse_milvus_spec("milvus://./survey.db#galaxies") == ("./survey.db", "galaxies")
-    assert M.parse_milvus_spec("milvus://./survey.db") == ("./survey.db", M.DEFAULT_COLLECTION)
-    assert M.parse_milvus_spec("milvus://db.example.org:19530#g") == ("http://db.example.org:19530", "g")
-    assert M.parse_milvus_spec("milvus://https://host:443#g") == ("https://host:443", "g")
+    assert MS.parse_milvus_spec("milvus://./survey.db#galaxies") == ("./survey.db", "galaxies")
+    assert MS.parse_milvus_spec("milvus://./survey.db") == ("./survey.db", MS.DEFAULT_COLLECTION)
+    assert MS.parse_milvus_spec("milvus://db.example.org:19530#g") == ("http://db.example.org:19530", "g")
+    assert MS.parse_milvus_spec("milvus://https://host:443#g") == ("https://host:443", "g")
     with pytest.raises(ValueError, match="no URI"):
-        M.parse_milvus_spec("milvus://#g")
+        MS.parse_milvus_spec("milvus://#g")
 
 
 def test_the_collection_holds_the_catalog_and_its_provenance(mfx):
@@ -278,52 +279,52 @@ def test_append_refuses_embeddings_of_another_model(mfx, tmp_path):
 
 # -- errors ----------------------------------------------------------------------------------------
 def test_an_unreachable_server_is_named():
-    with pytest.raises(M.MilvusConnectionError, match=r"Milvus at http://127\.0\.0\.1:1 cannot be reached"):
+    with pytest.raises(MS.MilvusConnectionError, match=r"Milvus at http://127\.0\.0\.1:1 cannot be reached"):
         SearchIndex.load("milvus://127.0.0.1:1#galaxies")
 
 
 def test_a_refused_token_names_the_uri_and_the_variable():
     from pymilvus.exceptions import MilvusException
 
-    err = M.connection_error("https://db:19530", MilvusException(code=1800, message="auth check failure, please check username and password"))
-    assert isinstance(err, M.MilvusConnectionError)
-    assert "https://db:19530 refused the credentials" in str(err) and M.TOKEN_ENV in str(err)
-    assert "cannot be reached" in str(M.connection_error("http://x:1", MilvusException(code=2, message="Fail connecting")))
+    err = MS.connection_error("https://db:19530", MilvusException(code=1800, message="auth check failure, please check username and password"))
+    assert isinstance(err, MS.MilvusConnectionError)
+    assert "https://db:19530 refused the credentials" in str(err) and MS.TOKEN_ENV in str(err)
+    assert "cannot be reached" in str(MS.connection_error("http://x:1", MilvusException(code=2, message="Fail connecting")))
 
 
 def test_a_missing_collection_is_named_with_what_is_there(mfx):
-    with pytest.raises(M.MilvusCollectionError, match=r"collection 'nope' at .*survey\.db: no such collection "
+    with pytest.raises(MS.MilvusCollectionError, match=r"collection 'nope' at .*survey\.db: no such collection "
                                                       r"\(there: \['galaxies'\]\)"):
         SearchIndex.load(f"milvus://{mfx['uri']}#nope")
-    with pytest.raises(M.MilvusConnectionError, match="does not exist"):
+    with pytest.raises(MS.MilvusConnectionError, match="does not exist"):
         SearchIndex.load(f"milvus://{mfx['root']}/no/such/folder/x.db#galaxies")
 
 
 def test_a_collection_galaxalign_did_not_finish_or_write_is_refused(mfx):
     from pymilvus import DataType
 
-    client = M.connect(mfx["uri"])
+    client = MS.connect(mfx["uri"])
     s = client.create_schema(auto_id=False)
     s.add_field("key", DataType.INT64, is_primary=True)
     s.add_field("embedding", DataType.FLOAT_VECTOR, dim=4)
     ip = client.prepare_index_params()
     ip.add_index("embedding", index_type="FLAT", metric_type="IP")
     client.create_collection("foreign", schema=s, index_params=ip)
-    with pytest.raises(M.MilvusCollectionError, match="'foreign'.*not a GalaxAlign index"):
+    with pytest.raises(MS.MilvusCollectionError, match="'foreign'.*not a GalaxAlign index"):
         SearchIndex.load(f"milvus://{mfx['uri']}#foreign")
-    client.alter_collection_properties("foreign", properties={M.INFO_PROPERTY: json.dumps({"format": "galaxalign-index"})})
-    with pytest.raises(M.MilvusCollectionError, match="'foreign'.*unfinished build"):
+    client.alter_collection_properties("foreign", properties={MS.INFO_PROPERTY: json.dumps({"format": "galaxalign-index"})})
+    with pytest.raises(MS.MilvusCollectionError, match="'foreign'.*unfinished build"):
         SearchIndex.load(f"milvus://{mfx['uri']}#foreign")
-    client.alter_collection_properties("foreign", properties={M.COMPLETE_PROPERTY: "1"})
+    client.alter_collection_properties("foreign", properties={MS.COMPLETE_PROPERTY: "1"})
     with pytest.raises(IndexMismatchError, match="says dim=None but the 'embedding' field has dimension 4"):
         SearchIndex.load(f"milvus://{mfx['uri']}#foreign")
-    with pytest.raises(M.MilvusCollectionError, match="no GalaxAlign build wrote"):
+    with pytest.raises(MS.MilvusCollectionError, match="no GalaxAlign build wrote"):
         MB.build_milvus_index(np.eye(4, dtype=np.float32), pd.DataFrame({"id": list("abcd"), "label": 0, "source": ""}),
                              mfx["uri"], "foreign", progress=False)
     client.drop_collection("foreign")
     client.create_collection("plain", schema=s, index_params=ip)  # someone else's, under an alias
     client.create_alias("plain", "aliased")
-    with pytest.raises(M.MilvusCollectionError, match="alias 'aliased' points at 'plain', which no GalaxAlign build"):
+    with pytest.raises(MS.MilvusCollectionError, match="alias 'aliased' points at 'plain', which no GalaxAlign build"):
         MB.build_milvus_index(np.eye(4, dtype=np.float32), pd.DataFrame({"id": list("abcd"), "label": 0, "source": ""}),
                              mfx["uri"], "aliased", progress=False)
     assert client.has_collection("plain")  # never dropped
@@ -347,7 +348,7 @@ def test_a_failed_rebuild_leaves_the_old_collection_and_nothing_half_written(syn
     monkeypatch.setattr(MB, "_rows", failing)
     with pytest.raises(OSError, match="disk full"):
         MB.build_milvus_index(synth["x"][:300], synth["table"].iloc[:300], uri, "filters", progress=False)
-    client = M.connect(uri)
+    client = MS.connect(uri)
     assert [c for c in client.list_collections() if c.startswith("filters__") and c not in MB._aliased(client, "filters")] == []
     after = SearchIndex.load(f"milvus://{uri}#filters")
     assert len(after) == len(before) == 600
@@ -369,10 +370,10 @@ def test_a_killed_builds_staging_collection_is_never_opened_and_can_be_dropped(s
     with pytest.raises(SystemExit):
         MB.build_milvus_index(synth["x"][:50], synth["table"].iloc[:50], uri, "filters", progress=False)
     monkeypatch.undo()
-    client = M.connect(uri)
+    client = MS.connect(uri)
     staging = [c for c in client.list_collections() if c.startswith("filters__") and c not in MB._aliased(client, "filters")]
     assert len(staging) == 1
-    with pytest.raises(M.MilvusCollectionError, match="unfinished build"):
+    with pytest.raises(MS.MilvusCollectionError, match="unfinished build"):
         SearchIndex.load(f"milvus://{uri}#{staging[0]}")
     assert MB.drop_unfinished(uri, "filters") == staging
     assert len(SearchIndex.load(f"milvus://{uri}#filters")) == 600
@@ -386,21 +387,21 @@ def test_a_rebuild_replaces_the_collection_atomically(tmp_path):
     MB.build_milvus_index(x[:20], t.iloc[:20].assign(id=[f"b{i}" for i in range(20)]), uri, "g", progress=False)
     index = SearchIndex.load(f"milvus://{uri}#g")
     assert len(index) == 20 and index.search(x[3], 1)[0].id == "b3"
-    assert len(M.connect(uri).list_collections()) == 1  # the replaced collection is gone
+    assert len(MS.connect(uri).list_collections()) == 1  # the replaced collection is gone
 
 
 # -- index parameters --------------------------------------------------------------------------------
 def test_auto_picks_the_index_type_from_the_size_and_the_engine():
-    assert M.choose_milvus_index(50_000, local=True) == "FLAT"
-    assert M.choose_milvus_index(1_000_000, local=True) == "IVF_FLAT"
-    assert M.choose_milvus_index(1_000_000, local=False) == "HNSW"
-    assert M.choose_milvus_index(10 ** 9, local=False) == "DISKANN"
-    assert M.resolve_milvus_params("IVF_FLAT", 1_000_000, 256, None, True)["nlist"] == 4000
-    assert M.resolve_milvus_params("IVF_PQ", 10 ** 8, 256, None, False)["m"] == 128
+    assert MS.choose_milvus_index(50_000, local=True) == "FLAT"
+    assert MS.choose_milvus_index(1_000_000, local=True) == "IVF_FLAT"
+    assert MS.choose_milvus_index(1_000_000, local=False) == "HNSW"
+    assert MS.choose_milvus_index(10 ** 9, local=False) == "DISKANN"
+    assert MS.resolve_milvus_params("IVF_FLAT", 1_000_000, 256, None, True)["nlist"] == 4000
+    assert MS.resolve_milvus_params("IVF_PQ", 10 ** 8, 256, None, False)["m"] == 128
     with pytest.raises(ValueError, match="'DISKANN' is not available on Milvus Lite"):
-        M.resolve_milvus_params("DISKANN", 10, 8, None, True)
+        MS.resolve_milvus_params("DISKANN", 10, 8, None, True)
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['ef_search'\]"):
-        M.resolve_milvus_params("HNSW", 10, 8, {"ef_search": 3}, False)
+        MS.resolve_milvus_params("HNSW", 10, 8, {"ef_search": 3}, False)
 
 
 def test_an_ivf_collection_is_calibrated_to_its_target_recall(tmp_path):

@@ -74,20 +74,20 @@ def run(args) -> int:
 
 def _run_milvus(args) -> int:
     from galaxalign.search import milvus_build as MB
-    from galaxalign.search import milvus_index as M
+    from galaxalign.search import milvus_schema as MS
     from galaxalign.search.index import SearchIndex
 
     if args.uri is None:
         raise ValueError("--uri is required with --backend milvus: a Milvus Lite file (./survey.db) or http://host:19530")
     if args.shards != 1:
         raise ValueError("--shards is for faiss; Milvus shards a collection itself")
-    collection = M.check_collection_name(args.collection or M.DEFAULT_COLLECTION)
+    collection = MS.check_collection_name(args.collection or MS.DEFAULT_COLLECTION)
     params = _parse_params(args.param)
     if args.append:
         if args.embeddings is None or args.from_index is not None:
             raise ValueError("--append takes --embeddings (the galaxies to add), not --from-index")
-        keys = MB.append_embeddings(M.milvus_spec(args.uri, collection), args.embeddings)
-        spec = M.milvus_spec(args.uri, collection)
+        keys = MB.append_embeddings(MS.milvus_spec(args.uri, collection), args.embeddings)
+        spec = MS.milvus_spec(args.uri, collection)
         print(f"added {len(keys)} galaxies -> {spec}")
         return 0
     if args.from_index is not None:

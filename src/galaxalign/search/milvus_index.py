@@ -15,14 +15,13 @@ returns keys, ``hits`` and ``vectors`` take them, and ``Hit.row`` is the galaxy'
 
 The collection's make-up and the filter expressions are in :mod:`galaxalign.search.milvus_schema`;
 writing one (atomically, behind an alias) and moving between faiss and Milvus in
-:mod:`galaxalign.search.milvus_build`, re-exported here.
+:mod:`galaxalign.search.milvus_build`.
 """
 from __future__ import annotations
 
 import json
 import math
 from collections import OrderedDict
-from functools import lru_cache
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -41,7 +40,9 @@ from galaxalign.search.records import (
     jsonable as _jsonable,
     normalize_rows,
 )
-from galaxalign.search.milvus_schema import (  # noqa: F401  (re-exported: the Milvus backend's front door)
+from galaxalign.search.milvus_records import StoredAnswers, export_collection
+from galaxalign.search.milvus_schema import (
+    _taxonomy_signature,
     COMPLETE_PROPERTY,
     DEFAULT_COLLECTION,
     INFO_PROPERTY,
@@ -52,55 +53,22 @@ from galaxalign.search.milvus_schema import (  # noqa: F401  (re-exported: the M
     READ_BATCH,
     RECORD_CACHE,
     SEARCH_KNOB,
-    TOKEN_ENV,
     UNCALIBRATED,
     VECTOR_FIELD,
     Layout,
     MilvusCollectionError,
-    MilvusConnectionError,
     _count,
     _galaxy_paths,
     _quote,
     _rows,
-    check_collection_name,
-    choose_milvus_index,
     connect,
-    connection_error,
     filter_expression,
-    is_milvus_spec,
     milvus_spec,
     parse_milvus_spec,
-    resolve_milvus_params,
 )
 
 
 # -- the index -------------------------------------------------------------------------------------
-class StoredAnswers:
-    """Each galaxy's decision-tree path as the collection stores it (``search.galaxy_answers``'s
-    interface, by key): read with the hits, not computed from a table in memory."""
-
-    def __init__(self, index: "MilvusIndex", tree):
-        self.index, self.tree = index, tree
-
-    def of_row(self, key: int) -> tuple[str, ...]:
-        return self.index._records([int(key)])[0]["answers"]
-
-    def matched(self, key: int, query: Sequence[str]) -> int:
-        have = _expanded(self.of_row(key), self.tree)
-        return sum(a in have for a in query)
-
-
-@lru_cache(maxsize=65536)
-def _expanded_cached(path: tuple, tree_id: int, tree) -> frozenset:
-    from galaxalign import answers as A
-
-    return frozenset(A.expand(path, tree))
-
-
-def _expanded(path, tree) -> frozenset:
-    return _expanded_cached(tuple(path), id(tree), tree)
-
-
 class MilvusIndex(SearchIndex):
     """A GalaxAlign collection in Milvus behind :class:`SearchIndex`'s interface (rows are keys).
 
@@ -487,26 +455,7 @@ class MilvusIndex(SearchIndex):
     # -- the whole catalog -----------------------------------------------------------------------
     def export(self, vectors: bool = True, batch: int = 4096) -> tuple[pd.DataFrame, np.ndarray | None]:
         """Every galaxy (key order): its catalog row and, with ``vectors``, its embedding. O(N) reads."""
-        fields = self._scalar_fields() + ([VECTOR_FIELD] if vectors else [])
-        it = self.client.query_iterator(self.collection, batch_size=batch, filter="", output_fields=fields)
-        records, keys, vecs = [], [], []
-        try:
-            while True:
-                rows = it.next()
-                if not rows:
-                    break
-                for r in rows:
-                    keys.append(int(r["key"]))
-                    records.append(self._to_record(r))
-                    if vectors:
-                        vecs.append(np.asarray(r[VECTOR_FIELD], np.float32))
-        finally:
-            it.close()
-        order = np.argsort(np.asarray(keys, np.int64), kind="stable")
-        columns = list(self.layout.order) or ["id", "label", "source"]
-        table = pd.DataFrame([records[i] for i in order], columns=columns) if records else pd.DataFrame(columns=columns)
-        x = np.stack([vecs[i] for i in order]) if vectors and vecs else (np.zeros((0, self.dim), np.float32) if vectors else None)
-        return table, x
+        return export_collection(self, vectors, batch)
 
     @property
     def table(self) -> pd.DataFrame:
@@ -515,23 +464,6 @@ class MilvusIndex(SearchIndex):
         if self._table_cache is None or self._table_cache[0] != self.generation:
             self._table_cache = (self.generation, self.export(vectors=False)[0])
         return self._table_cache[1]
-
-
-def _taxonomy_signature(tax) -> tuple | None:
-    """(name, class names) of a taxonomy given as a dict, a name or a loaded one; None if unknown."""
-    if tax is None:
-        return None
-    if isinstance(tax, dict):
-        return (tax.get("name"), tuple(c.get("name") for c in tax.get("classes", [])))
-    if hasattr(tax, "class_names"):
-        return (getattr(tax, "name", None), tuple(tax.class_names))
-    try:
-        from galaxalign.taxonomy import load_taxonomy
-
-        t = load_taxonomy(tax)
-        return (t.name, tuple(t.class_names))
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 def open_milvus_index(spec: str, search_params: dict | None = None) -> MilvusIndex:

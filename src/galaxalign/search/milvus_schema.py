@@ -378,3 +378,20 @@ def cone_box(layout: Layout, ra: float, dec: float, radius: float) -> str:
     else:  # across RA 0/360
         box.append(f"({r_ra} >= {lo!r} or {r_ra} <= {hi!r})")
     return " and ".join(box)
+
+
+def _taxonomy_signature(tax) -> tuple | None:
+    """(name, class names) of a taxonomy given as a dict, a name or a loaded one; None if unknown."""
+    if tax is None:
+        return None
+    if isinstance(tax, dict):
+        return (tax.get("name"), tuple(c.get("name") for c in tax.get("classes", [])))
+    if hasattr(tax, "class_names"):
+        return (getattr(tax, "name", None), tuple(tax.class_names))
+    try:
+        from galaxalign.taxonomy import load_taxonomy
+
+        t = load_taxonomy(tax)
+        return (t.name, tuple(t.class_names))
+    except (FileNotFoundError, ValueError):
+        return None
