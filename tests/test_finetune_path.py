@@ -38,6 +38,21 @@ def _blob_images(n: int, size: int = 64, radius: float = 6.0, seed: int = 0) -> 
     return out
 
 
+def _round_and_bar_images(n: int, size: int = 48, seed: int = 0) -> list[np.ndarray]:
+    """Two classes a frozen ImageNet trunk separates at once: round blobs (even) and thin bars (odd)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2
+    out = []
+    for i in range(n):
+        im = np.zeros((size, size, 3), np.uint8)
+        if i % 2:
+            im[size // 2 - 3 : size // 2 + 3, size // 8 : size - size // 8] = 225
+        else:
+            im[np.hypot(x, y) < size / 5] = 225
+        out.append(np.clip(im + rng.integers(0, 22, im.shape), 0, 255).astype(np.uint8))
+    return out
+
+
 def _catalog(folder, images) -> pd.DataFrame:
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -185,18 +200,7 @@ def test_the_frozen_probe_is_a_candidate_scored_by_cross_validation_on_a_small_v
                                                                                                  cache_root):
     from galaxalign.evaluation.baselines import frozen_probe_candidate
 
-    # two classes a frozen ImageNet trunk separates at once: round blobs vs thin bars
-    rng = np.random.default_rng(0)
-    images, labels = [], []
-    for i in range(24):
-        im = np.zeros((48, 48, 3), np.uint8)
-        if i % 2:
-            im[22:26, 4:44] = 230
-        else:
-            y, x = np.mgrid[:48, :48] - 23.5
-            im[np.hypot(x, y) < 10] = 230
-        images.append(np.clip(im + rng.integers(0, 20, im.shape), 0, 255).astype(np.uint8))
-        labels.append(i % 2)
+    images = _round_and_bar_images(24)
     cat = _catalog(tmp_path / "p", images)
     tr, va, te = cat.iloc[:12].reset_index(drop=True), cat.iloc[12:16].reset_index(drop=True), cat.iloc[16:].reset_index(drop=True)
     out = frozen_probe_candidate(tr, va, te, 2, seed=0, progress=False)
@@ -204,6 +208,18 @@ def test_the_frozen_probe_is_a_candidate_scored_by_cross_validation_on_a_small_v
     assert out["val_accuracy"] >= 0.9
     pred, scores = out["test"]
     assert scores.shape == (8, 2) and np.mean(pred == te["label"].to_numpy()) >= 0.9
+
+
+def test_baseline_features_are_stored_once_per_galaxy_as_one_view(tmp_path, cache_root, monkeypatch):
+    from galaxalign.evaluation import baselines
+
+    cat = _catalog(tmp_path / "b", _round_and_bar_images(3))
+    first = baselines.imagenet_features(cat, progress=False)
+    (shard,) = list((cache_root / "baselines").rglob("shard-*.npz"))
+    with np.load(shard) as z:
+        assert z["views"].shape == (3, 1, 1280)
+    monkeypatch.setattr(baselines, "_compute_features", lambda *a, **k: pytest.fail("recomputed a stored galaxy"))
+    np.testing.assert_array_equal(baselines.imagenet_features(cat, progress=False), first)
 
 
 # -------------------------------------------------------------------------------- benchmark statistics
@@ -246,16 +262,7 @@ def test_default_recipe_trains_the_last_stages_from_cached_maps_and_keeps_the_ca
     from galaxalign.inference import embed_catalog, load_model
     from galaxalign.training import load_config, train
 
-    rng = np.random.default_rng(0)
-    images = []
-    for i in range(24):
-        im = np.zeros((48, 48, 3), np.uint8)
-        if i % 2:
-            im[21:27, 6:42] = 220
-        else:
-            y, x = np.mgrid[:48, :48] - 23.5
-            im[np.hypot(x, y) < 9] = 220
-        images.append(np.clip(im + rng.integers(0, 25, im.shape), 0, 255).astype(np.uint8))
+    images = _round_and_bar_images(24)
     cat = _catalog(tmp_path / "imgs", images)
     csv = tmp_path / "cat.csv"
     cat.rename(columns={"file_loc": "filepath"})[["filepath", "label", "id"]].to_csv(csv, index=False)

@@ -172,9 +172,10 @@ class FeatureStore:
     are computed and added as a new shard, so training, evaluation and search share the work.
     """
 
-    def __init__(self, folder: Path, width: int):
+    def __init__(self, folder: Path, width: int, views: int = N_VIEWS):
         self.folder = Path(folder)
         self.width = int(width)
+        self.views = int(views)  # views stored per galaxy (1 for single-view baselines)
 
     def shards(self) -> list[Path]:
         return sorted(self.folder.glob("shard-*.npz")) if self.folder.is_dir() else []
@@ -185,7 +186,7 @@ class FeatureStore:
         for i, k in enumerate(keys):
             want.setdefault(k, []).append(i)
         found = np.zeros(len(keys), dtype=bool)
-        out = np.zeros((len(keys), N_VIEWS, self.width), dtype=np.float32)
+        out = np.zeros((len(keys), self.views, self.width), dtype=np.float32)
         for shard in self.shards():
             if found.all():
                 break
@@ -200,7 +201,7 @@ class FeatureStore:
                                 dst.append(i)
                     if src:
                         views = z["views"]
-                        if views.shape[1:] != (N_VIEWS, self.width):
+                        if views.shape[1:] != (self.views, self.width):
                             raise ValueError(f"shard views of shape {views.shape}")
                         out[dst] = views[src]
                         found[dst] = True

@@ -23,7 +23,7 @@ def imagenet_features(catalog, *, image: str = PROBE_IMAGE, image_size: int = PR
     from galaxalign.runtime import cache_dir
 
     keys = catalog_keys(catalog)
-    store = FeatureStore(cache_dir() / "baselines" / f"{image}-{int(image_size)}-v1", 1280) if use_cache else None
+    store = FeatureStore(cache_dir() / "baselines" / f"{image}-{int(image_size)}-v2", 1280, views=1) if use_cache else None
     found = np.zeros(len(keys), bool)
     out = np.zeros((len(keys), 1280), np.float32)
     if store is not None:
@@ -34,7 +34,7 @@ def imagenet_features(catalog, *, image: str = PROBE_IMAGE, image_size: int = PR
         fresh = _compute_features(catalog.iloc[missing], image, image_size, batch_size, progress)
         out[missing] = fresh
         if store is not None:
-            store.add([keys[i] for i in missing], np.repeat(fresh[:, None], 8, axis=1))
+            store.add([keys[i] for i in missing], fresh[:, None])
     return out
 
 
